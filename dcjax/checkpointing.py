@@ -1,0 +1,135 @@
+"""Everything that touches orbax, and the reader used by notebooks and tools.
+
+A run's workdir holds, per phase (`pretrain`, `clustering`):
+
+    <phase>/state/<epoch>/       full training state (params, optimiser, method
+                                 state, seed keys): resuming needs it. Orbax's
+                                 retention (`max_to_keep`, `keep_period`) applies.
+    <phase>/snapshots/<epoch>/   what rebuilds that epoch's clustering without
+                                 the network: full-data embedding, and in the
+                                 clustering phase hard assignments, centers and
+                                 cluster sizes. Always kept: epoch selection reads it.
+    <phase>/records.jsonl        one line per epoch: loss components per batch and
+                                 per epoch, cluster sizes, seconds — for every seed.
+
+Every array has the seed axis first. Clustering epoch 0 is the k-means
+initialisation on the pretrained embedding.
+"""
+import json
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+PHASES = ("pretrain", "clustering")
+
+
+def _options(max_to_keep: int = 0, keep_period: int = 0, read_only: bool = False):
+    # One place builds the options, so writer and reader always agree on the
+    # step directory format (a mismatch makes orbax see no steps at all).
+    return ocp.CheckpointManagerOptions(
+        max_to_keep=max_to_keep or None, keep_period=keep_period or None,
+        create=not read_only, read_only=read_only, cleanup_tmp_directories=not read_only,
+        step_format_fixed_length=None)
+
+
+def _manager(directory: Path, **kw) -> ocp.CheckpointManager:
+    return ocp.CheckpointManager(directory.absolute(), options=_options(**kw))
+
+
+def _numpy_target(manager: ocp.CheckpointManager, step: int):
+    """An abstract target from the checkpoint's own metadata, restoring to numpy."""
+    meta = manager.item_metadata(step)
+    meta = getattr(meta, "tree", meta)
+    return jax.tree.map(lambda m: np.empty(m.shape, m.dtype), meta)
+
+
+class PhaseCheckpoints:
+    """Writes and resumes one phase of a run. Saves are asynchronous."""
+
+    def __init__(self, workdir: Path, phase: str, max_to_keep: int = 0, keep_period: int = 0):
+        if phase not in PHASES:
+            raise ValueError(f"phase must be one of {PHASES}, got {phase!r}")
+        self.root = Path(workdir) / phase
+        self.state = _manager(self.root / "state", max_to_keep=max_to_keep, keep_period=keep_period)
+        self.snapshots = _manager(self.root / "snapshots")
+        self.records_path = self.root / "records.jsonl"
+
+    def save(self, epoch: int, state: Any, snapshot: dict, record: dict | None):
+        # The record goes first: a state that exists always has its record.
+        if record is not None:
+            with open(self.records_path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+        self.snapshots.save(epoch, args=ocp.args.StandardSave(snapshot))
+        self.state.save(epoch, args=ocp.args.StandardSave(state))
+
+    def latest_epoch(self) -> int | None:
+        return self.state.latest_step()
+
+    def restore(self, epoch: int, abstract_state: Any) -> Any:
+        return self.state.restore(epoch, args=ocp.args.StandardRestore(abstract_state))
+
+    def has_snapshot(self, epoch: int) -> bool:
+        return epoch in self.snapshots.all_steps()
+
+    def discard_after(self, epoch: int):
+        """Forget what a killed run wrote past the state it resumes from."""
+        for step in self.snapshots.all_steps():
+            if step > epoch:
+                self.snapshots.delete(step)
+        if self.records_path.exists():
+            kept = [line for line in self.records_path.read_text().splitlines()
+                    if line and json.loads(line)["epoch"] <= epoch]
+            self.records_path.write_text("".join(line + "\n" for line in kept))
+
+    def wait(self):
+        self.state.wait_until_finished()
+        self.snapshots.wait_until_finished()
+
+    def close(self):
+        self.state.close()
+        self.snapshots.close()
+
+
+# ----------------------------------------------------------------------------
+# Reading a run (notebooks, evaluation, selection). Everything comes back as numpy.
+
+def _reader(workdir, phase: str, kind: str) -> ocp.CheckpointManager:
+    path = Path(workdir) / phase / kind
+    if not path.exists():
+        raise FileNotFoundError(f"no {kind} for phase {phase!r} in {workdir}")
+    return _manager(path, read_only=True)
+
+
+def list_epochs(workdir, phase: str = "clustering", kind: str = "snapshots") -> list[int]:
+    """Epochs that have a snapshot (kind='snapshots') or a full state (kind='state')."""
+    with _reader(workdir, phase, kind) as m:
+        return sorted(m.all_steps())
+
+
+def load_snapshot(workdir, epoch: int, phase: str = "clustering") -> dict[str, np.ndarray]:
+    """{'embedding': (S, N, e), 'assignments': (S, N), 'centers': (S, k, e), ...}"""
+    with _reader(workdir, phase, "snapshots") as m:
+        return m.restore(epoch, args=ocp.args.StandardRestore(_numpy_target(m, epoch)))
+
+
+def load_state(workdir, epoch: int, phase: str = "clustering") -> dict:
+    """The full training state of an epoch: params (['params']['ae'] in the
+    clustering phase, ['params'] in pretraining), centers, optimiser state."""
+    with _reader(workdir, phase, "state") as m:
+        return m.restore(epoch, args=ocp.args.StandardRestore(_numpy_target(m, epoch)))
+
+
+def load_records(workdir, phase: str = "clustering") -> list[dict]:
+    path = Path(workdir) / phase / "records.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line]
+
+
+def load_config(workdir):
+    """The run's config as an ml_collections.ConfigDict."""
+    import ml_collections
+    return ml_collections.ConfigDict(json.loads((Path(workdir) / "config.json").read_text()))

@@ -1,0 +1,374 @@
+"""Data sets for deep clustering: load, normalise, validate and batch.
+
+Read top to bottom:
+
+1. `Dataset` and `load_dataset(cfg)`: the one entry point the trainer uses.
+2. The sources: `digits` and `blobs` (made by scikit-learn, work anywhere),
+   the real benchmark sets stored as `<data_dir>/<name>.npz` (fetched from
+   their public source on first use when missing), and `tfds:<name>`.
+3. `normalize`, `validate`: preprocessing and the checks that fail fast with
+   a clear message instead of a NaN loss an hour later.
+4. `batch_indices`, `eval_batches`: index arrays for training and evaluation
+   passes (the data itself stays on the host or device as one array).
+
+Every `.npz` holds `x` (N, d) and `y` (N,), the training set followed by the
+test set, values exactly as in the source (see `shared/data/README.md`).
+"""
+from __future__ import annotations
+
+import gzip
+import io
+import logging
+import os
+import tempfile
+import urllib.request
+from pathlib import Path
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+class Dataset(NamedTuple):
+    x: np.ndarray          # (N, d) float32, already preprocessed
+    y: np.ndarray | None   # (N,) int64 labels, or None when unlabelled
+    n_clusters: int
+    name: str
+    kind: str              # 'image' or 'tabular': decides the default normalisation
+
+
+# Optional config fields and their defaults (`name` is required).
+DEFAULTS = dict(
+    data_dir="", normalize="auto", n_clusters=0, subsample=0, subsample_seed=0,
+    n_samples=1000, n_features=10, blob_clusters=5, cluster_std=1.0, blob_seed=0)
+
+DATA_DIR_ENV = "DCJAX_DATA_DIR"
+# <repo>/../shared/data: where CI and the developers' checkouts keep the data.
+DEFAULT_DATA_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+
+
+# --------------------------------------------------------------------------
+# 1. Entry point
+# --------------------------------------------------------------------------
+
+def load_dataset(cfg) -> Dataset:
+    """Load, check, subsample and normalise the data set `cfg` names.
+
+    `cfg` is an `ml_collections.ConfigDict` or a plain dict with the fields of
+    `DEFAULTS` plus `name`. The order (subsample, then normalise) makes the
+    statistics those of the rows actually trained on.
+    """
+    if "name" not in cfg or not cfg["name"]:
+        raise ValueError("dataset config needs a `name`, e.g. 'digits'")
+    opt = {k: cfg.get(k, v) for k, v in DEFAULTS.items()}
+    name = str(cfg["name"])
+
+    x, y, kind = _load_raw(name, opt)
+    x = x.reshape(len(x), -1)
+    _check_finite(x)
+    y = None if y is None else np.asarray(y, np.int64).reshape(-1)
+    if y is not None and len(y) != len(x):
+        raise ValueError(f"data set {name!r}: {len(x)} rows in x but {len(y)} labels in y")
+
+    n_clusters = int(opt["n_clusters"])
+    if n_clusters <= 0:
+        if y is None:
+            raise ValueError(f"data set {name!r} has no labels: set n_clusters > 0")
+        n_clusters = len(np.unique(y))   # of the whole set, before subsampling
+
+    if int(opt["subsample"]) > 0:
+        rows = subsample_rows(y, len(x), int(opt["subsample"]), int(opt["subsample_seed"]))
+        x, y = x[rows], None if y is None else y[rows]
+
+    mode = kind if opt["normalize"] == "auto" else opt["normalize"]
+    return Dataset(normalize(x, mode), y, n_clusters, name, kind)
+
+
+def data_dir(configured: str = "") -> Path:
+    """The data folder: the config's, else $DCJAX_DATA_DIR, else <repo>/../shared/data."""
+    chosen = configured or os.environ.get(DATA_DIR_ENV, "") or DEFAULT_DATA_DIR
+    return Path(chosen).expanduser()
+
+
+def subsample_rows(y: np.ndarray | None, n: int, size: int, seed: int) -> np.ndarray:
+    """Sorted indices of a fixed subset of `size` rows, stratified by `y` when it can be.
+
+    Stratification keeps every cluster present in quick tests; it falls back to a
+    plain random draw when there are no labels or too few rows per class.
+    """
+    if size >= n:
+        return np.arange(n)
+    if y is not None:
+        from sklearn.model_selection import train_test_split
+        try:
+            rows, _ = train_test_split(np.arange(n), train_size=size, stratify=y,
+                                       random_state=seed)
+            return np.sort(rows)
+        except ValueError:   # a class with one member, or fewer rows than classes
+            pass
+    return np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))
+
+
+# --------------------------------------------------------------------------
+# 2. Sources
+# --------------------------------------------------------------------------
+
+def _load_raw(name: str, opt: dict) -> tuple[np.ndarray, np.ndarray | None, str]:
+    """(x, y, kind) as the source has them, before any preprocessing."""
+    key = name.strip().lower()
+    if key == "digits":
+        from sklearn.datasets import load_digits
+        x, y = load_digits(return_X_y=True)   # 8x8 images, values 0..16
+        return x, y, "image"
+    if key == "blobs":
+        from sklearn.datasets import make_blobs
+        x, y = make_blobs(n_samples=int(opt["n_samples"]), n_features=int(opt["n_features"]),
+                          centers=int(opt["blob_clusters"]), cluster_std=float(opt["cluster_std"]),
+                          random_state=int(opt["blob_seed"]))
+        return x, y, "tabular"
+    if key in SOURCES:
+        x, y = load_npz(key, data_dir(opt["data_dir"]))
+        return x, y, SOURCES[key].kind
+    if key.startswith("tfds:"):
+        return load_tfds(name.strip()[len("tfds:"):], opt["data_dir"])
+    known = ", ".join(["blobs", "digits", *sorted(SOURCES), "tfds:<name>"])
+    raise ValueError(f"unknown data set {name!r}; known: {known}")
+
+
+# Parsers: bytes of the (already gunzipped) source files -> (x, y).
+
+def parse_usps(text: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """ESL `zip.train`/`zip.test`: per line the digit, then 256 grey values in [-1, 1]."""
+    a = np.loadtxt(io.BytesIO(text), dtype=np.float32, ndmin=2)
+    return a[:, 1:], a[:, 0].astype(np.int64)
+
+
+def parse_uci_csv(text: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """UCI optdigits/pendigits: comma-separated integer features, the class last."""
+    a = np.loadtxt(io.BytesIO(text), dtype=np.float32, delimiter=",", ndmin=2)
+    return a[:, :-1], a[:, -1].astype(np.int64)
+
+
+def parse_idx(data: bytes) -> np.ndarray:
+    """An unsigned-byte IDX array (the MNIST format): zero, zero, type 0x08, ndim, sizes."""
+    if len(data) < 4 or data[:2] != b"\0\0" or data[2] != 0x08:
+        raise ValueError("not an unsigned-byte IDX file")
+    ndim = data[3]
+    shape = tuple(int(s) for s in np.frombuffer(data, ">u4", count=ndim, offset=4))
+    return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+def parse_idx_pair(images: bytes, labels: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """MNIST-style images + labels files -> (N, H*W) uint8, (N,) int64."""
+    x, y = parse_idx(images), parse_idx(labels)
+    if len(x) != len(y):
+        raise ValueError(f"{len(x)} images but {len(y)} labels")
+    return x.reshape(len(x), -1), y.astype(np.int64)
+
+
+class Source(NamedTuple):
+    kind: str
+    origin: str                        # for humans: where the data comes from
+    locations: tuple[str, ...]         # folders or base URLs, tried in order
+    files: tuple[tuple[str, ...], ...]  # per split (train, test): the files `parse` takes
+    parse: Callable[..., tuple[np.ndarray, np.ndarray]]
+
+
+_UCI = "https://archive.ics.uci.edu/ml/machine-learning-databases/"
+_IDX_FILES = (("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+              ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"))
+
+SOURCES = {
+    "usps": Source(
+        "image", "USPS digits, zip.train.gz/zip.test.gz of Hastie et al., The Elements of "
+        "Statistical Learning", ("https://hastie.su.domains/ElemStatLearn/datasets/",),
+        (("zip.train.gz",), ("zip.test.gz",)), parse_usps),
+    "optdigits": Source(
+        "image", "UCI Optical Recognition of Handwritten Digits, optdigits.tra/.tes",
+        (_UCI + "optdigits/",), (("optdigits.tra",), ("optdigits.tes",)), parse_uci_csv),
+    "pendigits": Source(
+        "tabular", "UCI Pen-Based Recognition of Handwritten Digits, pendigits.tra/.tes",
+        (_UCI + "pendigits/",), (("pendigits.tra",), ("pendigits.tes",)), parse_uci_csv),
+    "mnist": Source(
+        "image", "MNIST IDX files (LeCun et al.)",
+        ("https://yann.lecun.com/exdb/mnist/", "https://storage.googleapis.com/cvdf-datasets/mnist/"),
+        _IDX_FILES, parse_idx_pair),
+    "fmnist": Source(
+        "image", "Fashion-MNIST IDX files (Zalando Research; Debian package dataset-fashion-mnist)",
+        ("/usr/share/datasets/fashion-mnist/", "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"),
+        _IDX_FILES, parse_idx_pair),
+}
+
+
+def load_npz(name: str, folder: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """Read `<folder>/<name>.npz`, or build it from the public source if missing."""
+    path = folder / f"{name}.npz"
+    if not path.exists():
+        return fetch_to_npz(name, path)
+    with np.load(path, allow_pickle=False) as f:
+        return f["x"], (f["y"] if "y" in f else None)
+
+
+def fetch_bytes(location: str) -> bytes:
+    """Read a local file or a URL. The only function that touches the network (tests replace it)."""
+    if location.startswith(("http://", "https://")):
+        with urllib.request.urlopen(location, timeout=60) as r:
+            return r.read()
+    return Path(location).read_bytes()
+
+
+def _gunzip(data: bytes) -> bytes:
+    return gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
+
+
+def fetch_to_npz(name: str, path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(x, y), train then test, from the first location of the source that works, cached at `path`.
+
+    A folder we cannot write to (e.g. a read-only shared one) only costs the cache.
+    """
+    src, errors = SOURCES[name], []
+    for loc in src.locations:
+        try:
+            parts = [src.parse(*(_gunzip(fetch_bytes(loc + f)) for f in files)) for files in src.files]
+            break
+        except (OSError, ValueError) as e:   # URLError and HTTPError are OSErrors
+            errors.append(f"{loc}: {type(e).__name__}: {e}")
+    else:
+        raise FileNotFoundError(_missing_message(name, path, src, "fetching it failed:\n  "
+                                                 + "\n  ".join(errors)))
+    x, y = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+    part = None
+    try:   # write then rename, so an interrupted run leaves no half-written .npz
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".part", delete=False) as f:
+            part = Path(f.name)
+            np.savez_compressed(f, x=x, y=y)
+        os.replace(part, path)
+    except OSError as e:
+        if part is not None:
+            part.unlink(missing_ok=True)
+        log.warning("could not save %s (%s); using the data from %s without caching", path, e, loc)
+    else:
+        log.info("wrote %s (%d rows) from %s", path, len(x), loc)
+    return x, y
+
+
+def _missing_message(name: str, path: Path, src: Source, why: str) -> str:
+    return (f"data set {name!r} not found: looked for {path}. Put {path.name} (arrays x (N, d) "
+            f"and y (N,)) in {path.parent}, or point the dataset's data_dir or the "
+            f"{DATA_DIR_ENV} environment variable at the folder that holds it. The data comes "
+            f"from {src.origin} ({', '.join(src.locations)}); {why}")
+
+
+def load_tfds(spec: str, folder: str = "") -> tuple[np.ndarray, np.ndarray, str]:
+    """`<name>[:<split>]` from tensorflow-datasets (default split 'all'), images flattened.
+
+    Uses `tfds.data_source` (random access, NumPy only), which reads data prepared
+    in the ArrayRecord format without TensorFlow; preparing (downloading) a data
+    set needs TensorFlow. `folder` empty -> TFDS's own data dir.
+    """
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError as e:
+        raise ImportError(f"'tfds:{spec}' needs tensorflow-datasets: pip install 'dcjax[tfds]'") from e
+    name, _, split = spec.partition(":")
+    source = tfds.data_source(name, split=split or "all", data_dir=folder or None)
+    rows = [source[i] for i in range(len(source))]
+    if not rows or "image" not in rows[0] or "label" not in rows[0]:
+        raise ValueError(f"tfds:{spec}: need a non-empty split with 'image' and 'label' features")
+    x = np.stack([np.asarray(r["image"]).reshape(-1) for r in rows])
+    return x, np.array([r["label"] for r in rows], np.int64), "image"
+
+
+# --------------------------------------------------------------------------
+# 3. Preprocessing and checks
+# --------------------------------------------------------------------------
+
+_MODES = {"image": "channel", "tabular": "feature", "channel": "channel",
+          "feature": "feature", "none": "none"}
+
+
+def normalize(x: np.ndarray, kind_or_mode: str) -> np.ndarray:
+    """z-score `x` as float32.
+
+    'channel' (default for 'image'): one mean and std over all values, which is
+    channel-wise for these grayscale sets and keeps the pixels' relative scale.
+    'feature' (default for 'tabular'): per column, since columns have unrelated
+    units; constant columns become 0 rather than NaN. 'none': only cast.
+    """
+    if kind_or_mode not in _MODES:
+        raise ValueError(f"unknown normalisation {kind_or_mode!r}; known: auto, {', '.join(_MODES)}")
+    mode = _MODES[kind_or_mode]
+    x = np.asarray(x, np.float32)
+    if mode == "none" or x.size == 0:
+        return x
+    axis = None if mode == "channel" else 0
+    mean = x.mean(axis=axis, dtype=np.float64).astype(np.float32)
+    std = x.std(axis=axis, dtype=np.float64).astype(np.float32)
+    constant = np.ptp(x, axis=axis) == 0   # exact, unlike std > 0 after rounding
+    return np.where(constant, np.float32(0), (x - mean) / np.where(constant, 1, std))
+
+
+def _check_finite(x: np.ndarray) -> None:
+    if np.issubdtype(x.dtype, np.integer):
+        return
+    bad = ~np.isfinite(x)
+    if bad.any():
+        rows = np.flatnonzero(bad.any(axis=-1) if x.ndim > 1 else bad)
+        raise ValueError(f"x has {int(bad.sum())} NaN/inf values in {len(rows)} rows "
+                         f"(first row {int(rows[0])}); clean or impute them before clustering")
+
+
+def validate(x, y, n_clusters: int, batch_size: int) -> None:
+    """Raise ValueError if this data cannot be clustered with these settings.
+
+    Cheap shape checks first, the O(N d) NaN scan last; all before any compute.
+    """
+    x = np.asarray(x)
+    if x.ndim != 2 or len(x) == 0:
+        raise ValueError(f"x must be a non-empty (N, d) array, got shape {x.shape}")
+    n, k = len(x), int(n_clusters)
+    if y is not None and np.shape(y) != (n,):
+        raise ValueError(f"labels must have shape ({n},) to match x, got {np.shape(y)}")
+    if k < 2:
+        raise ValueError(f"n_clusters must be at least 2, got {k}")
+    if k > n:
+        raise ValueError(f"n_clusters={k} is more than the {n} samples")
+    if n < 2 * k:
+        raise ValueError(f"{n} samples for {k} clusters is fewer than 2 per cluster on average; "
+                         f"use more data or fewer clusters")
+    if batch_size < 1 or batch_size > n:
+        raise ValueError(f"batch_size={batch_size} must be between 1 and the {n} samples")
+    _check_finite(x)
+
+
+# --------------------------------------------------------------------------
+# 4. Batching
+# --------------------------------------------------------------------------
+
+def batch_indices(rng: jax.Array, n: int, batch_size: int) -> jnp.ndarray:
+    """A random permutation of range(n) as (n // batch_size, batch_size) int32.
+
+    The ragged last batch is dropped so every step has the same shape (no
+    recompiles). `n` and `batch_size` are static: jit with `static_argnums=(1, 2)`;
+    vmap over `rng` to get one epoch order per seed.
+    """
+    n_batches = n // batch_size
+    if n_batches < 1:
+        raise ValueError(f"batch_size={batch_size} is larger than the {n} samples")
+    perm = jax.random.permutation(rng, n)
+    return perm[: n_batches * batch_size].reshape(n_batches, batch_size).astype(jnp.int32)
+
+
+def eval_batches(n: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices covering every row once, as (n_batches, batch_size) padded with 0, and its mask.
+
+    Fixed-shape batches for evaluation passes; drop the padded rows with `mask`.
+    """
+    n_batches = -(-n // batch_size)
+    idx = np.arange(n_batches * batch_size, dtype=np.int32)
+    mask = idx < n
+    return np.where(mask, idx, 0).reshape(n_batches, batch_size), mask.reshape(n_batches, batch_size)

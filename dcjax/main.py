@@ -1,0 +1,31 @@
+"""Command line: `python -m dcjax.main --config configs/dkm_usps.py [--workdir runs/x]`.
+
+Overrides: `--config.seeds=10 --config.clustering.epochs=20`; presets after a
+colon: `--config configs/dec_digits.py:smoke`. Re-running with the workdir of
+a killed run continues it.
+"""
+import logging as pylogging
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from dcjax import train
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", "configs/default.py", "Training configuration file.", lock_config=True)
+flags.DEFINE_string("workdir", None, "Where checkpoints and records go (default: runs/<algorithm>_<dataset>).")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    config = FLAGS.config
+    workdir = FLAGS.workdir or f"runs/{config.algorithm}_{config.dataset.name}"
+    logging.set_verbosity(logging.INFO)
+    pylogging.getLogger("absl").setLevel(pylogging.INFO)
+    summary = train.train_and_evaluate(config, workdir)
+    print(train.format_summary(summary, __import__("pathlib").Path(workdir)))
+
+
+if __name__ == "__main__":
+    app.run(main)

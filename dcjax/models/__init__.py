@@ -1,0 +1,3 @@
+from dcjax.models.autoencoder import Autoencoder, make_autoencoder
+
+__all__ = ["Autoencoder", "make_autoencoder"]

@@ -1,0 +1,413 @@
+"""The one training loop: pretraining, k-means initialisation, clustering.
+
+`make_train(config, n, d, k)` builds pure per-seed functions — an epoch is one
+`lax.scan` over mini-batches — and returns them `jit(vmap(...))`'d over seeds,
+so any number of seeds is one compiled program. `Trainer.train(keys, x)` is
+the whole run as a pure function of the seed keys (benchmarks, tests);
+`train_and_evaluate` drives the same compiled epoch functions from Python,
+writing an orbax checkpoint after every epoch, and resumes a killed run.
+Both give bit-identical numbers: they run the same executables.
+
+XLA may sum in another order when the number of vmapped seeds changes, so a
+seed alone and the same seed among others agree to float round-off (~1e-6
+after an epoch), not bit for bit. `seed_parallelism='loop'` runs the
+one-seed program once per seed instead (`lax.map`): bit-identical whatever
+the launch, at no cost on CPU, where vmap brings no speed-up anyway.
+
+Randomness: seed s uses `PRNGKey(s)`; the batch order of epoch e of phase p is
+drawn from `fold_in(fold_in(key, p), e)`, so a seed gives the same run alone
+or among others, and a resumed run the same as an uninterrupted one.
+"""
+import dataclasses
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from sklearn.cluster import KMeans
+
+from dcjax import checkpointing, data, methods
+from dcjax.methods.base import LossInputs, no_center_rule
+from dcjax.models import make_autoencoder
+
+PRETRAIN, CLUSTERING = 1, 2  # folded into the seed key: one random stream per phase
+
+
+def kmeans_host(z: np.ndarray, seed: np.ndarray, n_clusters: int, n_init: int):
+    """scikit-learn k-means on one seed's embedding (host side, via pure_callback)."""
+    km = KMeans(n_clusters=n_clusters, n_init=n_init, random_state=int(seed))
+    labels = km.fit_predict(np.asarray(z, np.float64))
+    return km.cluster_centers_.astype(np.float32), labels.astype(np.int32)
+
+
+@dataclasses.dataclass(frozen=True)
+class Trainer:
+    """Seed-vmapped, jitted functions of one configuration. State leaves have
+    the seed axis first; `x` (N, d) is shared by all seeds."""
+    config: ml_collections.ConfigDict
+    n_clusters: int
+    init_pretrain: Callable       # keys -> state
+    pretrain_epoch: Callable      # (state, x) -> (state, out)
+    init_clustering: Callable     # (pretrain params, keys, x) -> (state, out)
+    cluster_epoch: Callable       # (state, x) -> (state, out)
+    pretrain_snapshot: Callable   # (state, x) -> snapshot
+    cluster_snapshot: Callable    # (state, x) -> snapshot
+    train: Callable               # (keys, x) -> (pretrain state, clustering state, history)
+                                  # history["assignments"]: (S, epochs + 1, N), epoch 0 = k-means
+    embed: Callable               # (ae params, x) -> (S, N, e)
+
+
+def make_train(config: ml_collections.ConfigDict, n: int, d: int, n_clusters: int) -> Trainer:
+    model = make_autoencoder(d, config.model)
+    method = methods.get_method(config)
+    batch_size = int(config.batch_size)
+    chunk = min(int(config.eval_chunk), n)
+    pretrain_tx = optax.adam(config.pretrain.learning_rate)
+    cluster_tx = optax.adam(config.clustering.learning_rate)
+    snapshot_dtype = jnp.dtype(config.checkpoint.embedding_dtype)
+
+    def encode(params, x):
+        return model.apply({"params": params}, x, method=model.encode)
+
+    def embed(params, x):
+        """Full-data embedding in fixed-size chunks, so memory stays bounded."""
+        n_chunks = -(-n // chunk)
+        padded = jnp.pad(x, ((0, n_chunks * chunk - n), (0, 0))).reshape(n_chunks, chunk, d)
+        z = jax.lax.map(lambda xb: encode(params, xb), padded)
+        return z.reshape(n_chunks * chunk, -1)[:n]
+
+    def epoch_batches(key, phase, epoch):
+        return data.batch_indices(jax.random.fold_in(jax.random.fold_in(key, phase), epoch), n, batch_size)
+
+    # -- pretraining ---------------------------------------------------------
+    def init_pretrain(key):
+        params = model.init(jax.random.fold_in(key, 0), jnp.zeros((1, d), jnp.float32))["params"]
+        return {"params": params, "opt_state": pretrain_tx.init(params), "key": key,
+                "epoch": jnp.zeros((), jnp.int32)}
+
+    def pretrain_snapshot(state, x):
+        return {"embedding": embed(state["params"], x).astype(snapshot_dtype)}
+
+    def pretrain_epoch(state, x):
+        def step(carry, idx):
+            params, opt_state = carry
+            xb = x[idx]
+
+            def loss_fn(p):
+                _, x_rec = model.apply({"params": p}, xb)
+                return jnp.mean(jnp.square(xb - x_rec))
+
+            loss, grads = jax.value_and_grad(loss_fn)(params)
+            updates, opt_state = pretrain_tx.update(grads, opt_state, params)
+            return (optax.apply_updates(params, updates), opt_state), {"reconstruction": loss}
+
+        batches = epoch_batches(state["key"], PRETRAIN, state["epoch"])
+        (params, opt_state), losses = jax.lax.scan(step, (state["params"], state["opt_state"]), batches)
+        state = {**state, "params": params, "opt_state": opt_state, "epoch": state["epoch"] + 1}
+        return state, {"losses": losses, **pretrain_snapshot(state, x)}
+
+    # -- clustering ----------------------------------------------------------
+    def cluster_snapshot(state, x):
+        z = embed(state["params"]["ae"], x)
+        centers = state["params"]["centers"]
+        labels = method.assign(centers, z)
+        return {"embedding": z.astype(snapshot_dtype), "assignments": labels, "centers": centers,
+                "cluster_sizes": jnp.bincount(labels, length=n_clusters).astype(jnp.int32)}
+
+    def init_clustering(ae_params, key, x):
+        z = embed(ae_params, x)
+        seed = jax.random.randint(jax.random.fold_in(key, CLUSTERING), (), 0, 2 ** 31 - 1)
+        shapes = (jax.ShapeDtypeStruct((n_clusters, z.shape[1]), jnp.float32),
+                  jax.ShapeDtypeStruct((n,), jnp.int32))
+        centers, labels = jax.pure_callback(
+            lambda zz, s: kmeans_host(zz, s, n_clusters, int(config.kmeans.n_init)),
+            shapes, z, seed, vmap_method="sequential")
+        params = {"ae": ae_params, "centers": centers}
+        state = {"params": params, "opt_state": cluster_tx.init(params), "key": key,
+                 "extras": method.init(z, centers, labels), "epoch": jnp.zeros((), jnp.int32)}
+        return state, cluster_snapshot(state, x)
+
+    def cluster_epoch(state, x):
+        epoch = state["epoch"]
+        params = state["params"]
+        extras = method.begin_epoch(state["extras"], params["centers"], embed(params["ae"], x), epoch)
+
+        def step(carry, idx):
+            params, opt_state, extras = carry
+            xb = x[idx]
+
+            def loss_fn(p):
+                centers = p["centers"] if method.learn_centers else jax.lax.stop_gradient(p["centers"])
+                if method.uses_decoder:
+                    z, x_rec = model.apply({"params": p["ae"]}, xb)
+                else:
+                    z, x_rec = encode(p["ae"], xb), None
+                return method.loss(LossInputs(z, xb, x_rec, centers, extras, idx, epoch))
+
+            (_, parts), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+            updates, opt_state = cluster_tx.update(grads, opt_state, params)
+            params = optax.apply_updates(params, updates)
+            if method.after_step is not no_center_rule:
+                extras, centers = method.after_step(extras, params["centers"], encode(params["ae"], xb), idx)
+                params = {**params, "centers": centers}
+            return (params, opt_state, extras), parts
+
+        batches = epoch_batches(state["key"], CLUSTERING, epoch)
+        (params, opt_state, extras), losses = jax.lax.scan(
+            step, (params, state["opt_state"], extras), batches)
+        state = {**state, "params": params, "opt_state": opt_state, "extras": extras, "epoch": epoch + 1}
+        return state, {"losses": losses, **cluster_snapshot(state, x)}
+
+    if config.seed_parallelism == "vmap":
+        def over_seeds(f, axes):
+            return jax.jit(jax.vmap(f, in_axes=axes))
+    elif config.seed_parallelism == "loop":
+        def over_seeds(f, axes):
+            # lax.map runs the one-seed program once per seed: bit-identical
+            # results for a seed whatever the number of seeds in the launch.
+            def looped(*args):
+                per_seed = [a for a, ax in zip(args, axes) if ax == 0]
+                shared = [a for a, ax in zip(args, axes) if ax is None]
+
+                def one(seed_args):
+                    it_seed, it_shared = iter(seed_args), iter(shared)
+                    return f(*[next(it_seed) if ax == 0 else next(it_shared) for ax in axes])
+                return jax.lax.map(one, per_seed)
+            return jax.jit(looped)
+    else:
+        raise ValueError(f"seed_parallelism must be 'vmap' or 'loop', got {config.seed_parallelism!r}")
+
+    def train(keys, x):
+        """The whole run without checkpoints, through the same compiled epoch
+        functions as `train_and_evaluate`, so both give identical numbers."""
+        pstate = trainer.init_pretrain(keys)
+        for _ in range(int(config.pretrain.epochs)):
+            pstate, _ = trainer.pretrain_epoch(pstate, x)
+        cstate, snap = trainer.init_clustering(pstate["params"], keys, x)
+        history = [snap["assignments"]]
+        for _ in range(int(config.clustering.epochs)):
+            cstate, out = trainer.cluster_epoch(cstate, x)
+            history.append(out["assignments"])
+        return pstate, cstate, {"assignments": jnp.stack(history, axis=1)}
+
+    trainer = Trainer(
+        config=config, n_clusters=n_clusters,
+        init_pretrain=over_seeds(init_pretrain, (0,)),
+        pretrain_epoch=over_seeds(pretrain_epoch, (0, None)),
+        init_clustering=over_seeds(init_clustering, (0, 0, None)),
+        cluster_epoch=over_seeds(cluster_epoch, (0, None)),
+        pretrain_snapshot=over_seeds(pretrain_snapshot, (0, None)),
+        cluster_snapshot=over_seeds(cluster_snapshot, (0, None)),
+        train=train,
+        embed=over_seeds(embed, (0, None)),
+    )
+    return trainer
+
+
+def seed_keys(config) -> jax.Array:
+    """One PRNGKey per seed id: seed s is the same stream in any launch."""
+    return jnp.stack([jax.random.PRNGKey(s) for s in seed_ids(config)])
+
+
+def seed_ids(config) -> list[int]:
+    return list(range(int(config.seed), int(config.seed) + int(config.seeds)))
+
+
+# ----------------------------------------------------------------------------
+# The driver: per-epoch checkpoints, records, resume, summary.
+
+# Settings that may differ when a killed or finished run is continued.
+_RESUMABLE_CHANGES = ("progress", "pretrain.epochs", "clustering.epochs", "checkpoint.", "eval_chunk")
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in d.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _write_config(config, workdir: Path):
+    """Write config.json once; refuse to continue a run with another setup."""
+    path = workdir / "config.json"
+    current = json.loads(config.to_json_best_effort())
+    if path.exists():
+        before = _flatten(json.loads(path.read_text()))
+        now = _flatten(current)
+        changed = sorted(k for k in set(before) | set(now)
+                         if before.get(k) != now.get(k) and not k.startswith(_RESUMABLE_CHANGES))
+        if changed:
+            raise ValueError(f"{workdir} holds a run with a different configuration "
+                             f"({', '.join(changed)}); use a new --workdir")
+    path.write_text(json.dumps(current, indent=2))
+
+
+def _record(epoch: int, seconds: float, losses: dict, sizes=None) -> dict:
+    losses = {name: np.asarray(v, np.float64) for name, v in losses.items()}  # (S, batches)
+    for name, v in losses.items():
+        bad = np.where(~np.isfinite(v).all(axis=1))[0]
+        if bad.size:
+            raise FloatingPointError(f"non-finite {name} loss in epoch {epoch} for seed index(es) "
+                                     f"{bad.tolist()}; lower the learning rate or check the data")
+    rec = {"epoch": epoch, "seconds": seconds,
+           "loss": {k: v.mean(axis=1).tolist() for k, v in losses.items()},
+           "batch_loss": {k: v.tolist() for k, v in losses.items()}}
+    if sizes is not None:
+        rec["cluster_sizes"] = np.asarray(sizes).tolist()
+    return rec
+
+
+def _run_phase(name: str, ckpts: checkpointing.PhaseCheckpoints, state, epoch_fn, n_epochs: int,
+               x, progress: bool):
+    """Run epochs state.epoch+1 .. n_epochs, saving after each. Returns the state."""
+    from tqdm.auto import tqdm
+
+    start = int(np.asarray(state["epoch"]).reshape(-1)[0])
+    bar = tqdm(total=n_epochs, initial=start, desc=name, disable=not progress, unit="epoch")
+    for epoch in range(start + 1, n_epochs + 1):
+        t0 = time.perf_counter()
+        state, out = epoch_fn(state, x)
+        losses = jax.device_get(out.pop("losses"))
+        seconds = time.perf_counter() - t0
+        record = _record(epoch, seconds, losses, out.get("cluster_sizes"))
+        ckpts.save(epoch, state, out, record)
+        bar.update(1)
+        bar.set_postfix(loss=f"{np.mean(record['loss']['total' if 'total' in losses else 'reconstruction']):.4g}")
+    bar.close()
+    return state
+
+
+def _resume(ckpts: checkpointing.PhaseCheckpoints, abstract_state, snapshot_fn, x):
+    """Restore the newest full state of a phase, or None. Snapshots and records
+    written after it by a killed run are dropped, a missing one recomputed."""
+    epoch = ckpts.latest_epoch()
+    if epoch is None:
+        return None
+    state = ckpts.restore(epoch, abstract_state)
+    ckpts.discard_after(epoch)
+    if not ckpts.has_snapshot(epoch):
+        ckpts.snapshots.save(epoch, args=checkpointing.ocp.args.StandardSave(snapshot_fn(state, x)))
+    logging.info("resumed %s from epoch %d", ckpts.root.name, epoch)
+    return state
+
+
+def _pretrained_params(config, keys, trainer, x):
+    """The final pretrained autoencoder of another run, for our seeds."""
+    source = Path(config.pretrained_from)
+    other = checkpointing.load_config(source)
+    for section in ("dataset", "model"):
+        if other[section].to_dict() != config[section].to_dict():
+            raise ValueError(f"pretrained_from={source}: its {section} config differs from this run's")
+    theirs = seed_ids(other)
+    missing = [s for s in seed_ids(config) if s not in theirs]
+    if missing:
+        raise ValueError(f"pretrained_from={source} has no seed(s) {missing}; it has {theirs}")
+    final = int(other.pretrain.epochs)
+    if final not in checkpointing.list_epochs(source, "pretrain", "state"):
+        raise ValueError(f"pretrained_from={source} has no full state for its final pretraining epoch {final}")
+    abstract = jax.eval_shape(trainer.init_pretrain, jnp.stack([jax.random.PRNGKey(s) for s in theirs]))
+    with checkpointing._manager(source / "pretrain" / "state", read_only=True) as m:
+        state = m.restore(final, args=checkpointing.ocp.args.StandardRestore(abstract))
+    rows = jnp.asarray([theirs.index(s) for s in seed_ids(config)])
+    return jax.tree.map(lambda a: a[rows], state["params"])
+
+
+def summarize(config, dataset, trainer, cstate, x, workdir: Path) -> dict:
+    """Per-seed scores of the final epoch: the algorithm's own assignment and,
+    as ClustPy reports, a k-means re-clustering of the final embedding."""
+    from dcjax import metrics
+
+    snap = jax.device_get(trainer.cluster_snapshot(cstate, x))
+    k = trainer.n_clusters
+    rows = []
+    for i, seed in enumerate(seed_ids(config)):
+        z = np.asarray(snap["embedding"][i], np.float64)
+        kmeans_labels = KMeans(n_clusters=k, n_init=int(config.kmeans.n_init), random_state=seed).fit_predict(z)
+        row = {"seed": seed, "epoch": int(np.asarray(cstate["epoch"])[i]),
+               "cluster_sizes": np.bincount(snap["assignments"][i], minlength=k).tolist()}
+        if dataset.y is not None:
+            for label, pred in (("algorithm", snap["assignments"][i]), ("kmeans_on_embedding", kmeans_labels)):
+                scores = metrics.label_based_scores(jnp.asarray(dataset.y), jnp.asarray(pred), k)
+                row[label] = {name: float(v) for name, v in scores.items()}
+        rows.append(row)
+    summary = {"algorithm": config.algorithm, "dataset": config.dataset.name, "seeds": rows}
+    if dataset.y is not None:
+        for label in ("algorithm", "kmeans_on_embedding"):
+            summary[f"{label}_mean"] = {m: float(np.mean([r[label][m] for r in rows])) for m in rows[0][label]}
+            summary[f"{label}_std"] = {m: float(np.std([r[label][m] for r in rows])) for m in rows[0][label]}
+    (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def format_summary(summary: dict, workdir: Path) -> str:
+    lines = [f"{summary['algorithm']} on {summary['dataset']}: checkpoints in {workdir.absolute()}"]
+    for row in summary["seeds"]:
+        parts = [f"seed {row['seed']:>3}"]
+        for label in ("algorithm", "kmeans_on_embedding"):
+            if label in row:
+                s = row[label]
+                parts.append(f"{label}: ACC {s['acc']:.4f} NMI {s['nmi']:.4f} ARI {s['ari']:.4f}")
+        lines.append("  ".join(parts))
+    for label in ("algorithm", "kmeans_on_embedding"):
+        if f"{label}_mean" in summary:
+            m, s = summary[f"{label}_mean"], summary[f"{label}_std"]
+            lines.append(f"mean ± sd ({label}): " + ", ".join(f"{k.upper()} {m[k]:.4f} ± {s[k]:.4f}" for k in m))
+    return "\n".join(lines)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
+    """Train all seeds of `config` in `workdir`, checkpointing every epoch;
+    continue where a previous (killed) run in the same workdir stopped."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    if config.algorithm not in methods.REGISTRY:
+        raise ValueError(f"unknown algorithm {config.algorithm!r}; known: {', '.join(sorted(methods.REGISTRY))}")
+    dataset = data.load_dataset(config.dataset)
+    k = int(config.dataset.n_clusters) or dataset.n_clusters
+    data.validate(dataset.x, dataset.y, k, int(config.batch_size))
+    if int(config.seeds) < 1:
+        raise ValueError(f"seeds must be >= 1, got {config.seeds}")
+    _write_config(config, workdir)
+
+    n, d = dataset.x.shape
+    trainer = make_train(config, n, d, k)
+    x = jnp.asarray(dataset.x)
+    keys = seed_keys(config)
+    keep = dict(max_to_keep=int(config.checkpoint.max_to_keep), keep_period=int(config.checkpoint.keep_period))
+    pre_ckpts = checkpointing.PhaseCheckpoints(workdir, "pretrain", **keep)
+    clu_ckpts = checkpointing.PhaseCheckpoints(workdir, "clustering", **keep)
+    try:
+        pstate_shape = jax.eval_shape(trainer.init_pretrain, keys)
+        cstate_shape = jax.eval_shape(trainer.init_clustering, pstate_shape["params"], keys, x)[0]
+        cstate = _resume(clu_ckpts, cstate_shape, trainer.cluster_snapshot, x)
+        if cstate is None:
+            if config.pretrained_from:
+                ae_params = _pretrained_params(config, keys, trainer, x)
+            else:
+                pstate = _resume(pre_ckpts, pstate_shape, trainer.pretrain_snapshot, x)
+                if pstate is None:
+                    pstate = trainer.init_pretrain(keys)
+                pstate = _run_phase("pretrain", pre_ckpts, pstate, trainer.pretrain_epoch,
+                                    int(config.pretrain.epochs), x, config.progress)
+                ae_params = pstate["params"]
+            cstate, snapshot = trainer.init_clustering(ae_params, keys, x)
+            clu_ckpts.save(0, cstate, snapshot, None)
+        cstate = _run_phase(config.algorithm, clu_ckpts, cstate, trainer.cluster_epoch,
+                            int(config.clustering.epochs), x, config.progress)
+    finally:
+        pre_ckpts.wait()
+        clu_ckpts.wait()
+        pre_ckpts.close()
+        clu_ckpts.close()
+    summary = summarize(config, dataset, trainer, cstate, x, workdir)
+    logging.info("\n%s", format_summary(summary, workdir))
+    return summary

@@ -1,0 +1,29 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="dcjax",
+    version="0.1.0",
+    description="Deep clustering in JAX: DEC, IDEC, DCN, DKM vmapped across seeds, "
+                "a checkpoint every epoch, label-free epoch selection.",
+    long_description=open("README.md").read() if __import__("os").path.exists("README.md") else "",
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["dcjax", "dcjax.*"]),
+    python_requires=">=3.11",
+    install_requires=[
+        "jax>=0.6",
+        "flax>=0.10",
+        "optax>=0.2",
+        "orbax-checkpoint>=0.11",
+        "scikit-learn>=1.4",
+        "scipy>=1.11",
+        "numpy>=1.26",
+        "ml-collections>=0.1.1",
+        "absl-py>=2.0",
+        "tqdm>=4.60",
+    ],
+    extras_require={
+        "tfds": ["tensorflow-datasets>=4.9,<5"],
+        "test": ["pytest>=7", "nbformat>=5", "nbclient>=0.7", "ipykernel>=6", "matplotlib>=3.7"],
+        "study": ["ruptures>=1.1", "pandas>=2", "matplotlib>=3.7"],
+    },
+)
