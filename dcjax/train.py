@@ -305,7 +305,7 @@ def _pretrained_params(config, keys, trainer, x):
     source = Path(config.pretrained_from)
     other = checkpointing.load_config(source)
     for section in ("dataset", "model"):
-        if other[section].to_dict() != config[section].to_dict():
+        if json.loads(other[section].to_json()) != json.loads(config[section].to_json()):
             raise ValueError(f"pretrained_from={source}: its {section} config differs from this run's")
     theirs = seed_ids(other)
     missing = [s for s in seed_ids(config) if s not in theirs]
@@ -336,7 +336,8 @@ def summarize(config, dataset, trainer, cstate, x, workdir: Path) -> dict:
                "cluster_sizes": np.bincount(snap["assignments"][i], minlength=k).tolist()}
         if dataset.y is not None:
             for label, pred in (("algorithm", snap["assignments"][i]), ("kmeans_on_embedding", kmeans_labels)):
-                scores = metrics.label_based_scores(jnp.asarray(dataset.y), jnp.asarray(pred), k)
+                scores = metrics.label_based_scores(jnp.asarray(dataset.y), jnp.asarray(pred), k,
+                                                    n_classes=int(dataset.y.max()) + 1)
                 row[label] = {name: float(v) for name, v in scores.items()}
         rows.append(row)
     summary = {"algorithm": config.algorithm, "dataset": config.dataset.name, "seeds": rows}
@@ -409,5 +410,5 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
         pre_ckpts.close()
         clu_ckpts.close()
     summary = summarize(config, dataset, trainer, cstate, x, workdir)
-    logging.info("\n%s", format_summary(summary, workdir))
+    logging.info("finished; checkpoints and summary.json in %s", workdir.absolute())
     return summary

@@ -1,0 +1,203 @@
+"""The training loop end to end on tiny runs: seeds, checkpoints, resume, CLI."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import tiny_config
+from dcjax import checkpointing, data, train
+from dcjax.models import make_autoencoder
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def leaves(tree):
+    return [np.asarray(leaf) for leaf in jax.tree.leaves(tree)]
+
+
+def run_pure(cfg):
+    ds = data.load_dataset(cfg.dataset)
+    trainer = train.make_train(cfg, *ds.x.shape, ds.n_clusters)
+    return trainer.train(train.seed_keys(cfg), jnp.asarray(ds.x))
+
+
+@pytest.mark.parametrize("algorithm", ["dcn", "dkm"])
+def test_seed_alone_is_bitwise_equal_to_seed_in_a_batch_with_loop(algorithm):
+    together = run_pure(tiny_config(algorithm, seeds=3, seed_parallelism="loop"))
+    alone = run_pure(tiny_config(algorithm, seeds=1, seed=2, seed_parallelism="loop"))
+    for a, b in zip(leaves(together[1]["params"]), leaves(alone[1]["params"])):
+        np.testing.assert_array_equal(a[2], b[0])
+    np.testing.assert_array_equal(together[2]["assignments"][2], alone[2]["assignments"][0])
+
+
+def test_seed_alone_equals_seed_in_a_vmapped_batch():
+    together = run_pure(tiny_config("dec", seeds=3))
+    alone = run_pure(tiny_config("dec", seeds=1, seed=2))
+    for a, b in zip(leaves(together[1]["params"]), leaves(alone[1]["params"])):
+        np.testing.assert_allclose(a[2], b[0], rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(together[2]["assignments"][2], alone[2]["assignments"][0])
+    # and the seeds really differ from one another
+    assert not np.array_equal(together[2]["assignments"][0], together[2]["assignments"][1])
+
+
+@pytest.fixture(scope="module")
+def three_seed_run(tmp_path_factory):
+    cfg = tiny_config("idec", seeds=3, pretrain_epochs=3, clustering_epochs=8)
+    workdir = tmp_path_factory.mktemp("run")
+    summary = train.train_and_evaluate(cfg, workdir)
+    return cfg, workdir, summary
+
+
+def test_one_checkpoint_per_epoch_per_phase(three_seed_run):
+    cfg, workdir, summary = three_seed_run
+    assert checkpointing.list_epochs(workdir, "pretrain") == [1, 2, 3]
+    assert checkpointing.list_epochs(workdir, "pretrain", "state") == [1, 2, 3]
+    assert checkpointing.list_epochs(workdir, "clustering") == list(range(9))   # 0 = k-means init
+    assert checkpointing.list_epochs(workdir, "clustering", "state") == list(range(9))
+    records = checkpointing.load_records(workdir, "clustering")
+    assert [r["epoch"] for r in records] == list(range(1, 9))
+    assert len(records[0]["batch_loss"]["total"]) == 3                       # per seed
+    assert len(records[0]["batch_loss"]["total"][0]) == 400 // 64           # per batch
+    assert set(records[0]["loss"]) == {"total", "clustering", "reconstruction"}
+    assert np.asarray(records[-1]["cluster_sizes"]).sum(axis=1).tolist() == [400] * 3
+    assert [s["seed"] for s in summary["seeds"]] == [0, 1, 2]
+    assert 0.0 < summary["algorithm_mean"]["acc"] <= 1.0
+
+
+def test_restore_epoch_7_of_seed_2_rebuilds_its_clustering(three_seed_run):
+    """The README's notebook snippet: everything of epoch 7, seed 2, from disk."""
+    cfg, workdir, _ = three_seed_run
+    snap = checkpointing.load_snapshot(workdir, epoch=7)
+    state = checkpointing.load_state(workdir, epoch=7)
+    seed = 2
+    z, labels, centers = snap["embedding"][seed], snap["assignments"][seed], snap["centers"][seed]
+    assert z.shape == (400, 10) and labels.shape == (400,) and centers.shape == (10, 10)
+    # the embedding is the network's, and the assignment the nearest center
+    x = data.load_dataset(checkpointing.load_config(workdir).dataset).x
+    model = make_autoencoder(x.shape[1], cfg.model)
+    params = jax.tree.map(lambda a: a[seed], state["params"]["ae"])
+    z_again = model.apply({"params": params}, x, method=model.encode)
+    np.testing.assert_allclose(z_again, z, rtol=1e-4, atol=1e-4)
+    d2 = ((z[:, None] - centers[None]) ** 2).sum(-1)
+    np.testing.assert_array_equal(labels, d2.argmin(1))
+    np.testing.assert_array_equal(state["params"]["centers"][seed], centers)
+
+
+def test_checkpointed_run_is_bitwise_the_pure_run(three_seed_run):
+    cfg, workdir, _ = three_seed_run
+    _, cstate, history = run_pure(cfg)
+    final = checkpointing.load_state(workdir, 8)
+    for a, b in zip(leaves(final["params"]), leaves(cstate["params"])):
+        np.testing.assert_array_equal(a, b)
+    for epoch in (0, 4, 8):
+        np.testing.assert_array_equal(checkpointing.load_snapshot(workdir, epoch)["assignments"],
+                                      history["assignments"][:, epoch])
+
+
+def test_pretrained_from_shares_the_pretraining(tmp_path):
+    base = tiny_config("ae_kmeans", seeds=2)
+    train.train_and_evaluate(base, tmp_path / "ae")
+    cfg = tiny_config("dcn", seeds=1, seed=1, pretrained_from=str(tmp_path / "ae"))
+    train.train_and_evaluate(cfg, tmp_path / "dcn")
+    ae_state = checkpointing.load_state(tmp_path / "ae", 2, phase="pretrain")
+    dcn_init = checkpointing.load_state(tmp_path / "dcn", 0)
+    for a, b in zip(leaves(ae_state["params"]), leaves(dcn_init["params"]["ae"])):
+        np.testing.assert_array_equal(a[1], b[0])
+    np.testing.assert_array_equal(checkpointing.load_snapshot(tmp_path / "ae", 0)["assignments"][1],
+                                  checkpointing.load_snapshot(tmp_path / "dcn", 0)["assignments"][0])
+    bad = tiny_config("dcn", seeds=1, seed=5, pretrained_from=str(tmp_path / "ae"))
+    with pytest.raises(ValueError, match="no seed"):
+        train.train_and_evaluate(bad, tmp_path / "bad")
+
+
+def test_retention_prunes_state_but_keeps_every_snapshot(tmp_path):
+    cfg = tiny_config("dkm", clustering_epochs=6, **{"checkpoint.max_to_keep": 2})
+    train.train_and_evaluate(cfg, tmp_path)
+    assert checkpointing.list_epochs(tmp_path, "clustering", "state") == [5, 6]
+    assert checkpointing.list_epochs(tmp_path, "clustering") == list(range(7))
+
+
+def test_a_different_config_in_the_same_workdir_is_refused(tmp_path):
+    train.train_and_evaluate(tiny_config("dec", clustering_epochs=1), tmp_path)
+    with pytest.raises(ValueError, match="different configuration.*learning_rate"):
+        train.train_and_evaluate(tiny_config("dec", clustering_epochs=1, **{"clustering.learning_rate": 0.1}),
+                                 tmp_path)
+
+
+def test_a_non_finite_loss_stops_training(tmp_path):
+    cfg = tiny_config("dec", pretrain_epochs=3, **{"pretrain.learning_rate": 1e30})
+    with pytest.raises(FloatingPointError, match="non-finite reconstruction loss"):
+        train.train_and_evaluate(cfg, tmp_path)
+
+
+def test_bad_input_is_refused_before_training(tmp_path):
+    with pytest.raises(ValueError, match="batch"):
+        train.train_and_evaluate(tiny_config("dec", batch_size=10_000), tmp_path / "a")
+    with pytest.raises(ValueError, match="seeds"):
+        train.train_and_evaluate(tiny_config("dec", seeds=0), tmp_path / "b")
+
+
+# ---------------------------------------------------------------------------
+# A real process, killed and resumed.
+
+CLI_ARGS = ["--config", "configs/dcn_digits.py:smoke", "--config.dataset.subsample=400",
+            "--config.batch_size=64", "--config.seeds=2", "--config.pretrain.epochs=4",
+            "--config.clustering.epochs=6", "--config.kmeans.n_init=3", "--config.progress=False"]
+
+
+def start_cli(workdir):
+    # Output goes to a file: a pipe nobody reads would block the process once full.
+    log = open(f"{workdir}.log", "a+")
+    return subprocess.Popen([sys.executable, "-m", "dcjax.main", *CLI_ARGS, f"--workdir={workdir}"],
+                            cwd=REPO, stdout=log, stderr=subprocess.STDOUT, text=True)
+
+
+def output(workdir) -> str:
+    return Path(f"{workdir}.log").read_text()
+
+
+def kill_when(proc, path: Path, min_steps: int, timeout=240):
+    """SIGKILL the process once `path` holds `min_steps` finished orbax steps."""
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        steps = [p for p in path.glob("*") if p.name.isdigit()] if path.exists() else []
+        if len(steps) >= min_steps:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            return
+        if proc.poll() is not None:
+            pytest.fail("the run ended before it could be killed:\n" + output(path.parents[1]))
+        time.sleep(0.05)
+    proc.kill()
+    pytest.fail("timed out waiting for checkpoints")
+
+
+def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
+    killed = tmp_path / "killed"
+    kill_when(start_cli(killed), killed / "pretrain" / "state", 2)        # in pretraining
+    kill_when(start_cli(killed), killed / "clustering" / "state", 3)      # in clustering
+    assert start_cli(killed).wait(timeout=300) == 0, output(killed)
+    assert "algorithm: ACC" in output(killed) and "kmeans_on_embedding: ACC" in output(killed)
+
+    reference = tmp_path / "reference"
+    assert start_cli(reference).wait(timeout=300) == 0, output(reference)
+
+    for phase, last in (("pretrain", 4), ("clustering", 6)):
+        assert checkpointing.list_epochs(killed, phase) == checkpointing.list_epochs(reference, phase)
+        a, b = checkpointing.load_state(killed, last, phase), checkpointing.load_state(reference, last, phase)
+        for u, v in zip(leaves(a), leaves(b)):
+            np.testing.assert_array_equal(u, v)
+        ra, rb = checkpointing.load_records(killed, phase), checkpointing.load_records(reference, phase)
+        assert [r["epoch"] for r in ra] == [r["epoch"] for r in rb]
+        assert [r["batch_loss"] for r in ra] == [r["batch_loss"] for r in rb]
+    sa = json.loads((killed / "summary.json").read_text())
+    sb = json.loads((reference / "summary.json").read_text())
+    assert sa["seeds"] == sb["seeds"]
