@@ -1,0 +1,23 @@
+"""The exploration notebook runs headless on a tiny run, so it cannot rot."""
+import os
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from conftest import tiny_config
+from dcjax import train
+
+NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "explore_run.ipynb"
+
+
+def test_explore_run_notebook_executes(tmp_path, monkeypatch):
+    workdir = tmp_path / "run"
+    train.train_and_evaluate(tiny_config("dkm", seeds=3, clustering_epochs=8), workdir)
+    monkeypatch.setenv("DCJAX_WORKDIR", str(workdir))
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    outputs = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    assert "dkm on digits - 3 seeds" in outputs
+    assert "epoch 7 seed index 2" in outputs
