@@ -36,14 +36,23 @@ def _options(max_to_keep: int = 0, keep_period: int = 0, read_only: bool = False
 
 
 def _manager(directory: Path, **kw) -> ocp.CheckpointManager:
-    return ocp.CheckpointManager(directory.absolute(), options=_options(**kw))
+    # The handler is named so that a reader gets the item's metadata (shapes).
+    return ocp.CheckpointManager(directory.absolute(), options=_options(**kw),
+                                 item_handlers=ocp.StandardCheckpointHandler())
 
 
-def _numpy_target(manager: ocp.CheckpointManager, step: int):
-    """An abstract target from the checkpoint's own metadata, restoring to numpy."""
+def _local_target(manager: ocp.CheckpointManager, step: int):
+    """An abstract target from the checkpoint's own metadata, on one local
+    device: a run saved sharded over several devices reads anywhere."""
     meta = manager.item_metadata(step)
     meta = getattr(meta, "tree", meta)
-    return jax.tree.map(lambda m: np.empty(m.shape, m.dtype), meta)
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices(backend="cpu")[0])
+    return jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), meta)
+
+
+def _restore_numpy(manager: ocp.CheckpointManager, step: int):
+    restored = manager.restore(step, args=ocp.args.StandardRestore(_local_target(manager, step)))
+    return jax.tree.map(np.asarray, restored)
 
 
 class PhaseCheckpoints:
@@ -62,7 +71,7 @@ class PhaseCheckpoints:
         if record is not None:
             with open(self.records_path, "a") as f:
                 f.write(json.dumps(record) + "\n")
-        self.snapshots.save(epoch, args=ocp.args.StandardSave(snapshot))
+        self.save_snapshot(epoch, snapshot)
         self.state.save(epoch, args=ocp.args.StandardSave(state))
 
     def latest_epoch(self) -> int | None:
@@ -70,6 +79,9 @@ class PhaseCheckpoints:
 
     def restore(self, epoch: int, abstract_state: Any) -> Any:
         return self.state.restore(epoch, args=ocp.args.StandardRestore(abstract_state))
+
+    def save_snapshot(self, epoch: int, snapshot: dict):
+        self.snapshots.save(epoch, args=ocp.args.StandardSave(snapshot))
 
     def has_snapshot(self, epoch: int) -> bool:
         return epoch in self.snapshots.all_steps()
@@ -112,14 +124,17 @@ def list_epochs(workdir, phase: str = "clustering", kind: str = "snapshots") -> 
 def load_snapshot(workdir, epoch: int, phase: str = "clustering") -> dict[str, np.ndarray]:
     """{'embedding': (S, N, e), 'assignments': (S, N), 'centers': (S, k, e), ...}"""
     with _reader(workdir, phase, "snapshots") as m:
-        return m.restore(epoch, args=ocp.args.StandardRestore(_numpy_target(m, epoch)))
+        return _restore_numpy(m, epoch)
 
 
-def load_state(workdir, epoch: int, phase: str = "clustering") -> dict:
+def load_state(workdir, epoch: int, phase: str = "clustering", target: Any = None) -> dict:
     """The full training state of an epoch: params (['params']['ae'] in the
-    clustering phase, ['params'] in pretraining), centers, optimiser state."""
+    clustering phase, ['params'] in pretraining), centers, optimiser state.
+    Without `target` (an abstract pytree) everything comes back as numpy."""
     with _reader(workdir, phase, "state") as m:
-        return m.restore(epoch, args=ocp.args.StandardRestore(_numpy_target(m, epoch)))
+        if target is None:
+            return _restore_numpy(m, epoch)
+        return m.restore(epoch, args=ocp.args.StandardRestore(target))
 
 
 def load_records(workdir, phase: str = "clustering") -> list[dict]:

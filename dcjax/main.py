@@ -14,11 +14,16 @@ from dcjax import train
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", "configs/default.py", "Training configuration file.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Where checkpoints and records go (default: runs/<algorithm>_<dataset>).")
+flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() first (several hosts; the "
+                  "coordinator comes from the environment, e.g. SLURM or JAX_COORDINATOR_ADDRESS).")
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if FLAGS.distributed:
+        import jax
+        jax.distributed.initialize()
     config = FLAGS.config
     workdir = FLAGS.workdir or f"runs/{config.algorithm}_{config.dataset.name}"
     logging.set_verbosity(logging.INFO)

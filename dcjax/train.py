@@ -210,6 +210,18 @@ def make_train(config: ml_collections.ConfigDict, n: int, d: int, n_clusters: in
     return trainer
 
 
+def seed_sharding(n_seeds: int):
+    """Shard the seed axis over as many local devices as divide the seeds.
+
+    With one device this is a no-op. The same code runs on several hosts
+    under `jax.distributed` (see `dcjax.main --distributed`)."""
+    devices = jax.devices()
+    usable = max(g for g in range(1, len(devices) + 1) if n_seeds % g == 0)
+    mesh = jax.sharding.Mesh(np.asarray(devices[:usable]), ("seeds",))
+    return (jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("seeds")),
+            jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+
+
 def seed_keys(config) -> jax.Array:
     """One PRNGKey per seed id: seed s is the same stream in any launch."""
     return jnp.stack([jax.random.PRNGKey(s) for s in seed_ids(config)])
@@ -295,7 +307,7 @@ def _resume(ckpts: checkpointing.PhaseCheckpoints, abstract_state, snapshot_fn, 
     state = ckpts.restore(epoch, abstract_state)
     ckpts.discard_after(epoch)
     if not ckpts.has_snapshot(epoch):
-        ckpts.snapshots.save(epoch, args=checkpointing.ocp.args.StandardSave(snapshot_fn(state, x)))
+        ckpts.save_snapshot(epoch, snapshot_fn(state, x))
     logging.info("resumed %s from epoch %d", ckpts.root.name, epoch)
     return state
 
@@ -315,8 +327,7 @@ def _pretrained_params(config, keys, trainer, x):
     if final not in checkpointing.list_epochs(source, "pretrain", "state"):
         raise ValueError(f"pretrained_from={source} has no full state for its final pretraining epoch {final}")
     abstract = jax.eval_shape(trainer.init_pretrain, jnp.stack([jax.random.PRNGKey(s) for s in theirs]))
-    with checkpointing._manager(source / "pretrain" / "state", read_only=True) as m:
-        state = m.restore(final, args=checkpointing.ocp.args.StandardRestore(abstract))
+    state = checkpointing.load_state(source, final, "pretrain", target=abstract)
     rows = jnp.asarray([theirs.index(s) for s in seed_ids(config)])
     return jax.tree.map(lambda a: a[rows], state["params"])
 
@@ -381,18 +392,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
 
     n, d = dataset.x.shape
     trainer = make_train(config, n, d, k)
-    x = jnp.asarray(dataset.x)
-    keys = seed_keys(config)
+    per_seed, replicated = seed_sharding(int(config.seeds))
+    x = jax.device_put(jnp.asarray(dataset.x), replicated)
+    keys = jax.device_put(seed_keys(config), per_seed)
     keep = dict(max_to_keep=int(config.checkpoint.max_to_keep), keep_period=int(config.checkpoint.keep_period))
     pre_ckpts = checkpointing.PhaseCheckpoints(workdir, "pretrain", **keep)
     clu_ckpts = checkpointing.PhaseCheckpoints(workdir, "clustering", **keep)
     try:
-        pstate_shape = jax.eval_shape(trainer.init_pretrain, keys)
-        cstate_shape = jax.eval_shape(trainer.init_clustering, pstate_shape["params"], keys, x)[0]
+        def sharded(shapes):  # abstract targets, so orbax restores onto the seed mesh
+            return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=per_seed), shapes)
+        pstate_shape = sharded(jax.eval_shape(trainer.init_pretrain, keys))
+        cstate_shape = sharded(jax.eval_shape(trainer.init_clustering, pstate_shape["params"], keys, x)[0])
         cstate = _resume(clu_ckpts, cstate_shape, trainer.cluster_snapshot, x)
         if cstate is None:
             if config.pretrained_from:
-                ae_params = _pretrained_params(config, keys, trainer, x)
+                ae_params = jax.device_put(_pretrained_params(config, keys, trainer, x), per_seed)
             else:
                 pstate = _resume(pre_ckpts, pstate_shape, trainer.pretrain_snapshot, x)
                 if pstate is None:
