@@ -20,6 +20,7 @@ setup(
         "ml-collections>=0.1.1",
         "absl-py>=2.0",
         "tqdm>=4.60",
+        "pandas>=2",
     ],
     extras_require={
         "tfds": ["tensorflow-datasets>=4.9,<5"],

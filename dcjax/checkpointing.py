@@ -15,6 +15,7 @@ A run's workdir holds, per phase (`pretrain`, `clustering`):
 Every array has the seed axis first. Clustering epoch 0 is the k-means
 initialisation on the pretrained embedding.
 """
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -125,6 +126,14 @@ def load_snapshot(workdir, epoch: int, phase: str = "clustering") -> dict[str, n
     """{'embedding': (S, N, e), 'assignments': (S, N), 'centers': (S, k, e), ...}"""
     with _reader(workdir, phase, "snapshots") as m:
         return _restore_numpy(m, epoch)
+
+
+@contextlib.contextmanager
+def snapshot_reader(workdir, phase: str = "clustering"):
+    """`with snapshot_reader(w) as load: load(epoch)`: one orbax reader kept
+    open, since opening one costs most of a small snapshot's load time."""
+    with _reader(workdir, phase, "snapshots") as m:
+        yield lambda epoch: _restore_numpy(m, epoch)
 
 
 def load_state(workdir, epoch: int, phase: str = "clustering", target: Any = None) -> dict:
