@@ -27,6 +27,61 @@ def seconds_per_seed_epoch(workdir: Path, phase: str, seeds: int):
     return float(np.median(secs)) / seeds if secs else None
 
 
+def run_protocol(dataset: str, seeds: int, runs: str = "runs/protocol",
+                 algorithms=ALGORITHMS, report_only: bool = False) -> dict:
+    """Train (or resume) every algorithm on `dataset`; return {algorithm: summary}
+    for the finished ones and write protocol_<dataset>.{json,md}."""
+    out = {}
+    base = Path(runs) / dataset
+    pre_dir = base / "ae_kmeans"
+    for alg in algorithms:
+        workdir = base / alg
+        cfg = config_lib.make_config(alg, dataset)
+        cfg.seeds = seeds
+        cfg.progress = False
+        cfg.checkpoint.max_to_keep, cfg.checkpoint.keep_period = 2, 50
+        if alg != "ae_kmeans":
+            cfg.pretrained_from = str(pre_dir)
+        if not (workdir / "summary.json").exists():
+            if report_only:
+                continue
+            t0 = time.time()
+            train.train_and_evaluate(cfg, workdir)
+            print(f"{dataset} {alg}: {time.time() - t0:.0f} s", flush=True)
+        summary = json.loads((workdir / "summary.json").read_text())
+        summary["seconds_per_seed_epoch"] = {
+            "pretrain": seconds_per_seed_epoch(pre_dir, "pretrain", seeds),
+            "clustering": seconds_per_seed_epoch(workdir, "clustering", seeds)}
+        out[alg] = summary
+        (RESULTS / f"protocol_{dataset}.json").write_text(json.dumps(out, indent=2))
+        write_table(dataset, seeds, out)
+    return out
+
+
+def pm(summary: dict, label: str, metric: str) -> str:
+    m, sd = summary[f"{label}_mean"][metric], summary[f"{label}_std"][metric]
+    return f"{100 * m:.1f} ± {100 * sd:.1f}"
+
+
+def write_table(dataset: str, seeds: int, out: dict):
+    lines = [f"# Published protocol on {dataset}: final epoch, {seeds} seeds",
+             "", "Mean ± sd over seeds, in %. ACC/NMI/ARI score the algorithm's own assignment; the "
+             "k-means column re-clusters the final embedding, as ClustPy reports.",
+             "", f"Command: `python experiments/protocol.py --dataset {dataset} --seeds {seeds}`", "",
+             "| algorithm | ACC | NMI | ARI | k-means on embedding ACC | s / seed-epoch (clustering) |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for alg, s in out.items():
+        t = s["seconds_per_seed_epoch"]["clustering"]
+        lines.append(f"| {alg} | {pm(s, 'algorithm', 'acc')} | {pm(s, 'algorithm', 'nmi')} | "
+                     f"{pm(s, 'algorithm', 'ari')} | {pm(s, 'kmeans_on_embedding', 'acc')} | "
+                     f"{f'{t:.3f}' if t else '–'} |")
+    pre = out.get("ae_kmeans", {}).get("seconds_per_seed_epoch", {}).get("pretrain")
+    if pre:
+        lines += ["", f"Pretraining: {pre:.3f} s per seed-epoch (median over epochs 2..100, {seeds} seeds "
+                      "vmapped in one launch, 2-core CPU shared with other jobs while it ran)."]
+    (RESULTS / f"protocol_{dataset}.md").write_text("\n".join(lines) + "\n")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--dataset", required=True)
@@ -36,50 +91,8 @@ def main():
     ap.add_argument("--report-only", action="store_true",
                     help="write the tables from the finished runs, train nothing")
     args = ap.parse_args()
-    out = {}
-    base = Path(args.runs) / args.dataset
-    pre_dir = base / "ae_kmeans"
-    for alg in args.algorithms.split(","):
-        workdir = base / alg
-        cfg = config_lib.make_config(alg, args.dataset)
-        cfg.seeds = args.seeds
-        cfg.progress = False
-        cfg.checkpoint.max_to_keep, cfg.checkpoint.keep_period = 2, 50
-        if alg != "ae_kmeans":
-            cfg.pretrained_from = str(pre_dir)
-        if not (workdir / "summary.json").exists():
-            if args.report_only:
-                continue
-            t0 = time.time()
-            train.train_and_evaluate(cfg, workdir)
-            print(f"{args.dataset} {alg}: {time.time() - t0:.0f} s", flush=True)
-        summary = json.loads((workdir / "summary.json").read_text())
-        summary["seconds_per_seed_epoch"] = {
-            "pretrain": seconds_per_seed_epoch(pre_dir, "pretrain", args.seeds),
-            "clustering": seconds_per_seed_epoch(workdir, "clustering", args.seeds)}
-        out[alg] = summary
-        (RESULTS / f"protocol_{args.dataset}.json").write_text(json.dumps(out, indent=2))
-    lines = [f"# Published protocol on {args.dataset}: final epoch, {args.seeds} seeds",
-             "", "Mean ± sd over seeds, in %. 'ACC' etc. score the algorithm's own assignment; the "
-             "k-means column re-clusters the final embedding, as ClustPy reports.",
-             "", f"Command: `python experiments/protocol.py --dataset {args.dataset} --seeds {args.seeds}`", "",
-             "| algorithm | ACC | NMI | ARI | k-means on embedding ACC | s / seed-epoch (clustering) |",
-             "| --- | --- | --- | --- | --- | --- |"]
-    for alg, s in out.items():
-        m, sd = s["algorithm_mean"], s["algorithm_std"]
-        km, kmsd = s["kmeans_on_embedding_mean"], s["kmeans_on_embedding_std"]
-        t = s["seconds_per_seed_epoch"]["clustering"]
-        lines.append(f"| {alg} | {100*m['acc']:.1f} ± {100*sd['acc']:.1f} | {100*m['nmi']:.1f} ± {100*sd['nmi']:.1f} "
-                     f"| {100*m['ari']:.1f} ± {100*sd['ari']:.1f} | {100*km['acc']:.1f} ± {100*kmsd['acc']:.1f} "
-                     f"| {t:.3f} |" if t else f"| {alg} | {100*m['acc']:.1f} ± {100*sd['acc']:.1f} | "
-                     f"{100*m['nmi']:.1f} ± {100*sd['nmi']:.1f} | {100*m['ari']:.1f} ± {100*sd['ari']:.1f} | "
-                     f"{100*km['acc']:.1f} ± {100*kmsd['acc']:.1f} | – |")
-    pre = out.get("ae_kmeans", {}).get("seconds_per_seed_epoch", {}).get("pretrain")
-    if pre:
-        lines += ["", f"Pretraining: {pre:.3f} s per seed-epoch (median over epochs 2..100, {args.seeds} seeds "
-                      "vmapped in one launch, 2-core CPU)."]
-    (RESULTS / f"protocol_{args.dataset}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    run_protocol(args.dataset, args.seeds, args.runs, args.algorithms.split(","), args.report_only)
+    print((RESULTS / f"protocol_{args.dataset}.md").read_text())
 
 
 if __name__ == "__main__":
