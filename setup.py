@@ -21,10 +21,11 @@ setup(
         "absl-py>=2.0",
         "tqdm>=4.60",
         "pandas>=2",
+        "ruptures>=1.1",   # change points of loss curves (epoch selection)
     ],
     extras_require={
         "tfds": ["tensorflow-datasets>=4.9,<5"],
         "test": ["pytest>=7", "nbformat>=5", "nbclient>=0.7", "ipykernel>=6", "matplotlib>=3.7"],
-        "study": ["ruptures>=1.1", "pandas>=2", "matplotlib>=3.7"],
+        "study": ["matplotlib>=3.7"],
     },
 )

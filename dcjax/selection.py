@@ -1,0 +1,654 @@
+"""Label-free epoch selection: which epoch of a finished run gave the best clusters?
+
+    python -m dcjax.select --workdir runs/x --selector assessor --assessor a.joblib
+
+Read top to bottom. Selecting never sees a label. Labels enter only to fit an
+assessor on other runs (section 4) and to score selectors (section 6):
+
+1. Inputs. `base_table(workdir)`: one row per seed x epoch of the run's
+   selection phase (`selection_phase`: the clustering phase; the pretraining
+   phase for AE+k-means, whose clustering phase is epoch 0 alone). Columns:
+   the label-free columns of `evaluate.evaluate_run` (label columns dropped
+   on reading), each loss component of records.jsonl and its within-epoch
+   batch spread, and the *pooled* indices: the epoch's partition scored in
+   the embeddings of many epochs (`pooled_indices`).
+2. Features. `features(base)` is a pure function of that table. It reads
+   only the whitelisted label-free columns, so a label column that slipped
+   in changes nothing. Choice: features use the WHOLE run (centred
+   Savitzky-Golay smoothing, change points of the whole curve, ranks over all
+   epochs). Selection runs after training has ended, so this is allowed, and
+   it is less noisy than causal filters. Only the EMA is causal.
+3. Selectors. `SELECTORS[name](feats)` -> one row per seed: the epoch and a
+   short `why`. Ties go to the later epoch, the one closer to what training returns.
+4. The learned assessor. A scikit-learn regressor on within-seed ranks of
+   the features. It predicts the within-seed ACC rank of an epoch. It is
+   fitted (`train_assessor`, the one function here that takes ACC) on OTHER
+   runs: leave-one-dataset-out or leave-one-algorithm-out, `cross_fit`. It is
+   saved as a small joblib file, so applying it to a new run needs no labels
+   at all.
+5. `select_run`: what the command line does. It writes
+   `<workdir>/selection.json`, and it adds the chosen epochs to
+   `<workdir>/keep_epochs.json` for the checkpoint retention.
+6. Study metrics, for evaluation only: `truth_table` reads ACC/NMI/ARI, and
+   the metrics compare the selected, final and oracle-best epochs.
+"""
+import functools
+import json
+import time
+from pathlib import Path
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+from scipy import signal, stats
+
+from dcjax import checkpointing, data, evaluate, metrics, train
+
+# Evaluation-table columns the selection may read (all label-free).
+SCORE_COLUMNS = ["silhouette", "simplified_silhouette", "calinski_harabasz", "davies_bouldin",
+                 "within_dispersion", "between_dispersion", "size_entropy", "n_empty_clusters",
+                 "n_tiny_clusters", "mean_max_prob", "mean_assignment_entropy", "effective_rank"]
+STABILITY, AGREEMENT = evaluate.STABILITY, evaluate.AGREEMENT
+POOLED = ["pooled_silhouette", "pooled_calinski_harabasz", "pooled_davies_bouldin"]
+LABEL_BASED = evaluate.LABEL_BASED
+ID = ["seed", "epoch"]
+
+POOLED_POINTS = 500   # a fixed sample of points: the silhouette is O(n^2), and it is run E x F x S times
+POOLED_EVERY = 10     # reference embeddings: every 10th epoch, plus the first and the last
+POOLED_KEY = 0        # seed of the point sample: the same points for every epoch and seed
+
+SG_WINDOW, SG_ORDER = 11, 2      # Savitzky-Golay: 11 epochs, quadratic
+EMA_ALPHA = 0.1
+STABILITY_WINDOW = 5             # centred rolling mean for the 'most stable' selector
+CHANGE_POINTS = 3                # breaks per loss curve (see `change_points`)
+PLATEAU_SLOPE = 0.1              # |slope| x span / range below this: a plateau (see `curve_features`)
+TREND_COLUMNS = ["silhouette", "calinski_harabasz", "davies_bouldin", "simplified_silhouette",
+                 *POOLED, "mean_pairwise_ari", "ari_vs_previous", "size_entropy", "mean_max_prob"]
+
+
+# ============================================================ 1. inputs (no labels)
+
+def selection_phase(workdir) -> str:
+    """The phase whose epochs are candidates. This is the clustering phase,
+    except where it holds epoch 0 alone (AE+k-means). There the choice is
+    which pretraining epoch to k-means."""
+    try:
+        with evaluate._quiet_orbax():
+            clustering = checkpointing.list_epochs(workdir, "clustering")
+    except FileNotFoundError:
+        clustering = []
+    return "clustering" if len(clustering) > 1 else "pretrain"
+
+
+def run_info(workdir) -> dict:
+    config = checkpointing.load_config(workdir)
+    return {"run": str(workdir), "dataset": str(config.dataset.name), "algorithm": str(config.algorithm),
+            "phase": selection_phase(workdir)}
+
+
+def scores_table(workdir, labels: bool = False, progress: bool = False) -> pd.DataFrame:
+    """`evaluate.evaluate_run`, reusing the run's scores.csv whichever way it
+    was written. Label columns are dropped unless `labels`. A table written
+    with labels is read with labels and then stripped, so that nothing is
+    scored twice."""
+    try:
+        table = evaluate.evaluate_run(workdir, labels=labels, progress=progress)
+    except ValueError:   # scores.csv was written with the other `labels` setting
+        table = evaluate.evaluate_run(workdir, labels=not labels, progress=progress)
+    return table if labels else table.drop(columns=LABEL_BASED, errors="ignore")
+
+
+def loss_table(workdir, phase: str) -> pd.DataFrame:
+    """Per seed x epoch: `loss_<component>` (the epoch mean) and
+    `loss_<component>_batch_std` (spread over the epoch's batches), from
+    records.jsonl. `loss_total` is always present; where the run logs no
+    'total', it is the sum of the components. Clustering epoch 0 (the
+    k-means initialisation) has no record."""
+    seeds = train.seed_ids(checkpointing.load_config(workdir))
+    rows = []
+    for record in checkpointing.load_records(workdir, phase):
+        for i, seed in enumerate(seeds):
+            row = {"seed": seed, "epoch": record["epoch"]}
+            for name, values in record["loss"].items():
+                row[f"loss_{name}"] = values[i]
+                row[f"loss_{name}_batch_std"] = float(np.std(record["batch_loss"][name][i]))
+            if "loss_total" not in row:
+                row["loss_total"] = sum(record["loss"][name][i] for name in record["loss"])
+            rows.append(row)
+    return pd.DataFrame(rows, columns=None if rows else ID)
+
+
+@functools.partial(jax.jit, static_argnames=("n_clusters",))
+def pooled_indices(z_refs, labels, n_clusters: int) -> dict:
+    """One epoch's partition scored in F reference embeddings and averaged:
+    z_refs (F, S, n, e), labels (S, n) -> {name: (S,)}. A partition that is
+    only good in its own embedding scores low here. The embedding of a
+    deep-clustering run is trained to fit its own partition, so this is the
+    more honest test. Calinski-Harabasz is a ratio that can vary by orders of
+    magnitude between embeddings, so it is averaged in log (geometric mean)."""
+    def one(z, lab):
+        return {"pooled_silhouette": metrics.silhouette(z, lab, n_clusters),
+                "pooled_calinski_harabasz": jnp.log(metrics.calinski_harabasz(z, lab, n_clusters)),
+                "pooled_davies_bouldin": metrics.davies_bouldin(z, lab, n_clusters)}
+    per_ref = jax.vmap(jax.vmap(one), in_axes=(0, None))(z_refs, labels)
+    means = {name: jnp.nanmean(v, axis=0) for name, v in per_ref.items()}
+    return means | {"pooled_calinski_harabasz": jnp.exp(means["pooled_calinski_harabasz"])}
+
+
+def _n_clusters(config) -> int:
+    # As evaluate.py: the configured k, else the data set's number of classes
+    # (k is an input of every method here; the labels themselves are dropped).
+    return int(config.dataset.n_clusters) or data.load_dataset(config.dataset).n_clusters
+
+
+def snapshot_table(workdir, phase: str, *, points: int = POOLED_POINTS, every: int = POOLED_EVERY) -> pd.DataFrame:
+    """Per seed x epoch, from the snapshots: the pooled indices. In the
+    pretraining phase it also gives the stability vs the previous epoch and
+    the cross-seed agreement, which evaluate.py leaves NaN there. They are
+    computed on the same k-means partitions as the score table.
+
+    One pass reads every snapshot and keeps a fixed sample of `points` points:
+    each epoch's partition of them, and the embedding of the reference epochs.
+    A second pass scores."""
+    config = checkpointing.load_config(workdir)
+    seeds = train.seed_ids(config)
+    with evaluate._quiet_orbax():
+        epochs = checkpointing.list_epochs(workdir, phase)
+    refs = sorted(set(epochs[::every]) | {epochs[0], epochs[-1]})
+    k = _n_clusters(config)
+    sample = None
+    partitions, ref_embeddings, extra = {}, [], []
+    previous = None
+    with checkpointing.snapshot_reader(workdir, phase) as load, evaluate._quiet_orbax():
+        for epoch in epochs:
+            snap = load(epoch)
+            z = jnp.asarray(snap["embedding"], jnp.float32)
+            if phase == "pretrain":
+                keys = jnp.stack([evaluate.kmeans_key(s, epoch) for s in seeds])
+                labels = evaluate.kmeans_seeds(z, keys, k, int(config.kmeans.n_init))
+                cols = evaluate.clustering_columns(labels, labels if previous is None else previous,
+                                                   previous is not None, k)
+                extra.append(pd.DataFrame({"seed": seeds, "epoch": epoch,
+                                           **{n: np.asarray(v, np.float64) for n, v in cols.items()}}))
+                previous = labels
+            else:
+                labels = jnp.asarray(snap["assignments"])
+            if sample is None:
+                n = z.shape[1]
+                sample = np.sort(np.random.default_rng(POOLED_KEY).choice(n, min(points, n), replace=False))
+            partitions[epoch] = labels[:, sample]
+            if epoch in refs:
+                ref_embeddings.append(z[:, sample])
+    z_refs = jnp.stack(ref_embeddings)
+    rows = []
+    for epoch in epochs:
+        pooled = jax.device_get(pooled_indices(z_refs, partitions[epoch], k))
+        rows.append(pd.DataFrame({"seed": seeds, "epoch": epoch,
+                                  **{n: np.asarray(v, np.float64) for n, v in pooled.items()}}))
+    table = pd.concat(rows, ignore_index=True)
+    if extra:
+        table = table.merge(pd.concat(extra, ignore_index=True), on=ID)
+    return table
+
+
+def base_table(workdir, *, scores: pd.DataFrame | None = None, phase: str | None = None,
+               progress: bool = False) -> pd.DataFrame:
+    """Everything label-free that the features derive from, for the run's
+    selection phase (or `phase`): one row per seed x epoch. `scores` is an
+    evaluation table to use instead of reading/computing the run's own. Its
+    label columns, if any, are dropped here."""
+    phase = phase or selection_phase(workdir)
+    if scores is None:
+        scores = scores_table(workdir, labels=False, progress=progress)
+    scores = scores[scores.phase == phase].drop(columns=LABEL_BASED, errors="ignore")
+    snaps = snapshot_table(workdir, phase)
+    if phase == "pretrain":   # stability and agreement from the snapshot pass, not evaluate's NaNs
+        scores = scores.drop(columns=STABILITY + AGREEMENT)
+    base = scores[ID + [c for c in SCORE_COLUMNS + STABILITY + AGREEMENT if c in scores]]
+    base = base.merge(snaps, on=ID, how="left").merge(loss_table(workdir, phase), on=ID, how="left")
+    base.attrs.update(run_info(workdir) | {"phase": phase})
+    return base.sort_values(ID, kind="stable").reset_index(drop=True)
+
+
+# ============================================================ 2. features (pure, no labels)
+
+def _odd_window(n: int, window: int = SG_WINDOW) -> int:
+    w = min(window, n if n % 2 else n - 1)
+    return max(w, 1)
+
+
+def _filled(curve: np.ndarray) -> np.ndarray:
+    """NaNs (clustering epoch 0 has no loss, stability no previous) filled
+    from the nearest epoch, so filters can run; raw columns keep their NaNs."""
+    s = pd.Series(curve, dtype=float)
+    return s.interpolate(limit_direction="both").fillna(0.0).to_numpy()
+
+
+def _savgol(curve: np.ndarray, deriv: int = 0) -> np.ndarray:
+    w = _odd_window(len(curve))
+    if w <= SG_ORDER:
+        return np.gradient(curve) if deriv == 1 else (np.zeros_like(curve) if deriv else curve.copy())
+    return signal.savgol_filter(curve, w, SG_ORDER, deriv=deriv, mode="interp")
+
+
+def change_points(curve: np.ndarray, n_bkps: int = CHANGE_POINTS, min_size: int = 5) -> list[int]:
+    """Epoch indices where a continuous piecewise-linear fit of the curve
+    bends most: ruptures' binary segmentation with the 'clinear' cost and a
+    fixed number of breaks. A penalised search (PELT) cuts a smooth decay
+    into a piece every few epochs, since a curve is never piecewise linear. A
+    fixed count gives comparable regimes in every run (early drop, main
+    descent, tail). Returns the segment starts, without 0."""
+    import ruptures
+
+    n = len(curve)
+    n_bkps = min(n_bkps, n // min_size - 1)
+    if n_bkps < 1:
+        return []
+    curve = (curve - curve.min()) / max(float(np.ptp(curve)), 1e-12)
+    ends = ruptures.Binseg(model="clinear", min_size=min_size, jump=1).fit(curve[:, None]).predict(n_bkps=n_bkps)
+    return [e for e in ends if e < n]
+
+
+def curve_features(name: str, curve: np.ndarray, full: bool = True) -> dict[str, np.ndarray]:
+    """Shape features of one per-epoch curve (one seed, epochs in order).
+    Slopes and curvature are divided by the range of the smoothed curve, so
+    they are comparable across runs: slope x span / range is the fraction of
+    the whole range that the curve would cross at this rate over the whole run.
+    `full` adds the loss-curve extras: relative change vs the previous epoch,
+    EMA, curvature, a plateau indicator, and the position relative to the
+    elbow and to the change points."""
+    f = _filled(curve)
+    n = len(f)
+    smooth = _savgol(f)
+    scale = max(float(np.ptp(smooth)), 1e-12)
+    slope = _savgol(f, 1) * (n - 1) / scale
+    out = {f"{name}_sg": smooth, f"{name}_slope": slope}
+    if not full:
+        return out
+    t = np.arange(n)
+    previous = np.concatenate([[np.nan], f[:-1]])
+    out[f"{name}_relchange"] = (f - previous) / np.where(np.abs(previous) > 0, np.abs(previous), np.nan)
+    out[f"{name}_ema"] = pd.Series(f).ewm(alpha=EMA_ALPHA).mean().to_numpy()
+    out[f"{name}_curvature"] = _savgol(f, 2) * (n - 1) ** 2 / scale
+    out[f"{name}_plateau"] = (np.abs(slope) < PLATEAU_SLOPE).astype(float)
+    # Elbow (kneedle): the point of the smoothed curve farthest from the chord
+    # between its ends, both axes scaled to [0, 1].
+    if n > 2 and smooth[-1] != smooth[0]:
+        chord = np.abs((smooth - smooth[0]) / (smooth[-1] - smooth[0]) - t / (n - 1))
+        elbow = int(np.argmax(chord))
+    else:
+        elbow = 0
+    out[f"{name}_after_elbow"] = (t - elbow) / max(n - 1, 1)
+    out[f"{name}_past_elbow"] = (t >= elbow).astype(float)
+    starts = np.array([0] + change_points(f))
+    last_start = starts[np.searchsorted(starts, t, side="right") - 1]
+    out[f"{name}_since_change"] = (t - last_start) / max(n - 1, 1)
+    out[f"{name}_after_last_change"] = (t >= starts[-1]).astype(float)
+    return out
+
+
+def feature_inputs(base: pd.DataFrame) -> list[str]:
+    """The columns of `base` that features may read: a whitelist, so that
+    acc/nmi/ari (or anything else) never get in, even when present."""
+    allowed = SCORE_COLUMNS + STABILITY + AGREEMENT + POOLED
+    return [c for c in base.columns if c in allowed or (c.startswith("loss_") and c not in LABEL_BASED)]
+
+
+def features(base: pd.DataFrame) -> pd.DataFrame:
+    """Per seed x epoch: the raw inputs, their whole-run curve features, the
+    smoothed stability and the epoch's position in the run. Pure: the same
+    `base` always gives the same table."""
+    inputs = feature_inputs(base)
+    losses = [c for c in inputs if c.startswith("loss_") and not c.endswith("_batch_std")]
+    blocks = []
+    for seed, run in base.sort_values(ID).groupby("seed", sort=True):
+        epochs = run["epoch"].to_numpy()
+        cols = {"seed": seed, "epoch": epochs,
+                "epoch_fraction": (epochs - epochs[0]) / max(epochs[-1] - epochs[0], 1)}
+        cols |= {c: run[c].to_numpy(float) for c in inputs}
+        for c in losses:
+            cols |= curve_features(c, run[c].to_numpy(float), full=True)
+        for c in TREND_COLUMNS:
+            if c in run:
+                y = run[c].to_numpy(float)
+                cols |= curve_features(c, np.log(y) if c == "calinski_harabasz" else y, full=False)
+        if "ari_vs_previous" in run:
+            cols["ari_vs_previous_smooth"] = (run["ari_vs_previous"].rolling(
+                STABILITY_WINDOW, center=True, min_periods=1).mean().to_numpy())
+        blocks.append(pd.DataFrame(cols))
+    feats = pd.concat(blocks, ignore_index=True)
+    feats.attrs.update(base.attrs)
+    return feats
+
+
+def feature_names(feats: pd.DataFrame) -> list[str]:
+    return [c for c in feats.columns if c not in ID]
+
+
+def run_features(workdir, **kw) -> pd.DataFrame:
+    return features(base_table(workdir, **kw))
+
+
+# ============================================================ 3. selectors (no labels)
+
+def _pick(feats: pd.DataFrame, column: str, mode: str, label: str | None = None) -> pd.DataFrame:
+    """Per seed, the epoch where `column` is best (max or min; NaN never
+    wins). Ties go to the later epoch."""
+    rows = []
+    for seed, run in feats.groupby("seed", sort=True):
+        v = run[column].to_numpy(float) * (1 if mode == "max" else -1)
+        epochs = run["epoch"].to_numpy()
+        if np.all(np.isnan(v)):
+            epoch, why = int(epochs.max()), f"{column} undefined at every epoch: final epoch"
+        else:
+            best = np.nanmax(v)
+            epoch = int(epochs[np.flatnonzero(v >= best - 1e-12 * abs(best))].max())
+            value = float(run.loc[run.epoch == epoch, column].iloc[0])
+            final = float(run.loc[run.epoch == epochs.max(), column].iloc[0])
+            lo, hi = np.nanmin(run[column]), np.nanmax(run[column])
+            why = (f"{mode} {label or column} = {value:.4g} at epoch {epoch} "
+                   f"(final epoch {int(epochs.max())}: {final:.4g}; range {lo:.4g} to {hi:.4g})")
+        rows.append({"seed": seed, "epoch": epoch, "why": why})
+    return pd.DataFrame(rows)
+
+
+def select_last(feats):
+    """What training returns: the baseline every selector must beat."""
+    return pd.DataFrame([{"seed": s, "epoch": int(r.epoch.max()), "why": "final epoch"}
+                         for s, r in feats.groupby("seed", sort=True)])
+
+
+def _by_column(column: str, mode: str, doc: str) -> Callable:
+    def selector(feats):
+        return _pick(feats, column, mode)
+    selector.__doc__ = doc
+    selector.__name__ = f"select_{mode}_{column}"
+    return selector
+
+
+SELECTORS: dict[str, Callable[[pd.DataFrame], pd.DataFrame]] = {
+    "last": select_last,
+    "min_loss": _by_column("loss_total", "min", "Lowest training loss (epoch mean of the total loss)."),
+    "max_silhouette": _by_column("silhouette", "max", "Silhouette of the partition in its own embedding."),
+    "max_calinski_harabasz": _by_column("calinski_harabasz", "max", "Calinski-Harabasz, own embedding."),
+    "min_davies_bouldin": _by_column("davies_bouldin", "min", "Davies-Bouldin, own embedding."),
+    "pooled_silhouette": _by_column("pooled_silhouette", "max", "Silhouette averaged over reference embeddings."),
+    "pooled_calinski_harabasz": _by_column("pooled_calinski_harabasz", "max",
+                                           "Calinski-Harabasz, geometric mean over reference embeddings."),
+    "pooled_davies_bouldin": _by_column("pooled_davies_bouldin", "min",
+                                        "Davies-Bouldin averaged over reference embeddings."),
+    "most_stable": _by_column("ari_vs_previous_smooth", "max",
+                              f"ARI vs the previous epoch, centred {STABILITY_WINDOW}-epoch mean."),
+    "max_agreement": _by_column("mean_pairwise_ari", "max",
+                                "Mean pairwise ARI across seeds: the same epoch for every seed."),
+}
+
+
+# ============================================================ 4. the learned assessor (labels only to fit it)
+
+ASSESSOR_KINDS = ("gbr", "ridge")
+
+
+def rank_features(feats: pd.DataFrame, names: list[str]) -> np.ndarray:
+    """(rows, features): each feature's percentile rank among the epochs of its
+    seed. The ranks put runs of any data set, scale and algorithm on one
+    footing. A feature that is missing or undefined gets 0.5, the neutral rank."""
+    ranked = feats.reindex(columns=["seed"] + names).groupby("seed")[names].rank(pct=True)
+    return ranked.fillna(0.5).to_numpy(np.float64)
+
+
+def within_seed_rank(values: pd.Series, seeds: pd.Series) -> np.ndarray:
+    """The assessor's target: percentile rank of `values` among the epochs of the same seed."""
+    return pd.Series(values.to_numpy()).groupby(seeds.to_numpy()).rank(pct=True).to_numpy()
+
+
+def _model(kind: str):
+    from sklearn.ensemble import GradientBoostingRegressor
+    from sklearn.linear_model import Ridge
+    if kind == "gbr":
+        return GradientBoostingRegressor(n_estimators=200, max_depth=3, learning_rate=0.05,
+                                         subsample=0.8, random_state=0)
+    if kind == "ridge":
+        return Ridge(alpha=10.0)
+    raise ValueError(f"assessor kind must be one of {ASSESSOR_KINDS}, got {kind!r}")
+
+
+def train_assessor(training: list[tuple[pd.DataFrame, pd.DataFrame]], kind: str = "gbr",
+                   names: list[str] | None = None) -> dict:
+    """Fit on (features of a run, its truth table: seed, epoch, acc) pairs
+    from OTHER runs. The target is the within-seed ACC rank, not the ACC
+    itself, so that easy and hard data sets weigh the same. Returns the
+    assessor: a plain dict (model, feature names, kind, what it was trained
+    on) that `save_assessor` writes."""
+    training = sorted(training, key=lambda pair: str(pair[0].attrs.get("run", "")))  # order-free fit
+    if names is None:   # the features every training run has (loss components differ by algorithm)
+        names = sorted(set.intersection(*(set(feature_names(f)) for f, _ in training)))
+    x, y = [], []
+    for feats, truth in training:
+        acc = feats[ID].merge(truth[ID + ["acc"]], on=ID, how="left").acc
+        x.append(rank_features(feats, names))
+        y.append(within_seed_rank(acc, feats["seed"]))
+    x, y = np.concatenate(x), np.concatenate(y)
+    model = _model(kind).fit(x, y)
+    return {"model": model, "features": names, "kind": kind, "target": "within-seed ACC percentile rank",
+            "trained_on": [f.attrs.get("run", "?") for f, _ in training], "rows": int(len(y))}
+
+
+def save_assessor(assessor: dict, path) -> Path:
+    import joblib
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    joblib.dump(assessor, path, compress=3)
+    return path
+
+
+def load_assessor(path) -> dict:
+    import joblib
+    return joblib.load(path)
+
+
+def assessor_predict(assessor: dict, feats: pd.DataFrame) -> np.ndarray:
+    return assessor["model"].predict(rank_features(feats, assessor["features"]))
+
+
+def explain(assessor: dict, feats: pd.DataFrame, row: int, top: int = 3) -> list[dict]:
+    """Why the assessor liked row `row`: each feature in turn is set to the
+    neutral rank 0.5, and the features whose removal costs the most predicted
+    quality are returned."""
+    x = rank_features(feats, assessor["features"])
+    base = x[row:row + 1]
+    occluded = np.repeat(base, len(assessor["features"]), axis=0)
+    np.fill_diagonal(occluded, 0.5)
+    drop = assessor["model"].predict(base)[0] - assessor["model"].predict(occluded)
+    def value(name):   # the raw value, for the record; None where absent or undefined (JSON has no NaN)
+        v = float(feats[name].iloc[row]) if name in feats else np.nan
+        return None if np.isnan(v) else v
+    return [{"feature": assessor["features"][j], "rank": round(float(base[0, j]), 3),
+             "value": value(assessor["features"][j]), "contribution": round(float(drop[j]), 4)}
+            for j in np.argsort(-drop)[:top]]
+
+
+def assessor_selector(assessor: dict) -> Callable[[pd.DataFrame], pd.DataFrame]:
+    """The selector of a trained assessor: per seed, the epoch with the highest
+    predicted ACC rank; `why` names the features that decided."""
+    def select(feats):
+        feats = feats.reset_index(drop=True)
+        predicted = assessor_predict(assessor, feats)
+        rows = []
+        for seed, idx in feats.groupby("seed", sort=True).indices.items():
+            best = predicted[idx].max()
+            row = int(max(idx[predicted[idx] >= best - 1e-12], key=lambda i: feats.epoch.iloc[i]))
+            top = explain(assessor, feats, row)
+            why = (f"assessor ({assessor['kind']}) predicts ACC rank {best:.3f} at epoch {feats.epoch.iloc[row]} "
+                   f"(at the final epoch: {predicted[idx][np.argmax(feats.epoch.iloc[idx].to_numpy())]:.3f}); top features: "
+                   + ", ".join(f"{t['feature']} (rank {t['rank']:.2f}, {t['contribution']:+.3f})" for t in top))
+            rows.append({"seed": seed, "epoch": int(feats.epoch.iloc[row]), "why": why, "top_features": top})
+        return pd.DataFrame(rows)
+    return select
+
+
+def select(feats: pd.DataFrame, selector: str, assessor: dict | None = None) -> pd.DataFrame:
+    """Per seed, the chosen epoch and why, by name ('assessor' needs `assessor`)."""
+    if selector == "assessor":
+        if assessor is None:
+            raise ValueError("the 'assessor' selector needs a trained assessor (--assessor PATH)")
+        return assessor_selector(assessor)(feats)
+    if selector not in SELECTORS:
+        raise ValueError(f"unknown selector {selector!r}; choose from {['assessor', *SELECTORS]}")
+    return SELECTORS[selector](feats)
+
+
+def cross_fit(runs: list[tuple[pd.DataFrame, pd.DataFrame]], group: str, kind: str = "gbr") -> dict[str, pd.DataFrame]:
+    """Leave-one-group-out selections over (features, truth) pairs: for every value g of `group`
+    ('dataset' or 'algorithm', read from each run's attrs), an assessor is
+    trained on the runs whose group is not g and selects on the runs whose
+    group is g. Returns {run: selection}. Groups with no other group to train
+    on are skipped, so LODO yields nothing until a second data set exists."""
+    out = {}
+    values = sorted({f.attrs[group] for f, _ in runs})
+    for held_out in values:
+        training = [(f, acc) for f, acc in runs if f.attrs[group] != held_out]
+        if not training:
+            continue
+        chooser = assessor_selector(train_assessor(training, kind))
+        for f, _ in runs:
+            if f.attrs[group] == held_out:
+                out[f.attrs["run"]] = chooser(f)
+    return out
+
+
+# ============================================================ 5. the command line's work
+
+def select_run(workdir, selector: str = "assessor", assessor_path=None, progress: bool = False) -> dict:
+    """Choose an epoch per seed without labels, write `<workdir>/selection.json`,
+    and add the chosen epochs to `<workdir>/keep_epochs.json` ({phase: [epochs]},
+    the union over calls) so that retention can spare their full state.
+    Snapshots are never pruned, so every chosen epoch's clustering (assignments,
+    centers, embedding) stays readable even where its full state is gone."""
+    workdir = Path(workdir)
+    assessor = load_assessor(assessor_path) if selector == "assessor" and assessor_path else None
+    feats = run_features(workdir, progress=progress)
+    phase = feats.attrs["phase"]
+    chosen = select(feats, selector, assessor)
+    with evaluate._quiet_orbax():
+        states = set(checkpointing.list_epochs(workdir, phase, kind="state"))
+    seeds = []
+    for row in chosen.to_dict("records"):
+        epoch = int(row["epoch"])
+        seeds.append({"seed": int(row["seed"]), "phase": phase, "epoch": epoch,
+                      "final_epoch": int(feats.epoch.max()), "why": row["why"],
+                      "top_features": row.get("top_features") if isinstance(row.get("top_features"), list) else [],
+                      "snapshot": str(workdir / phase / "snapshots" / str(epoch)),
+                      "state_present": epoch in states,
+                      "state": str(workdir / phase / "state" / str(epoch)) if epoch in states else None})
+    result = {"workdir": str(workdir), "phase": phase, "selector": selector,
+              "assessor": str(assessor_path) if assessor else None,
+              "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "seeds": seeds}
+    (workdir / "selection.json").write_text(json.dumps(result, indent=2) + "\n")
+    keep_path = workdir / "keep_epochs.json"
+    keep = json.loads(keep_path.read_text()) if keep_path.exists() else {}
+    keep[phase] = sorted(set(keep.get(phase, [])) | {s["epoch"] for s in seeds})
+    keep_path.write_text(json.dumps(keep, indent=2) + "\n")
+    return result
+
+
+# ============================================================ 6. study metrics (labels: evaluation only)
+
+DO_NO_HARM = 0.005   # selected ACC within half an ACC point of the final epoch's, or better
+
+
+def truth_table(workdir, progress: bool = False) -> pd.DataFrame:
+    """ACC/NMI/ARI per seed x epoch of the selection phase. These are the
+    labels, for scoring selectors (and fitting assessors) only; no selector reads them."""
+    table = scores_table(workdir, labels=True, progress=progress)
+    table = table[table.phase == selection_phase(workdir)]
+    return table[ID + LABEL_BASED].reset_index(drop=True)
+
+
+def _best_epoch(run: pd.DataFrame, column: str) -> int:
+    v = run[column].to_numpy(float)
+    return int(run.epoch.to_numpy()[np.flatnonzero(v >= np.nanmax(v) - 1e-12)].max())
+
+
+def outcomes(selections: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
+    """One row per (run, selector, seed): the selected, final and oracle-best
+    epoch (best ACC; an upper bound that no selector can know), their
+    ACC/NMI/ARI, the regret (oracle ACC - selected ACC) and the gain over the
+    final epoch. `selections`: run, selector, seed, epoch; `truth`: run, seed,
+    epoch, acc, nmi, ari."""
+    rows = []
+    for (run, seed), t in truth.groupby(["run", "seed"], sort=False):
+        t = t.set_index("epoch")
+        final, oracle = int(t.index.max()), _best_epoch(t.reset_index(), "acc")
+        picks = selections[(selections.run == run) & (selections.seed == seed)]
+        for pick in picks.itertuples(index=False):
+            row = {"run": run, "selector": pick.selector, "seed": seed,
+                   "epoch": int(pick.epoch), "final_epoch": final, "oracle_epoch": oracle}
+            for m in LABEL_BASED:
+                row |= {f"{m}_selected": t.at[int(pick.epoch), m], f"{m}_final": t.at[final, m],
+                        f"{m}_oracle": t.at[oracle, m]}
+            rows.append(row)
+    out = pd.DataFrame(rows)
+    out["regret"] = out.acc_oracle - out.acc_selected
+    out["gain_vs_final"] = out.acc_selected - out.acc_final
+    out["win"] = out.gain_vs_final > 0
+    out["do_no_harm"] = out.gain_vs_final >= -DO_NO_HARM
+    return out
+
+
+def summarize(out: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """Means over seeds (and runs) per group: ACC/NMI/ARI selected, final,
+    oracle; regret; win rate vs final (strictly better ACC); do-no-harm rate."""
+    columns = ([f"{m}_{w}" for w in ("selected", "final", "oracle") for m in LABEL_BASED]
+               + ["regret", "gain_vs_final", "win", "do_no_harm"])
+    table = out.groupby(by, sort=False)[columns].mean()
+    table["n"] = out.groupby(by, sort=False).size()
+    return table.reset_index()
+
+
+def wilcoxon_vs(out: pd.DataFrame, baseline: str) -> pd.DataFrame:
+    """Per selector: one-sided Wilcoxon signed-rank test that its ACC is
+    greater than `baseline`'s, paired by (run, seed). Zero differences are
+    split between the ranks ('zsplit'), so ties count against a difference.
+    p is NaN when every pair ties."""
+    base = out[out.selector == baseline].set_index(["run", "seed"]).acc_selected
+    rows = []
+    for name, group in out.groupby("selector", sort=False):
+        if name == baseline:
+            continue
+        d = (group.set_index(["run", "seed"]).acc_selected - base).dropna().to_numpy()
+        p = (stats.wilcoxon(d, alternative="greater", zero_method="zsplit").pvalue
+             if len(d) and np.any(d != 0) else np.nan)
+        rows.append({"selector": name, "baseline": baseline, "pairs": len(d), "mean_diff": float(np.mean(d)),
+                     "better": int(np.sum(d > 0)), "worse": int(np.sum(d < 0)), "p_greater": p})
+    return pd.DataFrame(rows)
+
+
+def score_acc_spearman(feats: pd.DataFrame, truth: pd.DataFrame, columns: list[str]) -> pd.Series:
+    """Spearman correlation between each column and ACC across the epochs of
+    a seed, averaged over seeds: how well the score tracks ACC within one run."""
+    merged = feats.merge(truth[ID + ["acc"]], on=ID)
+    per_seed = []
+    for _, run in merged.groupby("seed"):
+        per_seed.append({c: stats.spearmanr(run[c], run.acc, nan_policy="omit").statistic
+                         if run[c].nunique() > 1 else np.nan for c in columns if c in run})
+    return pd.DataFrame(per_seed).mean()
+
+
+def oracle_vs_final(truth: pd.DataFrame) -> pd.DataFrame:
+    """Per run: how often and by how much the oracle-best epoch beats the final
+    one (ACC), and how far apart they are in epochs."""
+    rows = []
+    for (run, seed), t in truth.groupby(["run", "seed"], sort=False):
+        final, oracle = int(t.epoch.max()), _best_epoch(t, "acc")
+        acc = t.set_index("epoch").acc
+        rows.append({"run": run, "seed": seed, "final_epoch": final, "oracle_epoch": oracle,
+                     "gain": acc[oracle] - acc[final], "epochs_apart": final - oracle})
+    per_seed = pd.DataFrame(rows)
+    return per_seed.groupby("run", sort=False).agg(
+        seeds=("seed", "size"), differs=("gain", lambda g: float(np.mean(g > 0))),
+        differs_by_half_point=("gain", lambda g: float(np.mean(g > DO_NO_HARM))),
+        mean_gain=("gain", "mean"), max_gain=("gain", "max"),
+        mean_epochs_apart=("epochs_apart", "mean"), oracle_epochs=("oracle_epoch", lambda e: list(e))).reset_index()

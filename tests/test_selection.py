@@ -1,0 +1,231 @@
+"""Label-free epoch selection on a tiny 3-seed DEC run. The labels cannot
+change a selection, and neither can their absence or a permutation of them.
+The command line writes what the retention needs. Pretraining-phase selection
+works (AE+k-means). The assessor round-trips and cross-fits. The study metrics
+and the study's CSV are right on hand-made cases."""
+import importlib.util
+import inspect
+import json
+import shutil
+import zlib
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import tiny_config
+from dcjax import checkpointing, data, evaluate, metrics, select, selection, train
+
+SEEDS, PRETRAIN_EPOCHS, CLUSTERING_EPOCHS = 3, 3, 8
+ALL_SELECTORS = ["assessor", *selection.SELECTORS]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A tiny DEC run, scored with labels into its scores.csv: (workdir, table)."""
+    workdir = tmp_path_factory.mktemp("dec")
+    cfg = tiny_config("dec", seeds=SEEDS, pretrain_epochs=PRETRAIN_EPOCHS, clustering_epochs=CLUSTERING_EPOCHS,
+                      **{"checkpoint.max_to_keep": 2, "checkpoint.keep_period": 4})
+    train.train_and_evaluate(cfg, workdir)
+    return workdir, evaluate.evaluate_run(workdir, progress=False)
+
+
+@pytest.fixture(scope="module")
+def assessor(run):
+    """An assessor fitted on the run itself: any fixed model will do here."""
+    workdir, table = run
+    feats = selection.run_features(workdir)
+    return selection.train_assessor([(feats, table[table.phase == "clustering"])], "gbr")
+
+
+def selections(base, assessor):
+    feats = selection.features(base)
+    return {name: selection.select(feats, name, assessor)[["seed", "epoch", "why"]] for name in ALL_SELECTORS}
+
+
+def permuted_labels(monkeypatch):
+    load = data.load_dataset
+
+    def permuted(cfg):
+        ds = load(cfg)
+        return ds._replace(y=np.random.default_rng(1).permutation(ds.y))
+    monkeypatch.setattr(data, "load_dataset", permuted)
+
+
+def test_labels_withheld_or_permuted_change_no_selection(run, assessor, monkeypatch, tmp_path):
+    workdir, labelled = run
+    blind = evaluate.evaluate_run(workdir, labels=False, output=tmp_path / "blind.csv", progress=False)
+    with monkeypatch.context() as m:
+        permuted_labels(m)
+        shuffled = evaluate.evaluate_run(workdir, output=tmp_path / "shuffled.csv", progress=False)
+    assert not np.allclose(shuffled.acc, labelled.acc)      # the permutation reached the labels
+
+    bases = [selection.base_table(workdir, scores=t) for t in (labelled, blind, shuffled)]
+    assert not set(evaluate.LABEL_BASED) & set(selection.features(bases[0]).columns)
+    for base in bases[1:]:
+        pd.testing.assert_frame_equal(base, bases[0])
+    # labels smuggled into the base table are not read either
+    rng = np.random.default_rng(0)
+    smuggled = bases[0].assign(**{c: rng.random(len(bases[0])) for c in evaluate.LABEL_BASED})
+    expected = selections(bases[0], assessor)
+    for base in bases[1:] + [smuggled]:
+        got = selections(base, assessor)
+        for name in ALL_SELECTORS:
+            pd.testing.assert_frame_equal(got[name], expected[name], obj=name)
+
+
+def test_no_label_free_function_takes_a_label_argument():
+    label_names = {"y", "y_true", "truth", "acc", "nmi", "ari", "ground_truth", "targets"}
+    label_free = [selection.scores_table, selection.loss_table, selection.snapshot_table, selection.base_table,
+                  selection.pooled_indices, selection.features, selection.curve_features, selection.change_points,
+                  selection.rank_features, selection.assessor_predict, selection.explain,
+                  selection.assessor_selector, selection.select, selection.select_run,
+                  *selection.SELECTORS.values()]
+    for fn in label_free:
+        params = set(inspect.signature(fn).parameters)
+        assert not params & label_names, (fn.__name__, params & label_names)
+    # scores_table's only label switch defaults to off
+    assert inspect.signature(selection.scores_table).parameters["labels"].default is False
+
+
+def test_command_line_on_a_run_without_labels_matches_and_marks_the_epochs(run, assessor, monkeypatch, tmp_path, capsys):
+    workdir, table = run
+    feats = selection.run_features(workdir)
+    expected = {name: selection.select(feats, name, assessor) for name in ("pooled_silhouette", "assessor")}
+    # the same run on a machine with no labels at all: no scores.csv, y deleted
+    blind = tmp_path / "blind_run"
+    shutil.copytree(workdir, blind, ignore=shutil.ignore_patterns("scores.csv"))
+    load = data.load_dataset
+    monkeypatch.setattr(data, "load_dataset", lambda cfg: load(cfg)._replace(y=None))
+    path = selection.save_assessor(assessor, tmp_path / "a.joblib")
+
+    select.main(["--workdir", str(blind), "--selector", "pooled_silhouette"])
+    select.main(["--workdir", str(blind), "--assessor", str(path)])
+    assert "acc" not in pd.read_csv(blind / "scores.csv").columns
+    printed = capsys.readouterr().out
+    assert "seed 0: epoch" in printed and "top features" in printed
+
+    result = json.loads((blind / "selection.json").read_text())
+    assert result["selector"] == "assessor" and result["phase"] == "clustering"
+    assert [(s["seed"], s["epoch"]) for s in result["seeds"]] == list(
+        zip(expected["assessor"].seed, expected["assessor"].epoch))
+    states = set(checkpointing.list_epochs(blind, "clustering", kind="state"))
+    for s in result["seeds"]:
+        assert s["state_present"] == (s["epoch"] in states) and s["final_epoch"] == CLUSTERING_EPOCHS
+        assert len(s["top_features"]) == 3 and Path(s["snapshot"]).exists()
+    keep = json.loads((blind / "keep_epochs.json").read_text())
+    assert keep == {"clustering": sorted(set(expected["assessor"].epoch) | set(expected["pooled_silhouette"].epoch))}
+
+
+def test_pooled_indices_are_the_mean_over_reference_embeddings(run):
+    workdir, _ = run
+    table = selection.snapshot_table(workdir, "clustering", points=150, every=3)
+    sample = np.sort(np.random.default_rng(selection.POOLED_KEY).choice(400, 150, replace=False))
+    refs = [0, 3, 6, CLUSTERING_EPOCHS]
+    labels = jnp.asarray(checkpointing.load_snapshot(workdir, 5)["assignments"][1][sample])
+    sil = [metrics.silhouette(jnp.asarray(checkpointing.load_snapshot(workdir, f)["embedding"][1][sample]), labels, 10)
+           for f in refs]
+    got = table[(table.epoch == 5) & (table.seed == 1)].pooled_silhouette.item()
+    np.testing.assert_allclose(got, np.mean(sil), rtol=1e-5)
+
+
+def test_pretraining_phase_is_selected_where_clustering_has_only_epoch_0(run, tmp_path):
+    """AE+k-means: its clustering phase is epoch 0 alone, so its pretraining
+    epochs (k-means'd) are the candidates. Mimicked by a copy of the run
+    without clustering epochs 1.., to spare a second tiny training."""
+    workdir, _ = run
+    assert selection.selection_phase(workdir) == "clustering"
+    ae = tmp_path / "ae_like"
+    shutil.copytree(workdir, ae)
+    for epoch in range(1, CLUSTERING_EPOCHS + 1):
+        shutil.rmtree(ae / "clustering" / "snapshots" / str(epoch))
+    assert selection.selection_phase(ae) == "pretrain"
+    base = selection.base_table(ae)
+    assert base.attrs["phase"] == "pretrain" and list(base.epoch.unique()) == list(range(1, PRETRAIN_EPOCHS + 1))
+    assert base.loss_total.notna().all() and base.pooled_silhouette.notna().all()
+    # stability and agreement come from the k-means partitions of the snapshot pass
+    assert base[base.epoch > 1][evaluate.STABILITY + evaluate.AGREEMENT].notna().all().all()
+    assert base[base.epoch == 1][evaluate.STABILITY].isna().all().all() and base.mean_pairwise_ari.notna().all()
+    chosen = selection.select(selection.features(base), "max_agreement")
+    assert chosen.epoch.nunique() == 1 and chosen.epoch.iloc[0] in range(1, PRETRAIN_EPOCHS + 1)
+
+
+def fake_run(dataset, algorithm, seed_shift=0, epochs=30):
+    """Features where `signal` peaks where ACC does (at a run-specific epoch); `noise` is noise."""
+    rng = np.random.default_rng(zlib.crc32(f"{dataset}/{algorithm}".encode()))
+    rows, truth = [], []
+    for seed in range(3):
+        peak = rng.integers(3, epochs - 3)
+        acc = 0.8 - 0.002 * np.abs(np.arange(epochs) - peak)
+        rows.append(pd.DataFrame({"seed": seed, "epoch": np.arange(epochs), "signal": acc + seed_shift,
+                                  "noise": rng.random(epochs)}))
+        truth.append(pd.DataFrame({"seed": seed, "epoch": np.arange(epochs), "acc": acc}))
+    feats = pd.concat(rows, ignore_index=True)
+    feats.attrs.update(run=f"{dataset}/{algorithm}", dataset=dataset, algorithm=algorithm)
+    return feats, pd.concat(truth, ignore_index=True)
+
+
+def test_assessor_saves_loads_and_cross_fits(tmp_path):
+    runs = [fake_run(d, a) for d in ("d1", "d2") for a in ("a1", "a2")]
+    assessor = selection.train_assessor(runs[1:], "ridge")
+    loaded = selection.load_assessor(selection.save_assessor(assessor, tmp_path / "x.joblib"))
+    np.testing.assert_array_equal(selection.assessor_predict(loaded, runs[0][0]),
+                                  selection.assessor_predict(assessor, runs[0][0]))
+    for group in ("dataset", "algorithm"):
+        chosen = selection.cross_fit(runs, group, "ridge")
+        assert set(chosen) == {f.attrs["run"] for f, _ in runs}
+        for feats, truth in runs:   # the held-out run's peak is found: `signal` generalises
+            oracle = truth.loc[truth.groupby("seed").acc.idxmax()].epoch.to_numpy()
+            np.testing.assert_array_equal(chosen[feats.attrs["run"]].epoch, oracle)
+    # leave-one-dataset-out with one data set has nothing to train on
+    assert selection.cross_fit([fake_run("d1", "a1"), fake_run("d1", "a2")], "dataset") == {}
+
+
+def test_ties_go_to_the_later_epoch_and_nan_never_wins():
+    feats = pd.DataFrame({"seed": 0, "epoch": range(5), "s": [np.nan, 0.5, 0.9, 0.9, 0.1]})
+    assert selection._pick(feats, "s", "max").epoch.item() == 3
+    assert selection._pick(feats, "s", "min").epoch.item() == 4
+    assert selection._pick(feats.assign(s=np.nan), "s", "max").epoch.item() == 4
+
+
+def test_study_metrics_on_a_hand_made_case():
+    # one run, two seeds; epochs 0..3; ACC peaks at 1 (seed 0) and is flat after 2 (seed 1)
+    truth = pd.DataFrame({"run": "r", "seed": [0] * 4 + [1] * 4, "epoch": list(range(4)) * 2,
+                          "acc": [0.70, 0.80, 0.75, 0.72, 0.60, 0.65, 0.70, 0.70]})
+    truth["nmi"], truth["ari"] = truth.acc, truth.acc
+    picks = pd.DataFrame({"run": "r", "selector": ["last", "last", "s", "s"], "seed": [0, 1, 0, 1],
+                          "epoch": [3, 3, 1, 0]})
+    out = selection.outcomes(picks, truth).set_index(["selector", "seed"])
+    assert out.loc[("s", 0), "oracle_epoch"] == 1 and out.loc[("s", 1), "oracle_epoch"] == 3   # ties: later
+    np.testing.assert_allclose(out.loc[("s", 0), ["regret", "gain_vs_final"]].astype(float), [0.0, 0.08])
+    np.testing.assert_allclose(out.loc[("s", 1), ["regret", "gain_vs_final"]].astype(float), [0.10, -0.10])
+    summary = selection.summarize(out.reset_index(), ["selector"]).set_index("selector")
+    assert summary.loc["s", "win"] == 0.5 and summary.loc["s", "do_no_harm"] == 0.5
+    assert summary.loc["last", "do_no_harm"] == 1.0 and summary.loc["last", "win"] == 0.0
+    test = selection.wilcoxon_vs(out.reset_index(), "last").set_index("selector")
+    assert test.loc["s", "better"] == 1 and test.loc["s", "worse"] == 1 and 0 < test.loc["s", "p_greater"] <= 1
+    ovf = selection.oracle_vs_final(truth).iloc[0]
+    assert ovf.differs == 0.5 and ovf.differs_by_half_point == 0.5
+    np.testing.assert_allclose(ovf.mean_gain, 0.04)
+    feats = truth[["seed", "epoch"]].assign(up=truth.acc, down=-truth.acc)
+    rho = selection.score_acc_spearman(feats, truth, ["up", "down"])
+    np.testing.assert_allclose(rho.to_numpy(), [1.0, -1.0])
+
+
+def test_study_driver_round_trips_its_csv(run, monkeypatch, tmp_path):
+    workdir, _ = run
+    spec = importlib.util.spec_from_file_location(
+        "selection_study", Path(__file__).parent.parent / "experiments" / "selection_study.py")
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+    monkeypatch.setattr(study, "SCORES", tmp_path)
+    base, truth = study.read_run_csv(study.write_run_csv(workdir))
+    assert base.attrs["algorithm"] == "dec" and not set(evaluate.LABEL_BASED) & set(base.columns)
+    assert truth.acc.notna().all() and len(base) == SEEDS * (CLUSTERING_EPOCHS + 1)
+    feats = selection.features(base)
+    picks = pd.concat([selection.select(feats, name).assign(run=base.attrs["run"], selector=name)
+                       for name in selection.SELECTORS])
+    md = study.report("tiny", [(feats, truth)], picks, "test", 0.0)
+    assert "PRELIMINARY" in md and "| max_agreement |" in md
