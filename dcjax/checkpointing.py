@@ -23,15 +23,25 @@ from typing import Any
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers as policies
 
 PHASES = ("pretrain", "clustering")
 
 
-def _options(max_to_keep: int = 0, keep_period: int = 0, read_only: bool = False):
+def _options(max_to_keep: int = 0, keep_period: int = 0, keep_epochs=(), read_only: bool = False):
     # One place builds the options, so writer and reader always agree on the
     # step directory format (a mismatch makes orbax see no steps at all).
+    # With max_to_keep = 0 every epoch is kept. Otherwise orbax keeps the
+    # newest `max_to_keep`, every `keep_period`-th, and the epochs a selector
+    # asked for (keep_epochs.json); its preservation policies express that union.
+    preservation = None
+    if max_to_keep:
+        preservation = policies.AnyPreservationPolicy([
+            policies.LatestN(n=max_to_keep),
+            *([policies.EveryNSteps(interval_steps=keep_period)] if keep_period else []),
+            policies.CustomSteps(steps=sorted(keep_epochs))])
     return ocp.CheckpointManagerOptions(
-        max_to_keep=max_to_keep or None, keep_period=keep_period or None,
+        preservation_policy=preservation,
         create=not read_only, read_only=read_only, cleanup_tmp_directories=not read_only,
         step_format_fixed_length=None)
 
@@ -63,7 +73,8 @@ class PhaseCheckpoints:
         if phase not in PHASES:
             raise ValueError(f"phase must be one of {PHASES}, got {phase!r}")
         self.root = Path(workdir) / phase
-        self.state = _manager(self.root / "state", max_to_keep=max_to_keep, keep_period=keep_period)
+        self.state = _manager(self.root / "state", max_to_keep=max_to_keep, keep_period=keep_period,
+                              keep_epochs=kept_epochs(workdir, phase))
         self.snapshots = _manager(self.root / "snapshots")
         self.records_path = self.root / "records.jsonl"
 
@@ -104,6 +115,12 @@ class PhaseCheckpoints:
     def close(self):
         self.state.close()
         self.snapshots.close()
+
+
+def kept_epochs(workdir, phase: str) -> list[int]:
+    """Epochs whose full state retention must keep (written by dcjax.select)."""
+    path = Path(workdir) / "keep_epochs.json"
+    return [int(e) for e in json.loads(path.read_text()).get(phase, [])] if path.exists() else []
 
 
 # ----------------------------------------------------------------------------

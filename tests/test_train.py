@@ -125,6 +125,16 @@ def test_retention_prunes_state_but_keeps_every_snapshot(tmp_path):
     assert checkpointing.list_epochs(tmp_path, "clustering") == list(range(7))
 
 
+def test_retention_keeps_epochs_a_selector_asked_for(tmp_path):
+    cfg = tiny_config("dec", clustering_epochs=3, **{"checkpoint.max_to_keep": 1})
+    train.train_and_evaluate(cfg, tmp_path)
+    assert checkpointing.list_epochs(tmp_path, "clustering", "state") == [3]
+    (tmp_path / "keep_epochs.json").write_text(json.dumps({"clustering": [3]}))
+    cfg.clustering.epochs = 5            # continue the run: epoch 3 must survive
+    train.train_and_evaluate(cfg, tmp_path)
+    assert checkpointing.list_epochs(tmp_path, "clustering", "state") == [3, 5]
+
+
 def test_a_different_config_in_the_same_workdir_is_refused(tmp_path):
     train.train_and_evaluate(tiny_config("dec", clustering_epochs=1), tmp_path)
     with pytest.raises(ValueError, match="different configuration.*learning_rate"):
