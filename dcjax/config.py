@@ -51,7 +51,8 @@ def get_default_config() -> ml_collections.ConfigDict:
         # Per-epoch snapshots (embedding, assignments, centers) and records are
         # always kept: epoch selection needs them.
         max_to_keep=0, keep_period=0,
-        embedding_dtype="float32"))  # 'float16' halves the snapshot size
+        embedding_dtype="float32",  # 'float16' halves the snapshot size
+        compress=False))  # zstd: ~25% smaller states, ~0.1 s more CPU per USPS save
     c.eval_chunk = 2048   # rows per chunk when embedding the whole data set
     c.progress = True
     return c

@@ -26,8 +26,10 @@ def main(argv):
         jax.distributed.initialize()
     config = FLAGS.config
     workdir = FLAGS.workdir or f"runs/{config.algorithm}_{config.dataset.name}"
-    logging.set_verbosity(logging.INFO)
-    pylogging.getLogger("absl").setLevel(pylogging.INFO)
+    # dcjax's own messages at INFO; orbax logs every save at INFO through absl,
+    # which would bury the progress bar, so absl stays at WARNING.
+    logging.set_verbosity(logging.WARNING)
+    pylogging.getLogger("dcjax").setLevel(pylogging.INFO)
     summary = train.train_and_evaluate(config, workdir)
     print(train.format_summary(summary, __import__("pathlib").Path(workdir)))
 

@@ -36,6 +36,8 @@ from dcjax import checkpointing, data, methods
 from dcjax.methods.base import LossInputs, no_center_rule
 from dcjax.models import make_autoencoder
 
+log = logging.getLogger(__name__)
+
 PRETRAIN, CLUSTERING = 1, 2  # folded into the seed key: one random stream per phase
 
 
@@ -67,7 +69,8 @@ def make_train(config: ml_collections.ConfigDict, n: int, d: int, n_clusters: in
     model = make_autoencoder(d, config.model)
     method = methods.get_method(config)
     batch_size = int(config.batch_size)
-    chunk = min(int(config.eval_chunk), n)
+    # Equal chunks of at most eval_chunk rows: the least padding for that many chunks.
+    chunk = -(-n // -(-n // min(int(config.eval_chunk), n)))
     pretrain_tx = optax.adam(config.pretrain.learning_rate)
     cluster_tx = optax.adam(config.clustering.learning_rate)
     snapshot_dtype = jnp.dtype(config.checkpoint.embedding_dtype)
@@ -308,7 +311,7 @@ def _resume(ckpts: checkpointing.PhaseCheckpoints, abstract_state, snapshot_fn, 
     ckpts.discard_after(epoch)
     if not ckpts.has_snapshot(epoch):
         ckpts.save_snapshot(epoch, snapshot_fn(state, x))
-    logging.info("resumed %s from epoch %d", ckpts.root.name, epoch)
+    log.info("resumed %s from epoch %d", ckpts.root.name, epoch)
     return state
 
 
@@ -395,7 +398,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
     per_seed, replicated = seed_sharding(int(config.seeds))
     x = jax.device_put(jnp.asarray(dataset.x), replicated)
     keys = jax.device_put(seed_keys(config), per_seed)
-    keep = dict(max_to_keep=int(config.checkpoint.max_to_keep), keep_period=int(config.checkpoint.keep_period))
+    keep = dict(max_to_keep=int(config.checkpoint.max_to_keep), keep_period=int(config.checkpoint.keep_period),
+                compress=bool(config.checkpoint.get("compress", False)))
     pre_ckpts = checkpointing.PhaseCheckpoints(workdir, "pretrain", **keep)
     clu_ckpts = checkpointing.PhaseCheckpoints(workdir, "clustering", **keep)
     try:
@@ -424,5 +428,5 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
         pre_ckpts.close()
         clu_ckpts.close()
     summary = summarize(config, dataset, trainer, cstate, x, workdir)
-    logging.info("finished; checkpoints and summary.json in %s", workdir.absolute())
+    log.info("finished; checkpoints and summary.json in %s", workdir.absolute())
     return summary

@@ -25,11 +25,11 @@ from dcjax import checkpointing, evaluate
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def bench(workdir: Path) -> dict:
+def bench(workdir: Path, in_place: bool = False) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        output = Path(tmp) / "scores.csv"
+        output = workdir / "scores.csv" if in_place else Path(tmp) / "scores.csv"
         t0 = time.perf_counter()
-        table = evaluate.evaluate_run(workdir, output=output, progress=False)
+        table = evaluate.evaluate_run(workdir, output=output, progress=False, recompute=True)
         total = time.perf_counter() - t0
         t0 = time.perf_counter()
         again = evaluate.evaluate_run(workdir, output=output, progress=False)
@@ -50,9 +50,11 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--workdir", action="append", required=True, help="a run to evaluate (repeatable)")
     ap.add_argument("--out", default=str(RESULTS / "bench_evaluate.md"))
+    ap.add_argument("--in-place", action="store_true",
+                    help="score into the run's own scores.csv (from scratch), so later tools reuse it")
     args = ap.parse_args()
     load_before = os.getloadavg()[0]
-    results = [bench(Path(w)) for w in args.workdir]
+    results = [bench(Path(w), args.in_place) for w in args.workdir]
     load_after = os.getloadavg()[0]
 
     command = "python experiments/bench_evaluate.py " + " ".join(f"--workdir {w}" for w in args.workdir)

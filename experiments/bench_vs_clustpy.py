@@ -217,7 +217,10 @@ class DcjaxSide:
         self.prepare(phase)
         state = self.start[phase]
         with tempfile.TemporaryDirectory(dir=workdir) as tmp:
-            ckpts = checkpointing.PhaseCheckpoints(Path(tmp), "pretrain" if phase == "pretrain" else "clustering")
+            cfg = self.trainers[phase].config.checkpoint
+            ckpts = checkpointing.PhaseCheckpoints(
+                Path(tmp), "pretrain" if phase == "pretrain" else "clustering",
+                max_to_keep=int(cfg.max_to_keep), keep_period=int(cfg.keep_period), compress=bool(cfg.compress))
             done = int(np.asarray(state["epoch"]).reshape(-1)[0])
             t0 = time.perf_counter()
             train._run_phase(phase, ckpts, state, self.epoch_fn(phase), done + epochs, self.x, progress=False)
@@ -319,7 +322,8 @@ schemas torchvision's import needs (see `experiments/_clustpy_worker.py`); nothi
 
 def write_section(path: Path, section: str, body: str):
     """Replace one marked section of the results file, keeping the others."""
-    sections = {"results": "_Not measured yet: run the command at the top on a quiet machine._\n", "smoke": ""}
+    sections = {"results": "_Not measured yet: run the command at the top on a quiet machine._\n",
+                "notes": "", "smoke": ""}  # 'notes' is hand-written and only ever kept
     if path.exists():
         text = path.read_text()
         for name in sections:
@@ -329,7 +333,7 @@ def write_section(path: Path, section: str, body: str):
     sections[section] = body
     head = HEADER
     parts = [head] + [f"<!-- BEGIN {name} -->\n{sections[name]}<!-- END {name} -->\n\n"
-                      for name in ("results", "smoke") if sections[name] or name == "results"]
+                      for name in ("results", "notes", "smoke") if sections[name] or name == "results"]
     path.write_text("".join(parts).rstrip() + "\n")
 
 
