@@ -21,12 +21,12 @@ from dcjax import selection
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m dcjax.select", description=__doc__.split("\n\n")[0])
     ap.add_argument("--workdir", required=True, help="the run (what dcjax.main wrote)")
-    ap.add_argument("--selector", default="assessor", choices=["assessor", *selection.SELECTORS],
+    ap.add_argument("--selector", default="assessor", choices=["assessor", "assessor_guarded", *selection.SELECTORS],
                     help="how to choose (default: assessor)")
     ap.add_argument("--assessor", help="trained assessor file (.joblib) for --selector assessor")
     ap.add_argument("--progress", action="store_true", help="progress bar while scoring new epochs")
     args = ap.parse_args(argv)
-    if args.selector == "assessor" and not args.assessor:
+    if args.selector.startswith("assessor") and not args.assessor:
         ap.error("--selector assessor needs --assessor PATH (or pick another --selector)")
     logging.getLogger("absl").setLevel(logging.ERROR)
     result = selection.select_run(args.workdir, args.selector, args.assessor, progress=args.progress)

@@ -470,19 +470,34 @@ def explain(assessor: dict, feats: pd.DataFrame, row: int, top: int = 3) -> list
             for j in np.argsort(-drop)[:top]]
 
 
-def assessor_selector(assessor: dict) -> Callable[[pd.DataFrame], pd.DataFrame]:
+# A guarded assessor leaves the final epoch only when it predicts an epoch
+# clearly better: by this much within-seed ACC rank (0..1). Fixed once, when the
+# guard was written after the digits-only preliminary study; not tuned since.
+GUARD_MARGIN = 0.15
+
+
+def assessor_selector(assessor: dict, guard: float = 0.0) -> Callable[[pd.DataFrame], pd.DataFrame]:
     """The selector of a trained assessor: per seed, the epoch with the highest
-    predicted ACC rank; `why` names the features that decided."""
+    predicted ACC rank; `why` names the features that decided. With `guard` > 0
+    it keeps the final epoch unless the best epoch's predicted rank beats the
+    final epoch's by more than `guard` ("do no harm")."""
     def select(feats):
         feats = feats.reset_index(drop=True)
         predicted = assessor_predict(assessor, feats)
         rows = []
         for seed, idx in feats.groupby("seed", sort=True).indices.items():
             best = predicted[idx].max()
+            final_row = int(idx[np.argmax(feats.epoch.iloc[idx].to_numpy())])
             row = int(max(idx[predicted[idx] >= best - 1e-12], key=lambda i: feats.epoch.iloc[i]))
+            at_final = predicted[final_row]
+            guarded = guard > 0 and best - at_final <= guard
+            if guarded:
+                row = final_row
             top = explain(assessor, feats, row)
-            why = (f"assessor ({assessor['kind']}) predicts ACC rank {best:.3f} at epoch {feats.epoch.iloc[row]} "
-                   f"(at the final epoch: {predicted[idx][np.argmax(feats.epoch.iloc[idx].to_numpy())]:.3f}); top features: "
+            why = (f"assessor ({assessor['kind']}) predicts ACC rank {best:.3f} at epoch "
+                   f"{int(feats.epoch.iloc[row]) if not guarded else '(best)'} (at the final epoch: {at_final:.3f})"
+                   + (f"; within the guard {guard:.2f}, so the final epoch is kept" if guarded else "")
+                   + "; top features: "
                    + ", ".join(f"{t['feature']} (rank {t['rank']:.2f}, {t['contribution']:+.3f})" for t in top))
             rows.append({"seed": seed, "epoch": int(feats.epoch.iloc[row]), "why": why, "top_features": top})
         return pd.DataFrame(rows)
@@ -491,31 +506,37 @@ def assessor_selector(assessor: dict) -> Callable[[pd.DataFrame], pd.DataFrame]:
 
 def select(feats: pd.DataFrame, selector: str, assessor: dict | None = None) -> pd.DataFrame:
     """Per seed, the chosen epoch and why, by name ('assessor' needs `assessor`)."""
-    if selector == "assessor":
+    if selector in ("assessor", "assessor_guarded"):
         if assessor is None:
-            raise ValueError("the 'assessor' selector needs a trained assessor (--assessor PATH)")
-        return assessor_selector(assessor)(feats)
+            raise ValueError(f"the {selector!r} selector needs a trained assessor (--assessor PATH)")
+        return assessor_selector(assessor, GUARD_MARGIN if selector == "assessor_guarded" else 0.0)(feats)
     if selector not in SELECTORS:
-        raise ValueError(f"unknown selector {selector!r}; choose from {['assessor', *SELECTORS]}")
+        raise ValueError(f"unknown selector {selector!r}; choose from "
+                         f"{['assessor', 'assessor_guarded', *SELECTORS]}")
     return SELECTORS[selector](feats)
 
 
-def cross_fit(runs: list[tuple[pd.DataFrame, pd.DataFrame]], group: str, kind: str = "gbr") -> dict[str, pd.DataFrame]:
+def cross_fit(runs: list[tuple[pd.DataFrame, pd.DataFrame]], group: str, kind: str = "gbr",
+              guard: float = 0.0, scores: dict | None = None) -> dict[str, pd.DataFrame]:
     """Leave-one-group-out selections over (features, truth) pairs: for every value g of `group`
     ('dataset' or 'algorithm', read from each run's attrs), an assessor is
     trained on the runs whose group is not g and selects on the runs whose
     group is g. Returns {run: selection}. Groups with no other group to train
-    on are skipped, so LODO yields nothing until a second data set exists."""
+    on are skipped, so LODO yields nothing until a second data set exists.
+    If `scores` is a dict, it receives {run: the assessor's per-row prediction}."""
     out = {}
     values = sorted({f.attrs[group] for f, _ in runs})
     for held_out in values:
         training = [(f, acc) for f, acc in runs if f.attrs[group] != held_out]
         if not training:
             continue
-        chooser = assessor_selector(train_assessor(training, kind))
+        assessor = train_assessor(training, kind)
+        chooser = assessor_selector(assessor, guard)
         for f, _ in runs:
             if f.attrs[group] == held_out:
                 out[f.attrs["run"]] = chooser(f)
+                if scores is not None:
+                    scores[f.attrs["run"]] = assessor_predict(assessor, f.reset_index(drop=True))
     return out
 
 
@@ -528,7 +549,7 @@ def select_run(workdir, selector: str = "assessor", assessor_path=None, progress
     Snapshots are never pruned, so every chosen epoch's clustering (assignments,
     centers, embedding) stays readable even where its full state is gone."""
     workdir = Path(workdir)
-    assessor = load_assessor(assessor_path) if selector == "assessor" and assessor_path else None
+    assessor = load_assessor(assessor_path) if selector.startswith("assessor") and assessor_path else None
     feats = run_features(workdir, progress=progress)
     phase = feats.attrs["phase"]
     chosen = select(feats, selector, assessor)

@@ -33,6 +33,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from dcjax import selection
@@ -43,8 +44,12 @@ INFO = ["run", "dataset", "algorithm", "phase"]
 NOTES = "## Notes (hand-written)"
 ORDER = {name: i for i, name in enumerate(("ae_kmeans", "dec", "idec", "dcn", "dkm"))}   # table column order
 # Selectors reported, in order; the assessors are added by cross-fitting.
-ASSESSORS = {"assessor_gbr_loao": ("algorithm", "gbr"), "assessor_ridge_loao": ("algorithm", "ridge"),
-             "assessor_gbr_lodo": ("dataset", "gbr"), "assessor_ridge_lodo": ("dataset", "ridge")}
+# name: (held-out group, model, guard margin)
+ASSESSORS = {"assessor_gbr_loao": ("algorithm", "gbr", 0.0), "assessor_ridge_loao": ("algorithm", "ridge", 0.0),
+             "assessor_gbr_lodo": ("dataset", "gbr", 0.0), "assessor_ridge_lodo": ("dataset", "ridge", 0.0),
+             "assessor_gbr_lodo_guarded": ("dataset", "gbr", selection.GUARD_MARGIN),
+             "assessor_ridge_lodo_guarded": ("dataset", "ridge", selection.GUARD_MARGIN)}
+PRIMARY = "assessor_gbr_lodo"   # the assessor the issue's targets are checked on
 SPEARMAN_COLUMNS = ["loss_total", "silhouette", "calinski_harabasz", "davies_bouldin", "simplified_silhouette",
                     *selection.POOLED, "ari_vs_previous_smooth", "mean_pairwise_ari", "size_entropy",
                     "mean_max_prob", "effective_rank", "epoch_fraction"]
@@ -81,16 +86,18 @@ def read_run_csv(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 # ------------------------------------------------------------ 2-3. selections and their scores
 
-def run_selectors(runs: list[tuple[pd.DataFrame, pd.DataFrame]]) -> pd.DataFrame:
-    """All selections: run, selector, seed, epoch, why."""
-    picks = []
+def run_selectors(runs: list[tuple[pd.DataFrame, pd.DataFrame]]) -> tuple[pd.DataFrame, dict]:
+    """All selections (run, selector, seed, epoch, why), and each cross-fitted
+    assessor's per-epoch scores {selector: {run: predictions}}."""
+    picks, scores = [], {}
     for feats, _ in runs:
         for name in selection.SELECTORS:
             picks.append(selection.select(feats, name).assign(run=feats.attrs["run"], selector=name))
-    for name, (group, kind) in ASSESSORS.items():
-        for run, chosen in selection.cross_fit(runs, group, kind).items():
+    for name, (group, kind, guard) in ASSESSORS.items():
+        scores[name] = {}
+        for run, chosen in selection.cross_fit(runs, group, kind, guard, scores[name]).items():
             picks.append(chosen.assign(run=run, selector=name))
-    return pd.concat(picks, ignore_index=True)
+    return pd.concat(picks, ignore_index=True), scores
 
 
 def pts(x) -> str:
@@ -111,7 +118,115 @@ def markdown(df: pd.DataFrame) -> list[str]:
         "| " + " | ".join(map(str, row)) + " |" for row in df.itertuples(index=False)]
 
 
-def report(name: str, runs, picks: pd.DataFrame, command: str, seconds: float) -> str:
+def assessor_spearman(runs, predictions: dict) -> pd.DataFrame:
+    """Per (run, seed): Spearman between a cross-fitted assessor's score and ACC across epochs."""
+    from scipy import stats
+    rows = []
+    for feats, truth in runs:
+        run = feats.attrs["run"]
+        if run not in predictions:
+            continue
+        scored = feats.reset_index(drop=True)[["seed", "epoch"]].assign(score=predictions[run])
+        merged = scored.merge(truth[["seed", "epoch", "acc"]], on=["seed", "epoch"])
+        for seed, g in merged.groupby("seed"):
+            rho = stats.spearmanr(g.score, g.acc).statistic if g.acc.nunique() > 1 else float("nan")
+            rows.append({"run": run, "algorithm": feats.attrs["algorithm"], "dataset": feats.attrs["dataset"],
+                         "seed": seed, "rho": rho})
+    return pd.DataFrame(rows)
+
+
+def targets(out: pd.DataFrame, runs, scores: dict, selectors: list[str]) -> list[str]:
+    """The issue's targets, checked for each leave-one-dataset-out assessor."""
+    lines = ["## Targets (leave-one-dataset-out assessors)", "",
+             "Targets: the assessor's mean ACC beats the final epoch's for every algorithm; mean regret ≤ 1.0 "
+             "point and 90th percentile ≤ 3.0; do-no-harm in ≥ 95% of (run, seed); median within-run Spearman "
+             "between the assessor's score and ACC ≥ 0.6.", ""]
+    rows = []
+    for name in [n for n in selectors if n.endswith(("lodo", "lodo_guarded"))]:
+        sel = out[out.selector == name]
+        by_alg = sel.groupby("algorithm").agg(sel_acc=("acc_selected", "mean"), fin_acc=("acc_final", "mean"))
+        beats = by_alg.sel_acc > by_alg.fin_acc
+        rho = assessor_spearman(runs, scores.get(name, {}))
+        med = rho.rho.median() if len(rho) else float("nan")
+        rows.append({"assessor": name, "runs × seeds": len(sel),
+                     "beats final for every algorithm": f"{'yes' if beats.all() else 'no'} ("
+                     + ", ".join(f"{a} {100 * (r.sel_acc - r.fin_acc):+.2f}" for a, r in by_alg.iterrows()) + ")",
+                     "mean regret (≤ 1.0)": pts(sel.regret.mean()),
+                     "p90 regret (≤ 3.0)": pts(sel.regret.quantile(0.9)),
+                     "do-no-harm (≥ 95%)": pct(sel.do_no_harm.mean()),
+                     "median Spearman (≥ 0.6)": "–" if pd.isna(med) else f"{med:+.2f}"})
+    lines += markdown(pd.DataFrame(rows)) + [""]
+    for name in [n for n in selectors if n.endswith(("lodo", "lodo_guarded"))]:
+        rho = assessor_spearman(runs, scores.get(name, {}))
+        if len(rho):
+            per = rho.groupby(["dataset", "algorithm"]).rho.median().map(lambda v: f"{v:+.2f}")
+            lines += [f"Median Spearman of `{name}` per data set × algorithm: "
+                      + "; ".join(f"{alg} ({ds}) {v}" for (ds, alg), v in per.items()) + ".", ""]
+    return lines
+
+
+def plot_runs(runs, picks: pd.DataFrame, scores: dict, name: str, primary: str, count: int = 4) -> list[Path]:
+    """Loss and score curves of a few representative runs (the seeds where the
+    best epoch is furthest above the final one, one per algorithm), with the
+    selected, final and oracle epochs marked."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    folder = RESULTS / f"selection_{name}_plots"
+    folder.mkdir(parents=True, exist_ok=True)
+    chosen = []
+    for feats, truth in runs:
+        gaps = truth.groupby("seed").apply(lambda t: t.acc.max() - t.set_index("epoch").acc[t.epoch.max()],
+                                           include_groups=False)
+        chosen.append((gaps.max(), feats, truth, int(gaps.idxmax())))
+    chosen.sort(key=lambda c: -c[0])
+    seen, paths = set(), []
+    for gap, feats, truth, seed in chosen:
+        alg = feats.attrs["algorithm"]
+        if alg in seen or len(paths) >= count:
+            continue
+        seen.add(alg)
+        run = feats.attrs["run"]
+        f = feats.reset_index(drop=True)
+        mask = (f.seed == seed).to_numpy()
+        f = f[mask]
+        t = truth[truth.seed == seed].set_index("epoch").reindex(f.epoch)
+        loss_cols = [c for c in f.columns if c.startswith("loss_") and c.count("_") == 1 and f[c].notna().any()]
+        score_cols = [c for c in ("pooled_silhouette", "mean_pairwise_ari", "ari_vs_previous_smooth", "silhouette")
+                      if c in f and f[c].notna().any()]
+        fig, axes = plt.subplots(3, 1, figsize=(7, 8), sharex=True)
+        for c in loss_cols:
+            axes[0].plot(f.epoch, f[c], label=c)
+        axes[0].set_yscale("log"); axes[0].set_ylabel("loss"); axes[0].legend(fontsize=7)
+        for c in score_cols:
+            v = f[c].to_numpy(float)
+            span = np.nanmax(v) - np.nanmin(v)
+            axes[1].plot(f.epoch, (v - np.nanmin(v)) / (span if span > 0 else 1), label=c)
+        if run in scores.get(primary, {}):
+            axes[1].plot(f.epoch, np.asarray(scores[primary][run])[mask], "k--", label=f"{primary} score")
+        axes[1].set_ylabel("label-free scores (min-max)"); axes[1].legend(fontsize=7)
+        axes[2].plot(f.epoch, 100 * t.acc.to_numpy(), color="tab:green", label="ACC (labels, evaluation only)")
+        axes[2].set_ylabel("ACC %"); axes[2].set_xlabel(f"{feats.attrs['phase']} epoch")
+        sel = picks[(picks.run == run) & (picks.seed == seed) & (picks.selector == primary)]
+        marks = {"final": (int(f.epoch.max()), "tab:gray"), "oracle": (int(t.acc.idxmax()), "tab:green")}
+        if len(sel):
+            marks["selected"] = (int(sel.epoch.iloc[0]), "tab:red")
+        for label, (epoch, color) in marks.items():
+            for ax in axes:
+                ax.axvline(epoch, color=color, ls=":", lw=1.5)
+            axes[2].annotate(label, (epoch, 100 * np.nanmin(t.acc)), color=color, fontsize=8, rotation=90)
+        axes[2].legend(fontsize=7)
+        fig.suptitle(f"{alg} on {feats.attrs['dataset']}, seed {seed}: oracle − final = {100 * gap:.2f} ACC points")
+        fig.tight_layout()
+        path = folder / f"{feats.attrs['dataset']}_{alg}_seed{seed}.png"
+        fig.savefig(path, dpi=80)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def report(name: str, runs, picks: pd.DataFrame, command: str, seconds: float, scores: dict | None = None,
+           plots: list | None = None) -> str:
     truth = pd.concat([t for _, t in runs], ignore_index=True)
     info = pd.DataFrame([f.attrs for f, _ in runs])[INFO]
     out = selection.outcomes(picks, truth).merge(info, on="run")
@@ -160,6 +275,13 @@ def report(name: str, runs, picks: pd.DataFrame, command: str, seconds: float) -
     lines += ["", f"Final epoch: ACC {pts(final_row.acc_final)}; oracle-best epoch: ACC {pts(final_row.acc_oracle)} "
                   f"(NMI {pts(final_row.nmi_oracle)}, ARI {pts(final_row.ari_oracle)}): the ceiling of any selector.", ""]
 
+    if len(datasets) >= 2:
+        lines += targets(out, runs, scores or {}, selectors)
+    if plots:
+        lines += ["## Plots", "", "Loss curves, label-free scores and ACC of the seed with the largest oracle − final "
+                  f"gap, one per algorithm; dotted lines: final (grey), oracle (green), `{PRIMARY}` (red).", ""]
+        lines += [f"![{p.stem}]({p.parent.name}/{p.name})" for p in plots] + [""]
+
     # per algorithm x dataset
     per = selection.summarize(out, ["dataset", "algorithm", "selector"])
     lines += ["## Per data set × algorithm: Δ ACC vs final / regret (points), do-no-harm", ""]
@@ -180,14 +302,15 @@ def report(name: str, runs, picks: pd.DataFrame, command: str, seconds: float) -
     lines += [""] + markdown(pd.DataFrame(base_rows)) + [""]
 
     # the assessor against every other selector
-    lines += ["## The assessor (GBR, LOAO) against each other selector", "",
+    main = PRIMARY if PRIMARY in selectors else "assessor_gbr_loao"
+    lines += [f"## The assessor (`{main}`) against each other selector", "",
               "One-sided Wilcoxon (assessor ACC > selector ACC), paired by (run, seed).", ""]
     rows = []
     for other in selectors:
-        if other == "assessor_gbr_loao" or "assessor_gbr_loao" not in selectors:
+        if other == main or main not in selectors:
             continue
-        t = selection.wilcoxon_vs(out[out.selector.isin(["assessor_gbr_loao", other])], other)
-        t = t[t.selector == "assessor_gbr_loao"].iloc[0]
+        t = selection.wilcoxon_vs(out[out.selector.isin([main, other])], other)
+        t = t[t.selector == main].iloc[0]
         rows.append({"baseline": other, "mean Δ ACC (pts)": pts(t.mean_diff), "better": t.better,
                      "worse": t.worse, "p": pval(t.p_greater)})
     lines += markdown(pd.DataFrame(rows)) + [""]
@@ -227,9 +350,10 @@ def main():
         base, truth = read_run_csv(path)
         runs.append((selection.features(base), truth))
     runs.sort(key=lambda r: (r[0].attrs["dataset"], ORDER.get(r[0].attrs["algorithm"], len(ORDER)), r[0].attrs["algorithm"]))
-    picks = run_selectors(runs)
+    picks, scores = run_selectors(runs)
+    plots = plot_runs(runs, picks, scores, args.name, PRIMARY)
     command = "python experiments/selection_study.py " + " ".join(sys.argv[1:])
-    md = report(args.name, runs, picks, command, time.perf_counter() - t0)
+    md = report(args.name, runs, picks, command, time.perf_counter() - t0, scores, plots)
     path = RESULTS / f"selection_{args.name}.md"
     if path.exists() and NOTES in path.read_text():
         md += "\n" + path.read_text()[path.read_text().index(NOTES):]
