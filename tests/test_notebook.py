@@ -21,3 +21,5 @@ def test_explore_run_notebook_executes(tmp_path, monkeypatch):
     outputs = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
     assert "dkm on digits - 3 seeds" in outputs
     assert "epoch 7 seed index 2" in outputs
+    assert "selected" in outputs and "final 8" in outputs   # the label-free selection section ran
+    assert (workdir / "selection.json").exists()

@@ -19,7 +19,7 @@ from conftest import tiny_config
 from dcjax import checkpointing, data, evaluate, metrics, select, selection, train
 
 SEEDS, PRETRAIN_EPOCHS, CLUSTERING_EPOCHS = 3, 3, 8
-ALL_SELECTORS = ["assessor", *selection.SELECTORS]
+ALL_SELECTORS = ["assessor", "assessor_guarded", *selection.SELECTORS]
 
 
 @pytest.fixture(scope="module")
@@ -229,3 +229,20 @@ def test_study_driver_round_trips_its_csv(run, monkeypatch, tmp_path):
                        for name in selection.SELECTORS])
     md = study.report("tiny", [(feats, truth)], picks, "test", 0.0)
     assert "PRELIMINARY" in md and "| max_agreement |" in md
+
+
+def test_guarded_assessor_keeps_the_final_epoch_unless_clearly_better():
+    runs = [fake_run(d, a) for d in ("d1", "d2") for a in ("a1", "a2")]
+    assessor = selection.train_assessor(runs[1:], "ridge")
+    feats = runs[0][0]
+    predicted = selection.assessor_predict(assessor, feats.reset_index(drop=True))
+    free = selection.assessor_selector(assessor)(feats)
+    never = selection.assessor_selector(assessor, guard=10.0)(feats)   # no epoch can beat the final by 10
+    assert (never.epoch.to_numpy() == feats.groupby("seed").epoch.max().to_numpy()).all()
+    assert never.why.str.contains("final epoch is kept").all()
+    # a guard just under the predicted gain lets the free choice through
+    gains = [predicted[idx].max() - predicted[idx][np.argmax(feats.epoch.to_numpy()[idx])]
+             for idx in feats.reset_index(drop=True).groupby("seed").indices.values()]
+    assert min(gains) > 0   # the fake runs peak before their last epoch
+    loose = selection.assessor_selector(assessor, guard=min(gains) / 2)(feats)
+    pd.testing.assert_frame_equal(loose[["seed", "epoch"]], free[["seed", "epoch"]])
