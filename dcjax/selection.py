@@ -415,13 +415,30 @@ def _model(kind: str):
     raise ValueError(f"assessor kind must be one of {ASSESSOR_KINDS}, got {kind!r}")
 
 
+ASSESSOR_TARGETS = ("rank", "gap")
+
+
+def assessor_target(acc: pd.Series, seeds: pd.Series, target: str) -> np.ndarray:
+    """What the assessor learns to predict for each epoch of a seed:
+    - 'rank': the within-seed percentile rank of ACC. Easy and hard data sets
+      weigh the same, but so do runs whose ACC barely moves, whose ranks are noise.
+    - 'gap': ACC minus the seed's best ACC (0 at the best epoch, negative
+      elsewhere). Runs with a large best-vs-final gap dominate the fit; flat
+      runs contribute near-zero targets."""
+    if target == "rank":
+        return within_seed_rank(acc, seeds)
+    if target == "gap":
+        values = pd.Series(acc.to_numpy(np.float64))
+        return (values - values.groupby(seeds.to_numpy()).transform("max")).to_numpy()
+    raise ValueError(f"assessor target must be one of {ASSESSOR_TARGETS}, got {target!r}")
+
+
 def train_assessor(training: list[tuple[pd.DataFrame, pd.DataFrame]], kind: str = "gbr",
-                   names: list[str] | None = None) -> dict:
+                   names: list[str] | None = None, target: str = "rank") -> dict:
     """Fit on (features of a run, its truth table: seed, epoch, acc) pairs
-    from OTHER runs. The target is the within-seed ACC rank, not the ACC
-    itself, so that easy and hard data sets weigh the same. Returns the
-    assessor: a plain dict (model, feature names, kind, what it was trained
-    on) that `save_assessor` writes."""
+    from OTHER runs, to predict `assessor_target` from the features' within-seed
+    ranks. Returns the assessor: a plain dict (model, feature names, kind,
+    target, what it was trained on) that `save_assessor` writes."""
     training = sorted(training, key=lambda pair: str(pair[0].attrs.get("run", "")))  # order-free fit
     if names is None:   # the features every training run has (loss components differ by algorithm)
         names = sorted(set.intersection(*(set(feature_names(f)) for f, _ in training)))
@@ -429,10 +446,10 @@ def train_assessor(training: list[tuple[pd.DataFrame, pd.DataFrame]], kind: str 
     for feats, truth in training:
         acc = feats[ID].merge(truth[ID + ["acc"]], on=ID, how="left").acc
         x.append(rank_features(feats, names))
-        y.append(within_seed_rank(acc, feats["seed"]))
+        y.append(assessor_target(acc, feats["seed"], target))
     x, y = np.concatenate(x), np.concatenate(y)
     model = _model(kind).fit(x, y)
-    return {"model": model, "features": names, "kind": kind, "target": "within-seed ACC percentile rank",
+    return {"model": model, "features": names, "kind": kind, "target": target,
             "trained_on": [f.attrs.get("run", "?") for f, _ in training], "rows": int(len(y))}
 
 
@@ -471,9 +488,15 @@ def explain(assessor: dict, feats: pd.DataFrame, row: int, top: int = 3) -> list
 
 
 # A guarded assessor leaves the final epoch only when it predicts an epoch
-# clearly better: by this much within-seed ACC rank (0..1). Fixed once, when the
-# guard was written after the digits-only preliminary study; not tuned since.
-GUARD_MARGIN = 0.15
+# clearly better: by 0.15 within-seed ACC rank (0..1), or by half an ACC point
+# (the do-no-harm tolerance) for the 'gap' target. Fixed once, when the guard
+# was written after the digits-only preliminary study; not tuned since.
+GUARD_MARGINS = {"rank": 0.15, "gap": 0.005}
+GUARD_MARGIN = GUARD_MARGINS["rank"]
+
+
+def guard_margin(assessor: dict) -> float:
+    return GUARD_MARGINS.get(assessor.get("target"), GUARD_MARGINS["rank"])   # older files: rank
 
 
 def assessor_selector(assessor: dict, guard: float = 0.0) -> Callable[[pd.DataFrame], pd.DataFrame]:
@@ -494,7 +517,8 @@ def assessor_selector(assessor: dict, guard: float = 0.0) -> Callable[[pd.DataFr
             if guarded:
                 row = final_row
             top = explain(assessor, feats, row)
-            why = (f"assessor ({assessor['kind']}) predicts ACC rank {best:.3f} at epoch "
+            why = (f"assessor ({assessor['kind']}, target {assessor.get('target', 'rank')}) predicts "
+                   f"{best:.3f} at epoch "
                    f"{int(feats.epoch.iloc[row]) if not guarded else '(best)'} (at the final epoch: {at_final:.3f})"
                    + (f"; within the guard {guard:.2f}, so the final epoch is kept" if guarded else "")
                    + "; top features: "
@@ -509,7 +533,7 @@ def select(feats: pd.DataFrame, selector: str, assessor: dict | None = None) -> 
     if selector in ("assessor", "assessor_guarded"):
         if assessor is None:
             raise ValueError(f"the {selector!r} selector needs a trained assessor (--assessor PATH)")
-        return assessor_selector(assessor, GUARD_MARGIN if selector == "assessor_guarded" else 0.0)(feats)
+        return assessor_selector(assessor, guard_margin(assessor) if selector == "assessor_guarded" else 0.0)(feats)
     if selector not in SELECTORS:
         raise ValueError(f"unknown selector {selector!r}; choose from "
                          f"{['assessor', 'assessor_guarded', *SELECTORS]}")
@@ -517,12 +541,13 @@ def select(feats: pd.DataFrame, selector: str, assessor: dict | None = None) -> 
 
 
 def cross_fit(runs: list[tuple[pd.DataFrame, pd.DataFrame]], group: str, kind: str = "gbr",
-              guard: float = 0.0, scores: dict | None = None) -> dict[str, pd.DataFrame]:
+              guard: float = 0.0, scores: dict | None = None, target: str = "rank") -> dict[str, pd.DataFrame]:
     """Leave-one-group-out selections over (features, truth) pairs: for every value g of `group`
     ('dataset' or 'algorithm', read from each run's attrs), an assessor is
     trained on the runs whose group is not g and selects on the runs whose
     group is g. Returns {run: selection}. Groups with no other group to train
     on are skipped, so LODO yields nothing until a second data set exists.
+    `guard`: a margin, or True for the target's own (`GUARD_MARGINS`).
     If `scores` is a dict, it receives {run: the assessor's per-row prediction}."""
     out = {}
     values = sorted({f.attrs[group] for f, _ in runs})
@@ -530,8 +555,8 @@ def cross_fit(runs: list[tuple[pd.DataFrame, pd.DataFrame]], group: str, kind: s
         training = [(f, acc) for f, acc in runs if f.attrs[group] != held_out]
         if not training:
             continue
-        assessor = train_assessor(training, kind)
-        chooser = assessor_selector(assessor, guard)
+        assessor = train_assessor(training, kind, target=target)
+        chooser = assessor_selector(assessor, guard_margin(assessor) if guard is True else guard)
         for f, _ in runs:
             if f.attrs[group] == held_out:
                 out[f.attrs["run"]] = chooser(f)

@@ -28,16 +28,18 @@ def seconds_per_seed_epoch(workdir: Path, phase: str, seeds: int):
 
 
 def run_protocol(dataset: str, seeds: int, runs: str = "runs/protocol",
-                 algorithms=ALGORITHMS, report_only: bool = False) -> dict:
+                 algorithms=ALGORITHMS, report_only: bool = False, first_seed: int = 0) -> dict:
     """Train (or resume) every algorithm on `dataset`; return {algorithm: summary}
     for the finished ones and write protocol_<dataset>.{json,md}."""
     out = {}
-    base = Path(runs) / dataset
+    # Seeds first_seed .. first_seed + seeds - 1; a later batch of seeds gets its own folder.
+    tag = dataset if first_seed == 0 else f"{dataset}_s{first_seed}"
+    base = Path(runs) / tag
     pre_dir = base / "ae_kmeans"
     for alg in algorithms:
         workdir = base / alg
         cfg = config_lib.make_config(alg, dataset)
-        cfg.seeds = seeds
+        cfg.seeds, cfg.seed = seeds, first_seed
         cfg.progress = False
         cfg.checkpoint.max_to_keep, cfg.checkpoint.keep_period = 2, 50
         if alg != "ae_kmeans":
@@ -53,8 +55,8 @@ def run_protocol(dataset: str, seeds: int, runs: str = "runs/protocol",
             "pretrain": seconds_per_seed_epoch(pre_dir, "pretrain", seeds),
             "clustering": seconds_per_seed_epoch(workdir, "clustering", seeds)}
         out[alg] = summary
-        (RESULTS / f"protocol_{dataset}.json").write_text(json.dumps(out, indent=2))
-        write_table(dataset, seeds, out)
+        (RESULTS / f"protocol_{tag}.json").write_text(json.dumps(out, indent=2))
+        write_table(dataset, seeds, out, first_seed)
     return out
 
 
@@ -63,11 +65,14 @@ def pm(summary: dict, label: str, metric: str) -> str:
     return f"{100 * m:.1f} ± {100 * sd:.1f}"
 
 
-def write_table(dataset: str, seeds: int, out: dict):
-    lines = [f"# Published protocol on {dataset}: final epoch, {seeds} seeds",
+def write_table(dataset: str, seeds: int, out: dict, first_seed: int = 0):
+    tag = dataset if first_seed == 0 else f"{dataset}_s{first_seed}"
+    seed_text = f"{seeds} seeds" if first_seed == 0 else f"{seeds} seeds ({first_seed}..{first_seed + seeds - 1})"
+    lines = [f"# Published protocol on {dataset}: final epoch, {seed_text}",
              "", "Mean ± sd over seeds, in %. ACC/NMI/ARI score the algorithm's own assignment; the "
              "k-means column re-clusters the final embedding, as ClustPy reports.",
-             "", f"Command: `python experiments/protocol.py --dataset {dataset} --seeds {seeds}`", "",
+             "", f"Command: `python experiments/protocol.py --dataset {dataset} --seeds {seeds}"
+             + (f" --first-seed {first_seed}" if first_seed else "") + "`", "",
              "| algorithm | ACC | NMI | ARI | k-means on embedding ACC | s / seed-epoch (clustering) |",
              "| --- | --- | --- | --- | --- | --- |"]
     for alg, s in out.items():
@@ -79,20 +84,22 @@ def write_table(dataset: str, seeds: int, out: dict):
     if pre:
         lines += ["", f"Pretraining: {pre:.3f} s per seed-epoch (median over epochs 2..100, {seeds} seeds "
                       "vmapped in one launch, 2-core CPU shared with other jobs while it ran)."]
-    (RESULTS / f"protocol_{dataset}.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"protocol_{tag}.md").write_text("\n".join(lines) + "\n")
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--dataset", required=True)
     ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--first-seed", type=int, default=0, help="seeds first..first+seeds-1 (own folder if > 0)")
     ap.add_argument("--runs", default="runs/protocol")
     ap.add_argument("--algorithms", default=",".join(ALGORITHMS))
     ap.add_argument("--report-only", action="store_true",
                     help="write the tables from the finished runs, train nothing")
     args = ap.parse_args()
-    run_protocol(args.dataset, args.seeds, args.runs, args.algorithms.split(","), args.report_only)
-    print((RESULTS / f"protocol_{args.dataset}.md").read_text())
+    run_protocol(args.dataset, args.seeds, args.runs, args.algorithms.split(","), args.report_only, args.first_seed)
+    tag = args.dataset if args.first_seed == 0 else f"{args.dataset}_s{args.first_seed}"
+    print((RESULTS / f"protocol_{tag}.md").read_text())
 
 
 if __name__ == "__main__":
