@@ -246,3 +246,15 @@ def test_guarded_assessor_keeps_the_final_epoch_unless_clearly_better():
     assert min(gains) > 0   # the fake runs peak before their last epoch
     loose = selection.assessor_selector(assessor, guard=min(gains) / 2)(feats)
     pd.testing.assert_frame_equal(loose[["seed", "epoch"]], free[["seed", "epoch"]])
+
+
+def test_assessor_targets_rank_and_gap():
+    acc = pd.Series([0.5, 0.7, 0.6, 0.2, 0.2, 0.9])
+    seeds = pd.Series([0, 0, 0, 1, 1, 1])
+    np.testing.assert_allclose(selection.assessor_target(acc, seeds, "gap"), [-0.2, 0.0, -0.1, -0.7, -0.7, 0.0])
+    np.testing.assert_allclose(selection.assessor_target(acc, seeds, "rank"), [1 / 3, 1.0, 2 / 3, 0.5, 0.5, 1.0])
+    with pytest.raises(ValueError, match="target"):
+        selection.assessor_target(acc, seeds, "acc")
+    runs = [fake_run(d, a) for d in ("d1", "d2") for a in ("a1", "a2")]
+    gap = selection.train_assessor(runs[1:], "ridge", target="gap")
+    assert gap["target"] == "gap" and selection.guard_margin(gap) == selection.GUARD_MARGINS["gap"]
