@@ -349,6 +349,8 @@ def main():
     ap.add_argument("--name", required=True, help="report: experiments/results/selection_<name>.md")
     ap.add_argument("--from-csv", action="store_true",
                     help="analyse every table already in experiments/results/scores/; no run is read")
+    ap.add_argument("--csv-only", action="store_true",
+                    help="only write the runs' per-epoch tables to experiments/results/scores/ (no report)")
     args = ap.parse_args()
     logging.getLogger("absl").setLevel(logging.ERROR)
     t0 = time.perf_counter()
@@ -356,6 +358,8 @@ def main():
         paths = sorted(SCORES.glob("*.csv"))
     else:
         paths = [write_run_csv(w) for w in args.runs]
+        if args.csv_only:
+            return
     runs = []
     for path in paths:
         base, truth = read_run_csv(path)
