@@ -21,6 +21,9 @@ PUBLISHED_ACC = {
 }
 
 
+NOTES = "## Notes (hand-written)"
+
+
 def verdict(summary: dict, published: float | None) -> str:
     if published is None:
         return "no published value"
@@ -63,7 +66,11 @@ def main():
             lines.append(f"| {dataset} | {alg} | {seeds} | {pm(s, 'algorithm', 'acc')} | {published or '–'} | "
                          f"{verdict(s, published)} | {pm(s, 'algorithm', 'nmi')} | {pm(s, 'algorithm', 'ari')} | "
                          f"{pm(s, 'kmeans_on_embedding', 'acc')} |")
-        (RESULTS / "reproduction.md").write_text("\n".join(lines) + "\n")
+        path = RESULTS / "reproduction.md"
+        notes = ""   # a hand-written section at the end survives re-runs
+        if path.exists() and NOTES in path.read_text():
+            notes = "\n" + path.read_text()[path.read_text().index(NOTES):]
+        path.write_text("\n".join(lines) + "\n" + notes)
     print("\n".join(lines))
 
 

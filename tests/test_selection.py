@@ -258,3 +258,13 @@ def test_assessor_targets_rank_and_gap():
     runs = [fake_run(d, a) for d in ("d1", "d2") for a in ("a1", "a2")]
     gap = selection.train_assessor(runs[1:], "ridge", target="gap")
     assert gap["target"] == "gap" and selection.guard_margin(gap) == selection.GUARD_MARGINS["gap"]
+
+
+def test_guarded_agreement_leaves_the_final_epoch_only_for_a_clear_gain():
+    g = selection.AGREEMENT_GUARD
+    feats = pd.DataFrame({"seed": [0] * 4 + [1] * 4, "epoch": [0, 1, 2, 3] * 2,
+                          "mean_pairwise_ari": [0.9, 0.5, 0.6, 0.9 - g / 2,     # gain below the guard
+                                                0.9, 0.5, 0.6, 0.9 - 2 * g]})  # gain above it
+    chosen = selection.select(feats, "max_agreement_guarded")
+    assert chosen.epoch.tolist() == [3, 0]
+    assert "final epoch kept" in chosen.why.iloc[0] and "final epoch kept" not in chosen.why.iloc[1]
