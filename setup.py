@@ -22,6 +22,7 @@ setup(
         "tqdm>=4.60",
         "pandas>=2",
         "ruptures>=1.1",   # change points of loss curves (epoch selection)
+        "diptest>=0.8",    # Hartigan's dip test: ACE's admissible embedding spaces (epoch selection)
     ],
     extras_require={
         "tfds": ["tensorflow-datasets>=4.9,<5"],

@@ -121,20 +121,91 @@ def loss_table(workdir, phase: str) -> pd.DataFrame:
 
 
 @functools.partial(jax.jit, static_argnames=("n_clusters",))
-def pooled_indices(z_refs, labels, n_clusters: int) -> dict:
-    """One epoch's partition scored in F reference embeddings and averaged:
-    z_refs (F, S, n, e), labels (S, n) -> {name: (S,)}. A partition that is
-    only good in its own embedding scores low here. The embedding of a
-    deep-clustering run is trained to fit its own partition, so this is the
-    more honest test. Calinski-Harabasz is a ratio that can vary by orders of
-    magnitude between embeddings, so it is averaged in log (geometric mean)."""
+def reference_indices(z_refs, labels, n_clusters: int) -> dict:
+    """One epoch's partition scored in each of F reference embeddings:
+    z_refs (F, S, n, e), labels (S, n) -> {name: (F, S)}. Calinski-Harabasz
+    is returned in log: it is a ratio that varies by orders of magnitude
+    between embeddings."""
     def one(z, lab):
         return {"pooled_silhouette": metrics.silhouette(z, lab, n_clusters),
                 "pooled_calinski_harabasz": jnp.log(metrics.calinski_harabasz(z, lab, n_clusters)),
                 "pooled_davies_bouldin": metrics.davies_bouldin(z, lab, n_clusters)}
-    per_ref = jax.vmap(jax.vmap(one), in_axes=(0, None))(z_refs, labels)
-    means = {name: jnp.nanmean(v, axis=0) for name, v in per_ref.items()}
-    return means | {"pooled_calinski_harabasz": jnp.exp(means["pooled_calinski_harabasz"])}
+    return jax.vmap(jax.vmap(one), in_axes=(0, None))(z_refs, labels)
+
+
+def pooled_indices(per_ref: dict) -> dict:
+    """The reference scores of `reference_indices` averaged over the F
+    embeddings -> {name: (S,)}. A partition that is only good in its own
+    embedding scores low here. The embedding of a deep-clustering run is
+    trained to fit its own partition, so this is the more honest test.
+    Calinski-Harabasz is averaged in log (a geometric mean)."""
+    means = {name: np.nanmean(np.asarray(v, np.float64), axis=0) for name, v in per_ref.items()}
+    return means | {"pooled_calinski_harabasz": np.exp(means["pooled_calinski_harabasz"])}
+
+
+# ACE (Wang & Ye 2024, arXiv 2403.14830), as we read it: score every
+# candidate partition in several embedding spaces, keep the spaces that have
+# cluster structure at all (Hartigan's dip test on their pairwise distances),
+# keep the largest group of spaces that rank the partitions alike (Spearman),
+# weight those spaces by their centrality in the rank-agreement graph
+# (PageRank) and average each partition's within-space score ranks with
+# those weights. Our spaces are the reference epochs' embeddings of the seed.
+ACE = ["ace_silhouette", "ace_calinski_harabasz", "ace_davies_bouldin"]
+ACE_DIP_ALPHA = 0.05     # a space is admissible when the dip test rejects unimodality at this level
+ACE_GROUP_RHO = 0.5      # spaces join a group at average-linkage Spearman >= this
+ACE_DAMPING = 0.85       # PageRank damping
+
+
+ACE_DIP_POINTS = 379     # 379 points = 71,631 distances: within diptest's p-value table (72,000)
+
+
+def dip_pvalue(z: np.ndarray) -> float:
+    """p-value of Hartigan's dip test on the pairwise distances of the first
+    ACE_DIP_POINTS points of z (n, e): small when the distances are
+    multimodal, i.e. when the space has clusters at all."""
+    import diptest
+    from scipy.spatial.distance import pdist
+    return float(diptest.diptest(pdist(np.asarray(z[:ACE_DIP_POINTS], np.float64)))[1])
+
+
+def _pagerank(weights: np.ndarray, damping: float = ACE_DAMPING, steps: int = 100) -> np.ndarray:
+    """PageRank of a weighted undirected graph (power iteration)."""
+    n = len(weights)
+    out = weights.sum(axis=1, keepdims=True)
+    transition = np.where(out > 0, weights / np.where(out > 0, out, 1), 1.0 / n)
+    rank = np.full(n, 1.0 / n)
+    for _ in range(steps):
+        rank = (1 - damping) / n + damping * rank @ transition
+    return rank / rank.sum()
+
+
+def ace_aggregate(scores: np.ndarray, admissible: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """scores (E, F): E candidate partitions scored in F spaces, larger is
+    better; admissible (F,) bool. Returns the ACE score of each partition (E,)
+    in [0, 1] and the weight of each space (F,)."""
+    from scipy.cluster import hierarchy
+    e, f = scores.shape
+    finite = np.isfinite(scores).all(axis=0)
+    spaces = np.flatnonzero(admissible & finite)
+    if len(spaces) == 0:                      # no space passes the dip test: use every finite one
+        spaces = np.flatnonzero(finite)
+    weights = np.zeros(f)
+    if len(spaces) == 0 or e < 2:
+        return np.full(e, np.nan), weights
+    ranks = stats.rankdata(scores[:, spaces], axis=0) / e
+    if len(spaces) > 1:
+        rho = np.nan_to_num(np.corrcoef(ranks.T), nan=0.0)
+        tree = hierarchy.linkage((1 - rho)[np.triu_indices(len(spaces), 1)], method="average")
+        groups = hierarchy.fcluster(tree, t=1 - ACE_GROUP_RHO, criterion="distance")
+        largest = np.bincount(groups).argmax()
+        keep = groups == largest
+        graph = np.clip(rho[np.ix_(keep, keep)], 0, None)
+        np.fill_diagonal(graph, 0)
+        w = _pagerank(graph)
+    else:
+        keep, w = np.array([True]), np.array([1.0])
+    weights[spaces[keep]] = w
+    return ranks[:, keep] @ w, weights
 
 
 def _n_clusters(config) -> int:
@@ -182,12 +253,22 @@ def snapshot_table(workdir, phase: str, *, points: int = POOLED_POINTS, every: i
             if epoch in refs:
                 ref_embeddings.append(z[:, sample])
     z_refs = jnp.stack(ref_embeddings)
-    rows = []
+    rows, per_epoch = [], []
     for epoch in epochs:
-        pooled = jax.device_get(pooled_indices(z_refs, partitions[epoch], k))
+        per_ref = jax.device_get(reference_indices(z_refs, partitions[epoch], k))
+        per_epoch.append(per_ref)
         rows.append(pd.DataFrame({"seed": seeds, "epoch": epoch,
-                                  **{n: np.asarray(v, np.float64) for n, v in pooled.items()}}))
+                                  **{n: np.asarray(v, np.float64) for n, v in pooled_indices(per_ref).items()}}))
     table = pd.concat(rows, ignore_index=True)
+    # ACE: the same reference scores, aggregated over the admissible, concordant spaces.
+    admissible = np.array([[dip_pvalue(z_refs[f, s]) < ACE_DIP_ALPHA for s in range(len(seeds))]
+                           for f in range(len(z_refs))])                     # (F, S)
+    for pooled_name, ace_name in zip(POOLED, ACE):
+        sign = -1.0 if pooled_name == "pooled_davies_bouldin" else 1.0      # ACE ranks: larger is better
+        matrix = np.stack([np.asarray(p[pooled_name], np.float64) for p in per_epoch])   # (E, F, S)
+        values = np.stack([ace_aggregate(sign * matrix[:, :, s], admissible[:, s])[0]
+                           for s in range(len(seeds))], axis=1)              # (E, S)
+        table[ace_name] = values.reshape(-1)   # rows are epoch-major, seeds inner, as built above
     if extra:
         table = table.merge(pd.concat(extra, ignore_index=True), on=ID)
     return table
@@ -292,7 +373,7 @@ def curve_features(name: str, curve: np.ndarray, full: bool = True) -> dict[str,
 def feature_inputs(base: pd.DataFrame) -> list[str]:
     """The columns of `base` that features may read: a whitelist, so that
     acc/nmi/ari (or anything else) never get in, even when present."""
-    allowed = SCORE_COLUMNS + STABILITY + AGREEMENT + POOLED
+    allowed = SCORE_COLUMNS + STABILITY + AGREEMENT + POOLED + ACE
     return [c for c in base.columns if c in allowed or (c.startswith("loss_") and c not in LABEL_BASED)]
 
 
@@ -324,7 +405,9 @@ def features(base: pd.DataFrame) -> pd.DataFrame:
 
 
 def feature_names(feats: pd.DataFrame) -> list[str]:
-    return [c for c in feats.columns if c not in ID]
+    """The assessor's inputs. ACE columns are left out: they are a baseline
+    selector, added after the first study runs, so older score tables lack them."""
+    return [c for c in feats.columns if c not in ID and c not in ACE]
 
 
 def run_features(workdir, **kw) -> pd.DataFrame:
@@ -365,7 +448,14 @@ def _by_column(column: str, mode: str, doc: str) -> Callable:
         return _pick(feats, column, mode)
     selector.__doc__ = doc
     selector.__name__ = f"select_{mode}_{column}"
+    selector.column = column
     return selector
+
+
+def available_selectors(feats: pd.DataFrame) -> list[str]:
+    """The fixed selectors whose input column this run has (ACE columns are
+    missing from score tables written before ACE was added)."""
+    return [name for name, fn in SELECTORS.items() if getattr(fn, "column", None) in (None, *feats.columns)]
 
 
 # The guard of `max_agreement_guarded`, in mean pairwise ARI. Fixed before the
@@ -407,6 +497,11 @@ SELECTORS: dict[str, Callable[[pd.DataFrame], pd.DataFrame]] = {
     "max_agreement": _by_column("mean_pairwise_ari", "max",
                                 "Mean pairwise ARI across seeds: the same epoch for every seed."),
     "max_agreement_guarded": select_max_agreement_guarded,
+    "ace_silhouette": _by_column("ace_silhouette", "max",
+                                 "ACE: silhouette ranks over the admissible, concordant reference embeddings."),
+    "ace_calinski_harabasz": _by_column("ace_calinski_harabasz", "max", "ACE with Calinski-Harabasz."),
+    "ace_davies_bouldin": _by_column("ace_davies_bouldin", "max",
+                                     "ACE with Davies-Bouldin (ranks of -DB: larger is better)."),
 }
 
 

@@ -103,7 +103,7 @@ def run_selectors(runs: list[tuple[pd.DataFrame, pd.DataFrame]]) -> tuple[pd.Dat
     assessor's per-epoch scores {selector: {run: predictions}}."""
     picks, scores = [], {}
     for feats, _ in runs:
-        for name in selection.SELECTORS:
+        for name in selection.available_selectors(feats):
             picks.append(selection.select(feats, name).assign(run=feats.attrs["run"], selector=name))
     for name, (group, kind, guard, target) in ASSESSORS.items():
         scores[name] = {}
@@ -284,7 +284,10 @@ def report(name: str, runs, picks: pd.DataFrame, command: str, seconds: float, s
               "p: one-sided Wilcoxon signed-rank (selected ACC > baseline ACC), paired by (run, seed), zero "
               "differences split.", ""]
     rows = []
+    pairs = out.groupby("selector").apply(lambda g: len(g[["run", "seed"]].drop_duplicates()))
     for sel, r in agg.iterrows():
+        if pairs[sel] < pairs.max():   # e.g. ACE: only runs whose score tables have its columns
+            sel = f"{sel} ({pairs[sel]} of {pairs.max()} run × seeds)"
         rows.append({"selector": sel, "ACC": pts(r.acc_selected), "NMI": pts(r.nmi_selected),
                      "ARI": pts(r.ari_selected), "Δ ACC vs final": pts(r.gain_vs_final), "regret": pts(r.regret),
                      "win": pct(r.win), "do-no-harm": pct(r.do_no_harm),

@@ -79,7 +79,8 @@ def test_labels_withheld_or_permuted_change_no_selection(run, assessor, monkeypa
 def test_no_label_free_function_takes_a_label_argument():
     label_names = {"y", "y_true", "truth", "acc", "nmi", "ari", "ground_truth", "targets"}
     label_free = [selection.scores_table, selection.loss_table, selection.snapshot_table, selection.base_table,
-                  selection.pooled_indices, selection.features, selection.curve_features, selection.change_points,
+                  selection.pooled_indices, selection.reference_indices, selection.ace_aggregate,
+                  selection.dip_pvalue, selection.features, selection.curve_features, selection.change_points,
                   selection.rank_features, selection.assessor_predict, selection.explain,
                   selection.assessor_selector, selection.select, selection.select_run,
                   *selection.SELECTORS.values()]
@@ -129,6 +130,41 @@ def test_pooled_indices_are_the_mean_over_reference_embeddings(run):
            for f in refs]
     got = table[(table.epoch == 5) & (table.seed == 1)].pooled_silhouette.item()
     np.testing.assert_allclose(got, np.mean(sil), rtol=1e-5)
+
+
+def test_ace_keeps_the_concordant_admissible_spaces_and_weights_them():
+    """Three spaces rank the 6 partitions alike, one ranks them in reverse, one
+    has no cluster structure (not admissible): ACE is the weighted mean rank
+    over the three concordant spaces, with equal weights by symmetry."""
+    good = np.arange(6.0)
+    scores = np.stack([good, good + 0.1, 2 * good, -good, good[::-1] * 3], axis=1)   # (E=6, F=5)
+    admissible = np.array([True, True, True, True, False])
+    ace, weights = selection.ace_aggregate(scores, admissible)
+    np.testing.assert_allclose(weights, [1 / 3, 1 / 3, 1 / 3, 0, 0], atol=1e-9)
+    np.testing.assert_allclose(ace, (good + 1) / 6, atol=1e-9)
+    assert np.argmax(ace) == 5
+    # no admissible space: every finite space is used; all-NaN scores give NaN, not a crash
+    assert np.isfinite(selection.ace_aggregate(scores, np.zeros(5, bool))[0]).all()
+    assert np.isnan(selection.ace_aggregate(np.full((6, 2), np.nan), np.ones(2, bool))[0]).all()
+
+
+def test_dip_test_tells_clustered_spaces_from_one_blob():
+    rng = np.random.default_rng(0)
+    blob = rng.normal(size=(300, 5))
+    clusters = np.concatenate([rng.normal(size=(100, 5)) + 12 * np.eye(5)[i] for i in range(3)])
+    assert selection.dip_pvalue(clusters) < selection.ACE_DIP_ALPHA < selection.dip_pvalue(blob)
+
+
+def test_snapshot_table_has_ace_scores_and_ace_selectors_run(run):
+    workdir, _ = run
+    table = selection.snapshot_table(workdir, "clustering", points=150, every=3)
+    for name in selection.ACE:
+        values = table[name].to_numpy()
+        assert np.isfinite(values).all() and (values > 0).all() and (values <= 1).all()
+    feats = selection.run_features(workdir)
+    assert set(selection.ACE) <= set(selection.available_selectors(feats))
+    assert not set(selection.ACE) & set(selection.feature_names(feats))     # a baseline, not an assessor input
+    assert "ace_silhouette" not in selection.available_selectors(feats.drop(columns=selection.ACE))
 
 
 def test_pretraining_phase_is_selected_where_clustering_has_only_epoch_0(run, tmp_path):
