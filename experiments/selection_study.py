@@ -66,6 +66,11 @@ SPEARMAN_COLUMNS = ["loss_total", "silhouette", "calinski_harabasz", "davies_bou
                     "mean_max_prob", "effective_rank", "epoch_fraction"]
 
 
+def report_stem(name: str) -> str:
+    """'selection' for the study's main report (--name selection), else selection_<name>."""
+    return "selection" if name == "selection" else f"selection_{name}"
+
+
 # ------------------------------------------------------------ 1. per-run tables
 
 def write_run_csv(workdir: Path) -> Path:
@@ -190,7 +195,7 @@ def plot_runs(runs, picks: pd.DataFrame, scores: dict, name: str, primary: str, 
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    folder = RESULTS / f"selection_{name}_plots"
+    folder = RESULTS / f"{report_stem(name)}_plots"
     folder.mkdir(parents=True, exist_ok=True)
     chosen = []
     for feats, truth in runs:
@@ -305,9 +310,10 @@ def report(name: str, runs, picks: pd.DataFrame, command: str, seconds: float, s
         fresh_runs = [(f, t) for f, t in runs if any(tag in str(f.attrs["run"]) for tag in fresh)]
         if is_fresh.any():
             lines += ["## Out-of-sample check: runs trained after the selectors were fixed", "",
-                      f"Runs whose path contains {', '.join(fresh)}: trained after the 'gap' target, the guards and "
-                      f"`{PRIMARY}` as the primary assessor were chosen on the other runs. LODO assessors still "
-                      "train on every other data set.", ""]
+                      f"Runs whose path contains {', '.join(fresh)}: their score tables were first computed after "
+                      f"every selector here was fixed (the 'gap' target, the guards, `{PRIMARY}` as the primary "
+                      "assessor, the agreement guard, ACE's settings), all chosen on the other runs. LODO assessors "
+                      "still train on every other data set.", ""]
             lines += targets(out[is_fresh], fresh_runs, scores or {}, selectors)[2:]
     if plots:
         lines += ["## Plots", "", "Loss curves, label-free scores and ACC of the seed with the largest oracle − final "
@@ -370,7 +376,8 @@ def report(name: str, runs, picks: pd.DataFrame, command: str, seconds: float, s
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("runs", nargs="*", type=Path, help="run workdirs (data set x algorithm)")
-    ap.add_argument("--name", required=True, help="report: experiments/results/selection_<name>.md")
+    ap.add_argument("--name", required=True,
+                    help="report: experiments/results/selection_<name>.md ('selection': selection.md)")
     ap.add_argument("--from-csv", action="store_true",
                     help="analyse every table already in experiments/results/scores/; no run is read")
     ap.add_argument("--fresh", nargs="*", default=[],
@@ -395,7 +402,7 @@ def main():
     plots = plot_runs(runs, picks, scores, args.name, PRIMARY)
     command = "python experiments/selection_study.py " + " ".join(sys.argv[1:])
     md = report(args.name, runs, picks, command, time.perf_counter() - t0, scores, plots, args.fresh)
-    path = RESULTS / f"selection_{args.name}.md"
+    path = RESULTS / f"{report_stem(args.name)}.md"
     if path.exists() and NOTES in path.read_text():
         md += "\n" + path.read_text()[path.read_text().index(NOTES):]
     path.write_text(md)
