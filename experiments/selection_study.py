@@ -275,7 +275,7 @@ def report(name: str, runs, picks: pd.DataFrame, command: str, seconds: float, s
     # oracle vs final
     ovf = selection.oracle_vs_final(truth).merge(info, on="run")
     lines += ["## How far the final epoch is from the best one (oracle, labels)", ""]
-    rows = [{"dataset": r.dataset, "algorithm": r.algorithm, "seeds": r.seeds,
+    rows = [{"dataset": r.dataset, "algorithm": r.algorithm, "runs folder": Path(r.run).parent.name, "seeds": r.seeds,
              "oracle ≠ final": pct(r.differs), "oracle beats final by > 0.5": pct(r.differs_by_half_point),
              "mean gain (pts)": pts(r.mean_gain), "max gain (pts)": pts(r.max_gain),
              "final − oracle epoch (mean)": f"{r.mean_epochs_apart:.0f}",
