@@ -154,8 +154,6 @@ ACE = ["ace_silhouette", "ace_calinski_harabasz", "ace_davies_bouldin"]
 ACE_DIP_ALPHA = 0.05     # a space is admissible when the dip test rejects unimodality at this level
 ACE_GROUP_RHO = 0.5      # spaces join a group at average-linkage Spearman >= this
 ACE_DAMPING = 0.85       # PageRank damping
-
-
 ACE_DIP_POINTS = 379     # 379 points = 71,631 distances: within diptest's p-value table (72,000)
 
 
