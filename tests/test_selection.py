@@ -296,6 +296,32 @@ def test_assessor_targets_rank_and_gap():
     assert gap["target"] == "gap" and selection.guard_margin(gap) == selection.GUARD_MARGINS["gap"]
 
 
+def test_ensemble_assessor_averages_its_members_ranks_and_guards_with_the_gap_model(tmp_path):
+    runs = [fake_run(d, a) for d in ("d1", "d2") for a in ("a1", "a2")]
+    ensemble = selection.train_assessor(runs[1:], "ridge", target="ensemble")
+    assert set(ensemble["members"]) == set(selection.ENSEMBLE_TARGETS) == {"rank", "gap"}
+    feats = runs[0][0].reset_index(drop=True)
+    members = {t: selection.assessor_predict(m, feats) for t, m in ensemble["members"].items()}
+    expected = np.mean([selection.within_seed_rank(pd.Series(v), feats.seed) for v in members.values()], axis=0)
+    np.testing.assert_allclose(selection.assessor_predict(ensemble, feats), expected)
+    loaded = selection.load_assessor(selection.save_assessor(ensemble, tmp_path / "e.joblib"))
+    np.testing.assert_array_equal(selection.assessor_predict(loaded, feats), expected)
+    # the held-out run's peaks are found, and each member explains itself
+    chosen = selection.assessor_selector(ensemble)(feats)
+    oracle = runs[0][1].loc[runs[0][1].groupby("seed").acc.idxmax()].epoch.to_numpy()
+    np.testing.assert_array_equal(chosen.epoch, oracle)
+    assert {t["model"] for t in chosen.top_features.iloc[0]} == {"rank", "gap"}
+    # the guard reads the gap model (ACC units): a margin above its predicted gain keeps the final epoch
+    gap = members["gap"]
+    gains = [gap[idx][feats.epoch.to_numpy()[idx] == e].item() - gap[idx].take(np.argmax(feats.epoch.to_numpy()[idx]))
+             for (_, idx), e in zip(sorted(feats.groupby("seed").indices.items()), chosen.epoch)]
+    assert min(gains) > 0 and selection.guard_margin(ensemble) == selection.GUARD_MARGINS["gap"]
+    kept = selection.assessor_selector(ensemble, guard=max(gains) + 1e-6)(feats)
+    assert (kept.epoch.to_numpy() == feats.groupby("seed").epoch.max().to_numpy()).all()
+    through = selection.assessor_selector(ensemble, guard=min(gains) / 2)(feats)
+    np.testing.assert_array_equal(through.epoch, chosen.epoch)
+
+
 def test_guarded_agreement_leaves_the_final_epoch_only_for_a_clear_gain():
     g = selection.AGREEMENT_GUARD
     feats = pd.DataFrame({"seed": [0] * 4 + [1] * 4, "epoch": [0, 1, 2, 3] * 2,
