@@ -2,9 +2,18 @@
 
 A run's workdir holds, per phase (`pretrain`, `clustering`):
 
-    <phase>/state/<epoch>/       full training state (params, optimiser, method
-                                 state, seed keys): resuming needs it. Orbax's
-                                 retention (`max_to_keep`, `keep_period`) applies.
+    <phase>/state/<epoch>/       the model state of every epoch: params (and
+                                 centers), method state, seed keys; no optimiser.
+                                 Orbax's retention (`max_to_keep`, `keep_period`,
+                                 epochs a selector asked for) applies.
+    <phase>/resume/<epoch>/      the full training state, optimiser included, every
+                                 `resume_every` epochs and at the phase's last
+                                 epoch; the newest two are kept. A killed run
+                                 resumes from the newest and replays the epochs
+                                 after it (training is deterministic, so the
+                                 replay gives the same numbers). Writing the
+                                 optimiser's two moments only every few epochs
+                                 cuts the bytes saved per epoch by about 3x.
     <phase>/snapshots/<epoch>/   what rebuilds that epoch's clustering without
                                  the network: full-data embedding, and in the
                                  clustering phase hard assignments, centers and
@@ -26,6 +35,13 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
 PHASES = ("pretrain", "clustering")
+OPTIMIZER = "opt_state"   # the part of a training state that only resuming needs
+RESUME_KEEP = 2           # resume points kept: the newest survives a kill during the next save
+
+
+def model_state(state: dict) -> dict:
+    """A training state without its optimiser: what state/<epoch> holds."""
+    return {k: v for k, v in state.items() if k != OPTIMIZER}
 
 
 def _options(max_to_keep: int = 0, keep_period: int = 0, keep_epochs=(), read_only: bool = False):
@@ -82,52 +98,68 @@ class PhaseCheckpoints:
     """Writes and resumes one phase of a run. Saves are asynchronous."""
 
     def __init__(self, workdir: Path, phase: str, max_to_keep: int = 0, keep_period: int = 0,
-                 compress: bool = False):
+                 compress: bool = False, resume_every: int = 1):
         if phase not in PHASES:
             raise ValueError(f"phase must be one of {PHASES}, got {phase!r}")
+        if resume_every < 1:
+            raise ValueError(f"resume_every must be >= 1, got {resume_every}")
         self.root = Path(workdir) / phase
+        self.resume_every = resume_every
         self.state = _manager(self.root / "state", max_to_keep=max_to_keep, keep_period=keep_period,
                               keep_epochs=kept_epochs(workdir, phase), compress=compress)
+        self.resume = _manager(self.root / "resume", max_to_keep=RESUME_KEEP, compress=compress)
         self.snapshots = _manager(self.root / "snapshots", compress=compress)
         self.records_path = self.root / "records.jsonl"
 
-    def save(self, epoch: int, state: Any, snapshot: dict, record: dict | None):
+    def save(self, epoch: int, state: Any, snapshot: dict, record: dict | None, last: bool = False):
+        """Everything of one epoch; the full state too when `epoch` is a resume
+        point (a multiple of resume_every, or the phase's `last` epoch)."""
         # The record goes first: a state that exists always has its record.
         if record is not None:
             with open(self.records_path, "a") as f:
                 f.write(json.dumps(record) + "\n")
         self.save_snapshot(epoch, snapshot)
-        self.state.save(epoch, args=_save_args(state))
+        self.save_model_state(epoch, state)
+        if last or epoch % self.resume_every == 0:
+            self.resume.save(epoch, args=_save_args(state))
 
     def latest_epoch(self) -> int | None:
-        return self.state.latest_step()
+        """The newest resume point."""
+        return self.resume.latest_step()
 
     def restore(self, epoch: int, abstract_state: Any) -> Any:
-        return self.state.restore(epoch, args=_restore_args(abstract_state))
+        return self.resume.restore(epoch, args=_restore_args(abstract_state))
 
     def save_snapshot(self, epoch: int, snapshot: dict):
         self.snapshots.save(epoch, args=_save_args(snapshot))
 
+    def save_model_state(self, epoch: int, state: Any):
+        self.state.save(epoch, args=_save_args(model_state(state)))
+
     def has_snapshot(self, epoch: int) -> bool:
         return epoch in self.snapshots.all_steps()
 
+    def has_model_state(self, epoch: int) -> bool:
+        return epoch in self.state.all_steps()
+
     def discard_after(self, epoch: int):
-        """Forget what a killed run wrote past the state it resumes from."""
-        for step in self.snapshots.all_steps():
-            if step > epoch:
-                self.snapshots.delete(step)
+        """Forget what a killed run wrote past the resume point it restarts from."""
+        for manager in (self.snapshots, self.state, self.resume):
+            for step in manager.all_steps():
+                if step > epoch:
+                    manager.delete(step)
         if self.records_path.exists():
             kept = [line for line in self.records_path.read_text().splitlines()
                     if line and json.loads(line)["epoch"] <= epoch]
             self.records_path.write_text("".join(line + "\n" for line in kept))
 
     def wait(self):
-        self.state.wait_until_finished()
-        self.snapshots.wait_until_finished()
+        for manager in (self.state, self.resume, self.snapshots):
+            manager.wait_until_finished()
 
     def close(self):
-        self.state.close()
-        self.snapshots.close()
+        for manager in (self.state, self.resume, self.snapshots):
+            manager.close()
 
 
 def kept_epochs(workdir, phase: str) -> list[int]:
@@ -147,7 +179,8 @@ def _reader(workdir, phase: str, kind: str) -> ocp.CheckpointManager:
 
 
 def list_epochs(workdir, phase: str = "clustering", kind: str = "snapshots") -> list[int]:
-    """Epochs that have a snapshot (kind='snapshots') or a full state (kind='state')."""
+    """Epochs that have a snapshot (kind='snapshots'), a model state
+    (kind='state') or a full training state to resume from (kind='resume')."""
     with _reader(workdir, phase, kind) as m:
         return sorted(m.all_steps())
 
@@ -166,11 +199,15 @@ def snapshot_reader(workdir, phase: str = "clustering"):
         yield lambda epoch: _restore_numpy(m, epoch)
 
 
-def load_state(workdir, epoch: int, phase: str = "clustering", target: Any = None) -> dict:
-    """The full training state of an epoch: params (['params']['ae'] in the
-    clustering phase, ['params'] in pretraining), centers, optimiser state.
-    Without `target` (an abstract pytree) everything comes back as numpy."""
-    with _reader(workdir, phase, "state") as m:
+def load_state(workdir, epoch: int, phase: str = "clustering", target: Any = None, kind: str = "state") -> dict:
+    """The model state of an epoch: params (['params']['ae'] in the clustering
+    phase, ['params'] in pretraining), centers (['params']['centers']), method
+    state, seed keys. kind='resume' reads a resume point instead: the same
+    plus the optimiser ('opt_state'). Without `target` (an abstract pytree)
+    everything comes back as numpy."""
+    if kind not in ("state", "resume"):
+        raise ValueError(f"kind must be 'state' or 'resume', got {kind!r}")
+    with _reader(workdir, phase, kind) as m:
         if target is None:
             return _restore_numpy(m, epoch)
         return m.restore(epoch, args=_restore_args(target))

@@ -47,10 +47,13 @@ def get_default_config() -> ml_collections.ConfigDict:
         alpha_schedule="fixed", distance="squared"))
 
     c.checkpoint = ml_collections.ConfigDict(dict(
-        # Retention of the full training state (orbax's own options). 0 = keep all.
-        # Per-epoch snapshots (embedding, assignments, centers) and records are
-        # always kept: epoch selection needs them.
+        # Retention of the per-epoch model state (params, centers; orbax's own
+        # options). 0 = keep all. Per-epoch snapshots (embedding, assignments,
+        # centers) and records are always kept: epoch selection needs them.
         max_to_keep=0, keep_period=0,
+        # The full state, optimiser included, for resuming a killed run: every
+        # resume_every epochs and at the last (epochs after it are replayed).
+        resume_every=10,
         embedding_dtype="float32",  # 'float16' halves the snapshot size
         compress=False))  # zstd: ~25% smaller states, ~0.1 s more CPU per USPS save
     c.eval_chunk = 2048   # rows per chunk when embedding the whole data set

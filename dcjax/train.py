@@ -294,7 +294,7 @@ def _run_phase(name: str, ckpts: checkpointing.PhaseCheckpoints, state, epoch_fn
         losses = jax.device_get(out.pop("losses"))
         seconds = time.perf_counter() - t0
         record = _record(epoch, seconds, losses, out.get("cluster_sizes"))
-        ckpts.save(epoch, state, out, record)
+        ckpts.save(epoch, state, out, record, last=epoch == n_epochs)
         bar.update(1)
         bar.set_postfix(loss=f"{np.mean(record['loss']['total' if 'total' in losses else 'reconstruction']):.4g}")
     bar.close()
@@ -302,8 +302,9 @@ def _run_phase(name: str, ckpts: checkpointing.PhaseCheckpoints, state, epoch_fn
 
 
 def _resume(ckpts: checkpointing.PhaseCheckpoints, abstract_state, snapshot_fn, x):
-    """Restore the newest full state of a phase, or None. Snapshots and records
-    written after it by a killed run are dropped, a missing one recomputed."""
+    """Restore the newest resume point of a phase, or None. What a killed run
+    wrote after it (snapshots, model states, records) is dropped, to be
+    replayed; a snapshot or model state of that epoch lost in the kill is rewritten."""
     epoch = ckpts.latest_epoch()
     if epoch is None:
         return None
@@ -311,6 +312,8 @@ def _resume(ckpts: checkpointing.PhaseCheckpoints, abstract_state, snapshot_fn, 
     ckpts.discard_after(epoch)
     if not ckpts.has_snapshot(epoch):
         ckpts.save_snapshot(epoch, snapshot_fn(state, x))
+    if not ckpts.has_model_state(epoch):
+        ckpts.save_model_state(epoch, state)
     log.info("resumed %s from epoch %d", ckpts.root.name, epoch)
     return state
 
@@ -328,8 +331,9 @@ def _pretrained_params(config, keys, trainer, x):
         raise ValueError(f"pretrained_from={source} has no seed(s) {missing}; it has {theirs}")
     final = int(other.pretrain.epochs)
     if final not in checkpointing.list_epochs(source, "pretrain", "state"):
-        raise ValueError(f"pretrained_from={source} has no full state for its final pretraining epoch {final}")
-    abstract = jax.eval_shape(trainer.init_pretrain, jnp.stack([jax.random.PRNGKey(s) for s in theirs]))
+        raise ValueError(f"pretrained_from={source} has no state for its final pretraining epoch {final}")
+    abstract = checkpointing.model_state(
+        jax.eval_shape(trainer.init_pretrain, jnp.stack([jax.random.PRNGKey(s) for s in theirs])))
     state = checkpointing.load_state(source, final, "pretrain", target=abstract)
     rows = jnp.asarray([theirs.index(s) for s in seed_ids(config)])
     return jax.tree.map(lambda a: a[rows], state["params"])
@@ -399,7 +403,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
     x = jax.device_put(jnp.asarray(dataset.x), replicated)
     keys = jax.device_put(seed_keys(config), per_seed)
     keep = dict(max_to_keep=int(config.checkpoint.max_to_keep), keep_period=int(config.checkpoint.keep_period),
-                compress=bool(config.checkpoint.get("compress", False)))
+                compress=bool(config.checkpoint.get("compress", False)),
+                resume_every=int(config.checkpoint.get("resume_every", 1)))
     pre_ckpts = checkpointing.PhaseCheckpoints(workdir, "pretrain", **keep)
     clu_ckpts = checkpointing.PhaseCheckpoints(workdir, "clustering", **keep)
     try:

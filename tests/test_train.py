@@ -62,6 +62,15 @@ def test_one_checkpoint_per_epoch_per_phase(three_seed_run):
     assert checkpointing.list_epochs(workdir, "pretrain", "state") == [1, 2, 3]
     assert checkpointing.list_epochs(workdir, "clustering") == list(range(9))   # 0 = k-means init
     assert checkpointing.list_epochs(workdir, "clustering", "state") == list(range(9))
+    # the full state, optimiser included, only at resume points (every 10 epochs, the last; newest 2 kept)
+    assert cfg.checkpoint.resume_every == 10
+    assert checkpointing.list_epochs(workdir, "pretrain", "resume") == [3]
+    assert checkpointing.list_epochs(workdir, "clustering", "resume") == [0, 8]
+    assert "opt_state" not in checkpointing.load_state(workdir, 8)
+    full = checkpointing.load_state(workdir, 8, kind="resume")
+    assert "opt_state" in full
+    for u, v in zip(leaves(full["params"]), leaves(checkpointing.load_state(workdir, 8)["params"])):
+        np.testing.assert_array_equal(u, v)
     records = checkpointing.load_records(workdir, "clustering")
     assert [r["epoch"] for r in records] == list(range(1, 9))
     assert len(records[0]["batch_loss"]["total"]) == 3                       # per seed
@@ -160,7 +169,8 @@ def test_bad_input_is_refused_before_training(tmp_path):
 
 CLI_ARGS = ["--config", "configs/dcn_digits.py:smoke", "--config.dataset.subsample=400",
             "--config.batch_size=64", "--config.seeds=2", "--config.pretrain.epochs=4",
-            "--config.clustering.epochs=6", "--config.kmeans.n_init=3", "--config.progress=False"]
+            "--config.clustering.epochs=6", "--config.kmeans.n_init=3", "--config.progress=False",
+            "--config.checkpoint.resume_every=2"]
 
 
 def start_cli(workdir):
@@ -192,8 +202,10 @@ def kill_when(proc, path: Path, min_steps: int, timeout=240):
 
 def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
     killed = tmp_path / "killed"
-    kill_when(start_cli(killed), killed / "pretrain" / "state", 2)        # in pretraining
-    kill_when(start_cli(killed), killed / "clustering" / "state", 3)      # in clustering
+    # Killed after a resume point: what was written after it (model states,
+    # snapshots, records) is dropped and replayed.
+    kill_when(start_cli(killed), killed / "pretrain" / "resume", 1)       # in pretraining, after epoch 2
+    kill_when(start_cli(killed), killed / "clustering" / "resume", 2)     # in clustering, after epoch 2
     assert start_cli(killed).wait(timeout=300) == 0, output(killed)
     assert "algorithm: ACC" in output(killed) and "kmeans_on_embedding: ACC" in output(killed)
 
