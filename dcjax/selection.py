@@ -840,12 +840,20 @@ def oracle_vs_final(truth: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for (run, seed), t in truth.groupby(["run", "seed"], sort=False):
         final, oracle = int(t.epoch.max()), _best_epoch(t, "acc")
-        acc = t.set_index("epoch").acc
+        acc = t.set_index("epoch").acc.sort_index()
+        steps = acc.to_numpy(np.float64)
         rows.append({"run": run, "seed": seed, "final_epoch": final, "oracle_epoch": oracle,
-                     "gain": acc[oracle] - acc[final], "epochs_apart": final - oracle})
+                     "gain": acc[oracle] - acc[final], "epochs_apart": final - oracle,
+                     # How smooth ACC is from epoch to epoch: where consecutive epochs are
+                     # barely correlated, the oracle picks the luckiest of many noisy draws.
+                     "step_change": float(np.mean(np.abs(np.diff(steps)))) if len(steps) > 1 else np.nan,
+                     "lag1_autocorr": (float(np.corrcoef(steps[:-1], steps[1:])[0, 1])
+                                       if len(steps) > 2 and steps[:-1].std() > 0 and steps[1:].std() > 0
+                                       else np.nan)})
     per_seed = pd.DataFrame(rows)
     return per_seed.groupby("run", sort=False).agg(
         seeds=("seed", "size"), differs=("gain", lambda g: float(np.mean(g > 0))),
         differs_by_half_point=("gain", lambda g: float(np.mean(g > DO_NO_HARM))),
         mean_gain=("gain", "mean"), max_gain=("gain", "max"),
-        mean_epochs_apart=("epochs_apart", "mean"), oracle_epochs=("oracle_epoch", lambda e: list(e))).reset_index()
+        mean_epochs_apart=("epochs_apart", "mean"), oracle_epochs=("oracle_epoch", lambda e: list(e)),
+        step_change=("step_change", "mean"), lag1_autocorr=("lag1_autocorr", "mean")).reset_index()

@@ -284,8 +284,14 @@ def report(name: str, runs, picks: pd.DataFrame, command: str, seconds: float, s
              "oracle ≠ final": pct(r.differs), "oracle beats final by > 0.5": pct(r.differs_by_half_point),
              "mean gain (pts)": pts(r.mean_gain), "max gain (pts)": pts(r.max_gain),
              "final − oracle epoch (mean)": f"{r.mean_epochs_apart:.0f}",
-             "oracle epochs": " ".join(map(str, r.oracle_epochs))} for r in ovf.itertuples()]
+             "oracle epochs": " ".join(map(str, r.oracle_epochs)),
+             "mean abs. ACC change per epoch (pts)": pts(r.step_change),
+             "ACC lag-1 autocorrelation": f"{r.lag1_autocorr:+.2f}"} for r in ovf.itertuples()]
     lines += markdown(pd.DataFrame(rows)) + [""]
+    lines += ["The last two columns say how smooth ACC is from one epoch to the next (mean over seeds). "
+              "Where consecutive epochs are barely correlated, ACC is mostly noise between epochs (e.g. which "
+              "local optimum k-means reached), and the oracle's gain is largely the luckiest of many noisy "
+              "draws, which no label-free selector can predict.", ""]
 
     # aggregate
     agg = selection.summarize(out, ["selector"]).set_index("selector").loc[selectors]

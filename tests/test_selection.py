@@ -245,6 +245,11 @@ def test_study_metrics_on_a_hand_made_case():
     ovf = selection.oracle_vs_final(truth).iloc[0]
     assert ovf.differs == 0.5 and ovf.differs_by_half_point == 0.5
     np.testing.assert_allclose(ovf.mean_gain, 0.04)
+    # per seed: |ΔACC| (0.10 + 0.05 + 0.03) / 3 and (0.05 + 0.05 + 0) / 3, averaged
+    np.testing.assert_allclose(ovf.step_change, (0.18 / 3 + 0.10 / 3) / 2)
+    r0 = np.corrcoef([0.70, 0.80, 0.75], [0.80, 0.75, 0.72])[0, 1]
+    r1 = np.corrcoef([0.60, 0.65, 0.70], [0.65, 0.70, 0.70])[0, 1]
+    np.testing.assert_allclose(ovf.lag1_autocorr, (r0 + r1) / 2)
     feats = truth[["seed", "epoch"]].assign(up=truth.acc, down=-truth.acc)
     rho = selection.score_acc_spearman(feats, truth, ["up", "down"])
     np.testing.assert_allclose(rho.to_numpy(), [1.0, -1.0])
