@@ -104,6 +104,10 @@ class PhaseCheckpoints:
         if resume_every < 1:
             raise ValueError(f"resume_every must be >= 1, got {resume_every}")
         self.root = Path(workdir) / phase
+        if (self.root / "state").exists() and not (self.root / "resume").exists():
+            raise ValueError(f"{self.root} was written by dcjax before resume points existed (its full "
+                             "states are in state/, there is no resume/): continue it with that version, "
+                             "or start a new --workdir")
         self.resume_every = resume_every
         self.state = _manager(self.root / "state", max_to_keep=max_to_keep, keep_period=keep_period,
                               keep_epochs=kept_epochs(workdir, phase), compress=compress)

@@ -306,7 +306,8 @@ def _resume(ckpts: checkpointing.PhaseCheckpoints, abstract_state, snapshot_fn, 
     wrote after it (snapshots, model states, records) is dropped, to be
     replayed; a snapshot or model state of that epoch lost in the kill is rewritten."""
     epoch = ckpts.latest_epoch()
-    if epoch is None:
+    if epoch is None:   # nothing to resume from: what a run killed before its first resume point wrote goes
+        ckpts.discard_after(-1)
         return None
     state = ckpts.restore(epoch, abstract_state)
     ckpts.discard_after(epoch)

@@ -144,6 +144,37 @@ def test_retention_keeps_epochs_a_selector_asked_for(tmp_path):
     assert checkpointing.list_epochs(tmp_path, "clustering", "state") == [3, 5]
 
 
+def test_a_run_killed_before_its_first_resume_point_starts_over_to_the_same_result(tmp_path):
+    cfg = tiny_config("dec", pretrain_epochs=3, clustering_epochs=2, **{"checkpoint.resume_every": 10})
+    reference = train.train_and_evaluate(cfg, tmp_path / "reference")
+    # What a run killed in pretraining epoch 3 leaves: epochs 1-2 (model states, snapshots,
+    # records) and no resume point, since the first comes at epoch 10 or at the end of the phase.
+    killed = tmp_path / "killed"
+    ds = data.load_dataset(cfg.dataset)
+    trainer = train.make_train(cfg, *ds.x.shape, ds.n_clusters)
+    state, x = trainer.init_pretrain(train.seed_keys(cfg)), jnp.asarray(ds.x)
+    ckpts = checkpointing.PhaseCheckpoints(killed, "pretrain", resume_every=10)
+    for epoch in (1, 2):
+        state, out = trainer.pretrain_epoch(state, x)
+        ckpts.save(epoch, state, out, {"epoch": epoch, "loss": {}})
+    ckpts.wait()
+    ckpts.close()
+    assert checkpointing.list_epochs(killed, "pretrain", "state") == [1, 2]
+    assert checkpointing.list_epochs(killed, "pretrain", "resume") == []
+    assert train.train_and_evaluate(cfg, killed)["seeds"] == reference["seeds"]
+    for phase, last in (("pretrain", 3), ("clustering", 2)):
+        assert [r["epoch"] for r in checkpointing.load_records(killed, phase)] == list(range(1, last + 1))
+        for u, v in zip(leaves(checkpointing.load_state(killed, last, phase)),
+                        leaves(checkpointing.load_state(tmp_path / "reference", last, phase))):
+            np.testing.assert_array_equal(u, v)
+
+
+def test_a_run_written_before_resume_points_is_refused_with_a_clear_message(tmp_path):
+    (tmp_path / "pretrain" / "state" / "1").mkdir(parents=True)
+    with pytest.raises(ValueError, match="before resume points existed"):
+        checkpointing.PhaseCheckpoints(tmp_path, "pretrain")
+
+
 def test_a_different_config_in_the_same_workdir_is_refused(tmp_path):
     train.train_and_evaluate(tiny_config("dec", clustering_epochs=1), tmp_path)
     with pytest.raises(ValueError, match="different configuration.*learning_rate"):
