@@ -84,7 +84,8 @@ def table(datasets) -> list[str]:
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--datasets", default=",".join(DATASETS))
+    ap.add_argument("--datasets", default=",".join(DATASETS),
+                    help="with --train: the data sets to train (the table always has every data set)")
     ap.add_argument("--train", action="store_true", help="train (or resume) one batch of seeds first")
     ap.add_argument("--seeds", type=int, default=PUBLISHED_SEEDS, help="with --train: seeds in the batch")
     ap.add_argument("--first-seed", type=int, default=0, help="with --train: the batch's first seed")
@@ -95,7 +96,7 @@ def main():
         for dataset in datasets:
             run_protocol(dataset, args.seeds, args.runs, ALGORITHMS, first_seed=args.first_seed)
     lines = ["# Reproduction of the published protocol (final epoch)", "",
-             f"Command: `python experiments/reproduce.py --datasets {args.datasets}` (the table alone, from the "
+             "Command: `python experiments/reproduce.py` (the table alone, from the "
              "committed `protocol_<dataset>*.json` files; `--train` adds a batch of seeds first).", "",
              "Mean ± sd (ddof=0) over seeds, in %. ACC/NMI/ARI score the algorithm's own final assignment; the last "
              "column re-clusters the final embedding with k-means, as ClustPy reports. Verdict: |ours − published| ≤ "
@@ -103,7 +104,7 @@ def main():
              "project brief (only USPS and Pendigits, and no IDEC). Cells with fewer than 10 seeds are marked: their "
              "sd is itself uncertain, so a verdict near the 1-sd line can flip with more seeds.", "",
              "Our USPS file is the Elements-of-Statistical-Learning version of the images, not the LIBSVM one "
-             "ClustPy downloads (see shared/data/README.md).", ""] + table(datasets)
+             "ClustPy downloads (see shared/data/README.md).", ""] + table(DATASETS)
     path = RESULTS / "reproduction.md"
     notes = ""   # a hand-written section at the end survives re-runs
     if path.exists() and NOTES in path.read_text():
