@@ -44,27 +44,33 @@ INFO = ["run", "dataset", "algorithm", "phase"]
 NOTES = "## Notes (hand-written)"
 ORDER = {name: i for i, name in enumerate(("ae_kmeans", "dec", "idec", "dcn", "dkm"))}   # table column order
 # Selectors reported, in order; the assessors are added by cross-fitting.
-# name: (held-out group, model, guard, target). The 'gap' target was added after
+# name: (held-out group, model, guard, target, noise guard). The 'gap' target was added after
 # the digits + USPS preliminary study showed that rank targets miss the runs
 # with the largest gaps (DKM on USPS); both are reported.
-ASSESSORS = {"assessor_gbr_loao": ("algorithm", "gbr", 0.0, "rank"),
-             "assessor_ridge_loao": ("algorithm", "ridge", 0.0, "rank"),
-             "assessor_gbr_lodo": ("dataset", "gbr", 0.0, "rank"),
-             "assessor_ridge_lodo": ("dataset", "ridge", 0.0, "rank"),
-             "assessor_gbr_lodo_guarded": ("dataset", "gbr", True, "rank"),
-             "assessor_ridge_lodo_guarded": ("dataset", "ridge", True, "rank"),
-             "assessor_gbr_lodo_gap": ("dataset", "gbr", 0.0, "gap"),
-             "assessor_gbr_lodo_gap_guarded": ("dataset", "gbr", True, "gap"),
-             "assessor_gbr_loao_gap": ("algorithm", "gbr", 0.0, "gap"),
-             "assessor_gbr_lodo_ensemble": ("dataset", "gbr", 0.0, "ensemble"),
-             "assessor_gbr_lodo_ensemble_guarded": ("dataset", "gbr", True, "ensemble")}
+ASSESSORS = {"assessor_gbr_loao": ("algorithm", "gbr", 0.0, "rank", False),
+             "assessor_ridge_loao": ("algorithm", "ridge", 0.0, "rank", False),
+             "assessor_gbr_lodo": ("dataset", "gbr", 0.0, "rank", False),
+             "assessor_ridge_lodo": ("dataset", "ridge", 0.0, "rank", False),
+             "assessor_gbr_lodo_guarded": ("dataset", "gbr", True, "rank", False),
+             "assessor_ridge_lodo_guarded": ("dataset", "ridge", True, "rank", False),
+             "assessor_gbr_lodo_gap": ("dataset", "gbr", 0.0, "gap", False),
+             "assessor_gbr_lodo_gap_guarded": ("dataset", "gbr", True, "gap", False),
+             "assessor_gbr_loao_gap": ("algorithm", "gbr", 0.0, "gap", False),
+             "assessor_gbr_lodo_ensemble": ("dataset", "gbr", 0.0, "ensemble", False),
+             "assessor_gbr_lodo_ensemble_guarded": ("dataset", "gbr", True, "ensemble", False),
+             "assessor_gbr_lodo_ensemble_noiseguard": ("dataset", "gbr", True, "ensemble", True)}
 # The assessor the issue's targets are checked on. Until 2026-11-23 it was the
-# guarded 'gap' model, chosen after the digits + USPS preliminary study. Since
-# 2026-11-24 it is the guarded rank + gap ensemble (selection.ENSEMBLE_TARGETS),
-# chosen on the 105 (run, seed) pairs of the 2026-11-23 study and fixed before
-# USPS seeds 5-9 were scored: those are its out-of-sample check. The file saved
-# for `dcjax.select` is the same assessor trained on every run.
-PRIMARY = "assessor_gbr_lodo_ensemble_guarded"
+# guarded 'gap' model, chosen after the digits + USPS preliminary study. On
+# 2026-11-24 (morning) it became the guarded rank + gap ensemble
+# (selection.ENSEMBLE_TARGETS), chosen on 105 (run, seed) pairs and fixed before
+# USPS seeds 5-9 and Pendigits seeds 3-6 were scored. Since 2026-11-24
+# (afternoon) it is that ensemble with the noise guard as well
+# (selection.noise_dominated: keep the final epoch of a run whose partitions
+# jump at random between epochs), chosen on those 150 pairs and fixed before
+# Pendigits seeds 7-9 and Optdigits seeds 3-9 were scored. The file saved for
+# `dcjax.select` is the ensemble trained on every run; `--selector
+# assessor_guarded` applies both guards.
+PRIMARY = "assessor_gbr_lodo_ensemble_noiseguard"
 PRIMARY_TARGET = "ensemble"
 SPEARMAN_COLUMNS = ["loss_total", "silhouette", "calinski_harabasz", "davies_bouldin", "simplified_silhouette",
                     *selection.POOLED, "ari_vs_previous_smooth", "mean_pairwise_ari", "size_entropy",
@@ -111,13 +117,15 @@ def read_run_csv(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
 def run_selectors(runs: list[tuple[pd.DataFrame, pd.DataFrame]]) -> tuple[pd.DataFrame, dict]:
     """All selections (run, selector, seed, epoch, why), and each cross-fitted
     assessor's per-epoch scores {selector: {run: predictions}}."""
-    picks, scores = [], {}
+    picks, scores, fitted = [], {}, {}
     for feats, _ in runs:
         for name in selection.available_selectors(feats):
             picks.append(selection.select(feats, name).assign(run=feats.attrs["run"], selector=name))
-    for name, (group, kind, guard, target) in ASSESSORS.items():
+    for name, (group, kind, guard, target, noise_guard) in ASSESSORS.items():
         scores[name] = {}
-        for run, chosen in selection.cross_fit(runs, group, kind, guard, scores[name], target).items():
+        for run, chosen in selection.cross_fit(runs, group, kind, guard, scores[name], target,
+                                               noise_guard=noise_guard,
+                                               cache=fitted).items():
             picks.append(chosen.assign(run=run, selector=name))
     return pd.concat(picks, ignore_index=True), scores
 
@@ -279,6 +287,9 @@ def report(name: str, runs, picks: pd.DataFrame, command: str, seconds: float, s
 
     # oracle vs final
     ovf = selection.oracle_vs_final(truth).merge(info, on="run")
+    noise = pd.concat([selection.noise_dominated(f).assign(run=f.attrs["run"]) for f, _ in runs])
+    noise = noise.groupby("run").agg(noisy=("noisy", "sum"), noise_autocorr=("autocorr", "mean")).reset_index()
+    ovf = ovf.merge(noise, on="run", how="left")
     lines += ["## How far the final epoch is from the best one (oracle, labels)", ""]
     rows = [{"dataset": r.dataset, "algorithm": r.algorithm, "runs folder": Path(r.run).parent.name, "seeds": r.seeds,
              "oracle ≠ final": pct(r.differs), "oracle beats final by > 0.5": pct(r.differs_by_half_point),
@@ -286,12 +297,17 @@ def report(name: str, runs, picks: pd.DataFrame, command: str, seconds: float, s
              "final − oracle epoch (mean)": f"{r.mean_epochs_apart:.0f}",
              "oracle epochs": " ".join(map(str, r.oracle_epochs)),
              "mean abs. ACC change per epoch (pts)": pts(r.step_change),
-             "ACC lag-1 autocorrelation": f"{r.lag1_autocorr:+.2f}"} for r in ovf.itertuples()]
+             "ACC lag-1 autocorrelation": f"{r.lag1_autocorr:+.2f}",
+             f"{selection.NOISE_COLUMN} lag-1 autocorrelation (no labels)": f"{r.noise_autocorr:+.2f}",
+             "seeds flagged noise-dominated": f"{r.noisy} of {r.seeds}"} for r in ovf.itertuples()]
     lines += markdown(pd.DataFrame(rows)) + [""]
-    lines += ["The last two columns say how smooth ACC is from one epoch to the next (mean over seeds). "
+    lines += ["The two ACC columns say how smooth ACC is from one epoch to the next (mean over seeds). "
               "Where consecutive epochs are barely correlated, ACC is mostly noise between epochs (e.g. which "
               "local optimum k-means reached), and the oracle's gain is largely the luckiest of many noisy "
-              "draws, which no label-free selector can predict.", ""]
+              "draws, which no label-free selector can predict. The last two columns are the label-free "
+              f"detector of such runs (`selection.noise_dominated`): a seed is flagged when the lag-1 "
+              f"autocorrelation of its {selection.NOISE_COLUMN} over epochs is below {selection.NOISE_AUTOCORR}; "
+              f"`{PRIMARY}` keeps the final epoch of a flagged seed.", ""]
 
     # aggregate
     agg = selection.summarize(out, ["selector"]).set_index("selector").loc[selectors]

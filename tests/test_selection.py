@@ -335,3 +335,45 @@ def test_guarded_agreement_leaves_the_final_epoch_only_for_a_clear_gain():
     chosen = selection.select(feats, "max_agreement_guarded")
     assert chosen.epoch.tolist() == [3, 0]
     assert "final epoch kept" in chosen.why.iloc[0] and "final epoch kept" not in chosen.why.iloc[1]
+
+
+def test_noise_detector_flags_partitions_that_jump_and_the_noise_guard_keeps_their_final_epoch():
+    rng = np.random.default_rng(0)
+    epochs = np.arange(40)
+    smooth = 0.3 + 0.002 * epochs + 0.01 * np.sin(epochs / 6)         # quality drifts: consecutive epochs alike
+    jumpy = 0.3 + 0.05 * rng.standard_normal(40)                       # quality redrawn every epoch
+    feats = pd.DataFrame({"seed": np.repeat([0, 1], 40), "epoch": np.tile(epochs, 2),
+                          selection.NOISE_COLUMN: np.concatenate([smooth, jumpy])})
+    noise = selection.noise_dominated(feats).set_index("seed")
+    assert noise.autocorr[0] > 0.9 and noise.autocorr[1] < selection.NOISE_AUTOCORR
+    assert noise.noisy.tolist() == [False, True]
+    # no column, or a constant one: never flagged
+    assert not selection.noise_dominated(feats.drop(columns=selection.NOISE_COLUMN)).noisy.any()
+    assert not selection.noise_dominated(feats.assign(**{selection.NOISE_COLUMN: 1.0})).noisy.any()
+    np.testing.assert_allclose(selection.lag1_autocorr([1.0, 2.0, 3.0, 2.0]), np.corrcoef([1, 2, 3], [2, 3, 2])[0, 1])
+    # the guard: the flagged seed keeps its final epoch, the other is left to the assessor
+    runs = [fake_run(d, a) for d in ("d1", "d2") for a in ("a1", "a2")]
+    assessor = selection.train_assessor(runs[1:], "ridge")
+    held = runs[0][0].reset_index(drop=True)
+    per_seed = {0: jumpy[:30], 1: smooth[:30], 2: smooth[:30][::-1]}
+    held[selection.NOISE_COLUMN] = np.concatenate([per_seed[s] for s in sorted(held.seed.unique())])
+    free = selection.assessor_selector(assessor)(held).set_index("seed")
+    guarded = selection.assessor_selector(assessor, noise_guard=True)(held).set_index("seed")
+    assert free.epoch[0] != 29 and guarded.epoch[0] == 29 and "noise-dominated" in guarded.why[0]
+    assert guarded.epoch[1] == free.epoch[1] and guarded.epoch[2] == free.epoch[2]
+    # 'assessor_guarded' applies it too
+    assert selection.select(held, "assessor_guarded", assessor).set_index("seed").epoch[0] == 29
+
+
+def test_cross_fit_cache_reuses_fitted_members_and_changes_nothing():
+    runs = [fake_run(d, a) for d in ("d1", "d2") for a in ("a1", "a2")]
+    cache = {}
+    rank = selection.cross_fit(runs, "dataset", "ridge", cache=cache)
+    assert set(cache) == {("dataset", d, "ridge", "rank") for d in ("d1", "d2")}
+    fitted = dict(cache)
+    cached = selection.cross_fit(runs, "dataset", "ridge", target="ensemble", cache=cache)
+    assert all(cache[k] is fitted[k] for k in fitted) and len(cache) == 4   # rank reused, gap added
+    fresh = selection.cross_fit(runs, "dataset", "ridge", target="ensemble")
+    for run in fresh:
+        pd.testing.assert_frame_equal(cached[run][["seed", "epoch"]], fresh[run][["seed", "epoch"]])
+    assert set(rank) == set(fresh)
