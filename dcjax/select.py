@@ -1,6 +1,6 @@
 """Choose, without labels, the epoch of a finished run that gave the best clusters.
 
-    python -m dcjax.select --workdir runs/x --assessor experiments/results/assessor_digits_preliminary.joblib
+    python -m dcjax.select --workdir runs/x --selector assessor_guarded --assessor experiments/results/assessor_selection.joblib
     python -m dcjax.select --workdir runs/x --selector pooled_silhouette
 
 Scores the run first (`dcjax.evaluate`, cached in <workdir>/scores.csv; an
@@ -10,7 +10,9 @@ Then it prints, per seed, the chosen epoch and why. It writes
 state is still on disk) and adds the chosen epochs to
 <workdir>/keep_epochs.json, {phase: [epochs]}, for checkpoint retention.
 Selectors: see `dcjax.selection.SELECTORS`, plus 'assessor' (needs --assessor,
-a file written by experiments/selection_study.py).
+a file written by experiments/selection_study.py) and 'assessor_guarded', the
+same with both "do no harm" guards: the final epoch is kept unless the chosen
+epoch is predicted clearly better, and in a noise-dominated run (the why says so).
 """
 import argparse
 import logging
@@ -21,8 +23,9 @@ from dcjax import selection
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m dcjax.select", description=__doc__.split("\n\n")[0])
     ap.add_argument("--workdir", required=True, help="the run (what dcjax.main wrote)")
-    ap.add_argument("--selector", default="assessor", choices=["assessor", "assessor_guarded", *selection.SELECTORS],
-                    help="how to choose (default: assessor)")
+    ap.add_argument("--selector", default="assessor_guarded",
+                    choices=["assessor", "assessor_guarded", *selection.SELECTORS],
+                    help="how to choose (default: assessor_guarded, the study's primary)")
     ap.add_argument("--assessor", help="trained assessor file (.joblib) for --selector assessor")
     ap.add_argument("--progress", action="store_true", help="progress bar while scoring new epochs")
     args = ap.parse_args(argv)

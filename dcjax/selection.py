@@ -25,7 +25,10 @@ assessor on other runs (section 4) and to score selectors (section 6):
    fitted (`train_assessor`, the one function here that takes ACC) on OTHER
    runs: leave-one-dataset-out or leave-one-algorithm-out, `cross_fit`. It is
    saved as a small joblib file, so applying it to a new run needs no labels
-   at all.
+   at all. Two guards make it "do no harm": keep the final epoch unless the
+   chosen one is predicted clearly better, and keep it where the run is
+   noise-dominated (`noise_dominated`: its partitions change in quality at
+   random from epoch to epoch, so no epoch can be told apart).
 5. `select_run`: what the command line does. It writes
    `<workdir>/selection.json`, and it adds the chosen epochs to
    `<workdir>/keep_epochs.json` for the checkpoint retention.

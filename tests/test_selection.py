@@ -103,7 +103,10 @@ def test_command_line_on_a_run_without_labels_matches_and_marks_the_epochs(run, 
     path = selection.save_assessor(assessor, tmp_path / "a.joblib")
 
     select.main(["--workdir", str(blind), "--selector", "pooled_silhouette"])
-    select.main(["--workdir", str(blind), "--assessor", str(path)])
+    guarded = select.main(["--workdir", str(blind), "--assessor", str(path)])   # the default: both guards
+    assert guarded["selector"] == "assessor_guarded"
+    assert [s["epoch"] for s in guarded["seeds"]] == selection.select(feats, "assessor_guarded", assessor).epoch.tolist()
+    select.main(["--workdir", str(blind), "--selector", "assessor", "--assessor", str(path)])
     assert "acc" not in pd.read_csv(blind / "scores.csv").columns
     printed = capsys.readouterr().out
     assert "seed 0: epoch" in printed and "top features" in printed
@@ -117,7 +120,8 @@ def test_command_line_on_a_run_without_labels_matches_and_marks_the_epochs(run, 
         assert s["state_present"] == (s["epoch"] in states) and s["final_epoch"] == CLUSTERING_EPOCHS
         assert len(s["top_features"]) == 3 and Path(s["snapshot"]).exists()
     keep = json.loads((blind / "keep_epochs.json").read_text())
-    assert keep == {"clustering": sorted(set(expected["assessor"].epoch) | set(expected["pooled_silhouette"].epoch))}
+    assert keep == {"clustering": sorted(set(expected["assessor"].epoch) | set(expected["pooled_silhouette"].epoch)
+                                        | {s["epoch"] for s in guarded["seeds"]})}
 
 
 def test_pooled_indices_are_the_mean_over_reference_embeddings(run):
