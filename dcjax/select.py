@@ -1,6 +1,6 @@
 """Choose, without labels, the epoch of a finished run that gave the best clusters.
 
-    python -m dcjax.select --workdir runs/x --selector assessor_guarded --assessor experiments/results/assessor_selection.joblib
+    python -m dcjax.select --workdir runs/x --assessor experiments/results/assessor_selection.joblib
     python -m dcjax.select --workdir runs/x --selector pooled_silhouette
 
 Scores the run first (`dcjax.evaluate`, cached in <workdir>/scores.csv; an
@@ -9,10 +9,14 @@ Then it prints, per seed, the chosen epoch and why. It writes
 <workdir>/selection.json (the choice, the why, whether the epoch's full
 state is still on disk) and adds the chosen epochs to
 <workdir>/keep_epochs.json, {phase: [epochs]}, for checkpoint retention.
-Selectors: see `dcjax.selection.SELECTORS`, plus 'assessor' (needs --assessor,
-a file written by experiments/selection_study.py) and 'assessor_guarded', the
-same with both "do no harm" guards: the final epoch is kept unless the chosen
-epoch is predicted clearly better, and in a noise-dominated run (the why says so).
+Selectors: see `dcjax.selection.SELECTORS`, plus three that need --assessor (a
+file written by experiments/selection_study.py): 'assessor', the epoch it
+rates best; 'assessor_guarded', which keeps the final epoch unless the chosen
+one is predicted clearly better; 'assessor_noise_guarded' (the default, the
+study's primary), which also keeps the final epoch of a noise-dominated seed.
+Whatever the selector, a seed whose partitions change in quality at random
+from epoch to epoch is flagged ('noise_dominated' in selection.json, and a
+warning here): no epoch of it can be told apart without labels.
 """
 import argparse
 import logging
@@ -23,9 +27,9 @@ from dcjax import selection
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m dcjax.select", description=__doc__.split("\n\n")[0])
     ap.add_argument("--workdir", required=True, help="the run (what dcjax.main wrote)")
-    ap.add_argument("--selector", default="assessor_guarded",
-                    choices=["assessor", "assessor_guarded", *selection.SELECTORS],
-                    help="how to choose (default: assessor_guarded, the study's primary)")
+    ap.add_argument("--selector", default="assessor_noise_guarded",
+                    choices=[*selection.ASSESSOR_SELECTORS, *selection.SELECTORS],
+                    help="how to choose (default: assessor_noise_guarded, the study's primary)")
     ap.add_argument("--assessor", help="trained assessor file (.joblib) for --selector assessor")
     ap.add_argument("--progress", action="store_true", help="progress bar while scoring new epochs")
     args = ap.parse_args(argv)
@@ -37,6 +41,10 @@ def main(argv=None):
     for s in result["seeds"]:
         state = "full state kept" if s["state_present"] else "snapshot only (full state pruned)"
         print(f"  seed {s['seed']}: epoch {s['epoch']} of {s['final_epoch']} [{state}]: {s['why']}")
+        if s["noise_dominated"]:
+            print(f"    warning: seed {s['seed']} is noise-dominated (lag-1 autocorrelation of the "
+                  f"{selection.NOISE_COLUMN} {s['noise_autocorr']:.2f} < {selection.NOISE_AUTOCORR}): "
+                  "its epochs differ in quality at random, no selector can tell them apart without labels")
     print(f"wrote {args.workdir}/selection.json and {args.workdir}/keep_epochs.json")
     return result
 

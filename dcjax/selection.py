@@ -737,16 +737,20 @@ def assessor_selector(assessor: dict, guard: float = 0.0,
     return select
 
 
+# The selectors that need a trained assessor: free; with the margin guard; with
+# the margin guard and the noise guard (the study's primary since 2026-11-24).
+ASSESSOR_SELECTORS = ("assessor", "assessor_guarded", "assessor_noise_guarded")
+
+
 def select(feats: pd.DataFrame, selector: str, assessor: dict | None = None) -> pd.DataFrame:
     """Per seed, the chosen epoch and why, by name ('assessor' needs `assessor`)."""
-    if selector in ("assessor", "assessor_guarded"):
+    if selector in ASSESSOR_SELECTORS:
         if assessor is None:
             raise ValueError(f"the {selector!r} selector needs a trained assessor (--assessor PATH)")
-        guarded = selector == "assessor_guarded"   # both guards: the margin and the noise detector
-        return assessor_selector(assessor, guard_margin(assessor) if guarded else 0.0, noise_guard=guarded)(feats)
+        guard = guard_margin(assessor) if selector != "assessor" else 0.0
+        return assessor_selector(assessor, guard, noise_guard=selector == "assessor_noise_guarded")(feats)
     if selector not in SELECTORS:
-        raise ValueError(f"unknown selector {selector!r}; choose from "
-                         f"{['assessor', 'assessor_guarded', *SELECTORS]}")
+        raise ValueError(f"unknown selector {selector!r}; choose from {[*ASSESSOR_SELECTORS, *SELECTORS]}")
     return SELECTORS[selector](feats)
 
 
@@ -800,6 +804,7 @@ def select_run(workdir, selector: str = "assessor", assessor_path=None, progress
     feats = run_features(workdir, progress=progress)
     phase = feats.attrs["phase"]
     chosen = select(feats, selector, assessor)
+    noise = noise_dominated(feats).set_index("seed")   # a warning for any selector, label-free
     with evaluate._quiet_orbax():
         states = set(checkpointing.list_epochs(workdir, phase, kind="state"))
     seeds = []
@@ -807,6 +812,9 @@ def select_run(workdir, selector: str = "assessor", assessor_path=None, progress
         epoch = int(row["epoch"])
         seeds.append({"seed": int(row["seed"]), "phase": phase, "epoch": epoch,
                       "final_epoch": int(feats.epoch.max()), "why": row["why"],
+                      "noise_dominated": bool(noise.at[row["seed"], "noisy"]),
+                      "noise_autocorr": (None if not np.isfinite(noise.at[row["seed"], "autocorr"])
+                                         else round(float(noise.at[row["seed"], "autocorr"]), 4)),
                       "top_features": row.get("top_features") if isinstance(row.get("top_features"), list) else [],
                       "snapshot": str(workdir / phase / "snapshots" / str(epoch)),
                       "state_present": epoch in states,

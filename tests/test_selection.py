@@ -19,7 +19,7 @@ from conftest import tiny_config
 from dcjax import checkpointing, data, evaluate, metrics, select, selection, train
 
 SEEDS, PRETRAIN_EPOCHS, CLUSTERING_EPOCHS = 3, 3, 8
-ALL_SELECTORS = ["assessor", "assessor_guarded", *selection.SELECTORS]
+ALL_SELECTORS = [*selection.ASSESSOR_SELECTORS, *selection.SELECTORS]
 
 
 @pytest.fixture(scope="module")
@@ -104,8 +104,11 @@ def test_command_line_on_a_run_without_labels_matches_and_marks_the_epochs(run, 
 
     select.main(["--workdir", str(blind), "--selector", "pooled_silhouette"])
     guarded = select.main(["--workdir", str(blind), "--assessor", str(path)])   # the default: both guards
-    assert guarded["selector"] == "assessor_guarded"
-    assert [s["epoch"] for s in guarded["seeds"]] == selection.select(feats, "assessor_guarded", assessor).epoch.tolist()
+    assert guarded["selector"] == "assessor_noise_guarded"
+    assert [s["epoch"] for s in guarded["seeds"]] == selection.select(
+        feats, "assessor_noise_guarded", assessor).epoch.tolist()
+    noise = selection.noise_dominated(feats)
+    assert [s["noise_dominated"] for s in guarded["seeds"]] == noise.noisy.tolist()
     select.main(["--workdir", str(blind), "--selector", "assessor", "--assessor", str(path)])
     assert "acc" not in pd.read_csv(blind / "scores.csv").columns
     printed = capsys.readouterr().out
@@ -365,8 +368,10 @@ def test_noise_detector_flags_partitions_that_jump_and_the_noise_guard_keeps_the
     guarded = selection.assessor_selector(assessor, noise_guard=True)(held).set_index("seed")
     assert free.epoch[0] != 29 and guarded.epoch[0] == 29 and "noise-dominated" in guarded.why[0]
     assert guarded.epoch[1] == free.epoch[1] and guarded.epoch[2] == free.epoch[2]
-    # 'assessor_guarded' applies it too
-    assert selection.select(held, "assessor_guarded", assessor).set_index("seed").epoch[0] == 29
+    # 'assessor_noise_guarded' applies it, 'assessor_guarded' (the margin guard alone) does not
+    assert selection.select(held, "assessor_noise_guarded", assessor).set_index("seed").epoch[0] == 29
+    margin_only = selection.select(held, "assessor_guarded", assessor).set_index("seed")
+    assert "noise-dominated" not in margin_only.why[0]
 
 
 def test_cross_fit_cache_reuses_fitted_members_and_changes_nothing():
