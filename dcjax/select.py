@@ -11,9 +11,10 @@ state is still on disk) and adds the chosen epochs to
 <workdir>/keep_epochs.json, {phase: [epochs]}, for checkpoint retention.
 Selectors: see `dcjax.selection.SELECTORS`, plus three that need --assessor (a
 file written by experiments/selection_study.py): 'assessor', the epoch it
-rates best; 'assessor_guarded', which keeps the final epoch unless the chosen
-one is predicted clearly better; 'assessor_noise_guarded' (the default, the
-study's primary), which also keeps the final epoch of a noise-dominated seed.
+rates best; 'assessor_guarded' (the default, the study's primary), which keeps
+the final epoch unless the chosen one is predicted clearly better;
+'assessor_noise_guarded', which also keeps the final epoch of a noise-dominated
+seed (measured: it costs regret and buys no do-no-harm, selection.md).
 Whatever the selector, a seed whose partitions change in quality at random
 from epoch to epoch is flagged ('noise_dominated' in selection.json, and a
 warning here): no epoch of it can be told apart without labels.
@@ -27,9 +28,9 @@ from dcjax import selection
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m dcjax.select", description=__doc__.split("\n\n")[0])
     ap.add_argument("--workdir", required=True, help="the run (what dcjax.main wrote)")
-    ap.add_argument("--selector", default="assessor_noise_guarded",
+    ap.add_argument("--selector", default="assessor_guarded",
                     choices=[*selection.ASSESSOR_SELECTORS, *selection.SELECTORS],
-                    help="how to choose (default: assessor_noise_guarded, the study's primary)")
+                    help="how to choose (default: assessor_guarded, the study's primary)")
     ap.add_argument("--assessor", help="trained assessor file (.joblib) for --selector assessor")
     ap.add_argument("--progress", action="store_true", help="progress bar while scoring new epochs")
     args = ap.parse_args(argv)

@@ -737,8 +737,8 @@ def assessor_selector(assessor: dict, guard: float = 0.0,
     return select
 
 
-# The selectors that need a trained assessor: free; with the margin guard; with
-# the margin guard and the noise guard (the study's primary since 2026-11-24).
+# The selectors that need a trained assessor: free; with the margin guard (the
+# study's primary); with the margin guard and the noise guard.
 ASSESSOR_SELECTORS = ("assessor", "assessor_guarded", "assessor_noise_guarded")
 
 

@@ -103,10 +103,10 @@ def test_command_line_on_a_run_without_labels_matches_and_marks_the_epochs(run, 
     path = selection.save_assessor(assessor, tmp_path / "a.joblib")
 
     select.main(["--workdir", str(blind), "--selector", "pooled_silhouette"])
-    guarded = select.main(["--workdir", str(blind), "--assessor", str(path)])   # the default: both guards
-    assert guarded["selector"] == "assessor_noise_guarded"
+    guarded = select.main(["--workdir", str(blind), "--assessor", str(path)])   # the default: the margin guard
+    assert guarded["selector"] == "assessor_guarded"
     assert [s["epoch"] for s in guarded["seeds"]] == selection.select(
-        feats, "assessor_noise_guarded", assessor).epoch.tolist()
+        feats, "assessor_guarded", assessor).epoch.tolist()
     noise = selection.noise_dominated(feats)
     assert [s["noise_dominated"] for s in guarded["seeds"]] == noise.noisy.tolist()
     select.main(["--workdir", str(blind), "--selector", "assessor", "--assessor", str(path)])
