@@ -74,6 +74,7 @@ ASSESSORS = {"assessor_gbr_loao": ("algorithm", "gbr", 0.0, "rank", False),
 # alone; the noise flag stays a warning. The file saved for `dcjax.select` is
 # the ensemble trained on every run.
 PRIMARY = "assessor_gbr_lodo_ensemble_guarded"
+NOISE_GUARDED = "assessor_gbr_lodo_ensemble_noiseguard"   # the primary with the noise guard added
 PRIMARY_TARGET = "ensemble"
 SPEARMAN_COLUMNS = ["loss_total", "silhouette", "calinski_harabasz", "davies_bouldin", "simplified_silhouette",
                     *selection.POOLED, "ari_vs_previous_smooth", "mean_pairwise_ari", "size_entropy",
@@ -310,7 +311,7 @@ def report(name: str, runs, picks: pd.DataFrame, command: str, seconds: float, s
               "draws, which no label-free selector can predict. The last two columns are the label-free "
               f"detector of such runs (`selection.noise_dominated`): a seed is flagged when the lag-1 "
               f"autocorrelation of its {selection.NOISE_COLUMN} over epochs is below {selection.NOISE_AUTOCORR}; "
-              f"`{PRIMARY}` keeps the final epoch of a flagged seed.", ""]
+              f"`{NOISE_GUARDED}` keeps the final epoch of a flagged seed.", ""]
 
     # aggregate
     agg = selection.summarize(out, ["selector"]).set_index("selector").loc[selectors]
