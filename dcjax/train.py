@@ -65,6 +65,23 @@ class Trainer:
     embed: Callable               # (ae params, x) -> (S, N, e)
 
 
+def _clustering_optimizer(learning_rate: float, uses_decoder: bool) -> optax.GradientTransformation:
+    """Adam over what the clustering loss can move. A method without
+    reconstruction (DEC) leaves the decoder out: its gradient is zero, so Adam
+    would never change it, yet would still update moments and weights of
+    half the network every step (PyTorch skips parameters without a gradient;
+    ClustPy's DEC relies on that). Results are identical either way."""
+    adam = optax.adam(learning_rate)
+    if uses_decoder:
+        return adam
+
+    def labels(params):
+        return {"ae": {name: jax.tree.map(lambda _: "frozen" if name.startswith("decoder") else "train", layer)
+                       for name, layer in params["ae"].items()},
+                "centers": "train"}
+    return optax.multi_transform({"train": adam, "frozen": optax.set_to_zero()}, labels)
+
+
 def make_train(config: ml_collections.ConfigDict, n: int, d: int, n_clusters: int) -> Trainer:
     model = make_autoencoder(d, config.model)
     method = methods.get_method(config)
@@ -72,7 +89,7 @@ def make_train(config: ml_collections.ConfigDict, n: int, d: int, n_clusters: in
     # Equal chunks of at most eval_chunk rows: the least padding for that many chunks.
     chunk = -(-n // -(-n // min(int(config.eval_chunk), n)))
     pretrain_tx = optax.adam(config.pretrain.learning_rate)
-    cluster_tx = optax.adam(config.clustering.learning_rate)
+    cluster_tx = _clustering_optimizer(config.clustering.learning_rate, method.uses_decoder)
     snapshot_dtype = jnp.dtype(config.checkpoint.embedding_dtype)
 
     def encode(params, x):

@@ -254,3 +254,26 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
     sa = json.loads((killed / "summary.json").read_text())
     sb = json.loads((reference / "summary.json").read_text())
     assert sa["seeds"] == sb["seeds"]
+
+
+def test_dec_optimizer_skips_the_decoder_and_matches_adam_elsewhere():
+    """DEC's optimiser leaves out the decoder (zero gradient): no moments for
+    it, a zero update, and exactly Adam's updates for encoder and centers."""
+    model = make_autoencoder(12, tiny_config("dec").model)
+    ae = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 12)))["params"]
+    params = {"ae": ae, "centers": jnp.ones((3, 4))}
+    grads = jax.tree.map(lambda p: jnp.full_like(p, 0.3), params)
+    grads["ae"] = {k: jax.tree.map(jnp.zeros_like, v) if k.startswith("decoder") else v
+                   for k, v in grads["ae"].items()}
+    adam = train.optax.adam(1e-3)
+    dec_tx = train._clustering_optimizer(1e-3, uses_decoder=False)
+    want, _ = adam.update(grads, adam.init(params), params)
+    got, state = dec_tx.update(grads, dec_tx.init(params), params)
+    for a, b in zip(leaves(want), leaves(got)):
+        np.testing.assert_array_equal(a, b)
+    n_params = sum(p.size for p in jax.tree.leaves(params))
+    n_decoder = sum(p.size for k, v in ae.items() if k.startswith("decoder") for p in jax.tree.leaves(v))
+    moments = sum(leaf.size for leaf in jax.tree.leaves(state) if leaf.ndim)
+    assert moments == 2 * (n_params - n_decoder)
+    full_tx = train._clustering_optimizer(1e-3, uses_decoder=True)  # IDEC, DCN, DKM: every parameter
+    assert sum(leaf.size for leaf in jax.tree.leaves(full_tx.init(params)) if leaf.ndim) == 2 * n_params
