@@ -757,7 +757,8 @@ def select(feats: pd.DataFrame, selector: str, assessor: dict | None = None) -> 
 
 def cross_fit(runs: list[tuple[pd.DataFrame, pd.DataFrame]], group: str, kind: str = "gbr",
               guard: float = 0.0, scores: dict | None = None, target: str = "rank",
-              noise_guard: bool = False, cache: dict | None = None) -> dict[str, pd.DataFrame]:
+              noise_guard: bool = False, cache: dict | None = None,
+              train_on=None) -> dict[str, pd.DataFrame]:
     """Leave-one-group-out selections over (features, truth) pairs: for every value g of `group`
     ('dataset' or 'algorithm', read from each run's attrs), an assessor is
     trained on the runs whose group is not g and selects on the runs whose
@@ -767,11 +768,16 @@ def cross_fit(runs: list[tuple[pd.DataFrame, pd.DataFrame]], group: str, kind: s
     If `scores` is a dict, it receives {run: the assessor's per-row prediction}.
     `noise_guard`: see `assessor_selector`. `cache`: a dict kept by the caller
     across calls on the same `runs`, so that an assessor (or an ensemble's
-    member) fitted once for (group, held-out value, kind, target) is reused."""
+    member) fitted once for (group, held-out value, kind, target) is reused.
+    `train_on`: a set of run names; only those may train an assessor (every run
+    is still judged): how much the selections depend on the training runs."""
+    if train_on is not None and cache is not None:
+        raise ValueError("cross_fit: a cache is keyed by held-out group only; pass no cache with train_on")
     out = {}
     values = sorted({f.attrs[group] for f, _ in runs})
     for held_out in values:
-        training = [(f, acc) for f, acc in runs if f.attrs[group] != held_out]
+        training = [(f, acc) for f, acc in runs if f.attrs[group] != held_out
+                    and (train_on is None or f.attrs["run"] in train_on)]
         if not training:
             continue
         def fitted(t):

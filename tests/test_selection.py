@@ -386,3 +386,17 @@ def test_cross_fit_cache_reuses_fitted_members_and_changes_nothing():
     for run in fresh:
         pd.testing.assert_frame_equal(cached[run][["seed", "epoch"]], fresh[run][["seed", "epoch"]])
     assert set(rank) == set(fresh)
+
+
+def test_cross_fit_train_on_limits_the_training_runs_not_the_judged_ones():
+    runs = [fake_run(d, a) for d in ("d1", "d2") for a in ("a1", "a2")]
+    names = {f.attrs["run"] for f, _ in runs}
+    everything = selection.cross_fit(runs, "dataset", "ridge", train_on=names)
+    plain = selection.cross_fit(runs, "dataset", "ridge")
+    for run in plain:
+        pd.testing.assert_frame_equal(everything[run], plain[run])
+    # without d2's runs to learn from, d1's runs have no assessor; d2's are still judged
+    only_d1 = selection.cross_fit(runs, "dataset", "ridge", train_on={"d1/a1", "d1/a2"})
+    assert set(only_d1) == {"d2/a1", "d2/a2"}
+    with pytest.raises(ValueError, match="cache"):
+        selection.cross_fit(runs, "dataset", "ridge", train_on=names, cache={})

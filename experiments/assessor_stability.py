@@ -1,0 +1,86 @@
+"""How much do the primary assessor's study numbers depend on which runs it
+was trained on? Re-fits the leave-one-dataset-out primary (`selection_study.PRIMARY`)
+with a few random runs (data set x algorithm x seed batch) left out of every
+training set, judging all runs each time, and reports the spread of mean
+regret, p90 regret, do-no-harm and the gain over the final epoch per algorithm.
+
+    python experiments/assessor_stability.py --repeats 5 --drop 5
+
+Reads only the committed tables in experiments/results/scores/. Writes
+experiments/results/assessor_stability.md. Dropping 5 of the ~46 runs mirrors
+the change that adding Fashion-MNIST's 5 runs made (selection.md, notes).
+"""
+import argparse
+import logging
+import time
+
+import numpy as np
+import pandas as pd
+
+from dcjax import selection
+from selection_study import ASSESSORS, PRIMARY, RESULTS, SCORES, markdown, read_run_csv
+
+
+def primary_outcomes(runs, truth, train_on=None) -> pd.DataFrame:
+    group, kind, guard, target, noise_guard = ASSESSORS[PRIMARY]
+    chosen = selection.cross_fit(runs, group, kind, guard, None, target, noise_guard=noise_guard,
+                                 train_on=train_on)
+    picks = pd.concat([c.assign(run=run, selector=PRIMARY) for run, c in chosen.items()], ignore_index=True)
+    return selection.outcomes(picks, truth)
+
+
+def summary(out: pd.DataFrame, algorithm_of: dict) -> dict:
+    row = {"mean regret": 100 * out.regret.mean(), "p90 regret": 100 * out.regret.quantile(0.9),
+           "do-no-harm %": 100 * out.do_no_harm.mean(), "gain vs final": 100 * out.gain_vs_final.mean()}
+    by_alg = out.assign(algorithm=out.run.map(algorithm_of)).groupby("algorithm").gain_vs_final.mean()
+    return row | {f"gain {a}": 100 * g for a, g in by_alg.items()}
+
+
+def write(rows, args, seconds, runs, truth) -> str:
+    """The report so far: written after every repeat, so a cut-off run leaves its rows."""
+    table = pd.DataFrame(rows)
+    numeric = [c for c in table.columns if c not in ("training runs", "left out")]
+    spread = table.iloc[1:][numeric].agg(["min", "median", "max", "std"])
+    lines = ["# Stability of the primary assessor to its training runs", "",
+             f"Command: `python experiments/assessor_stability.py --repeats {args.repeats} --drop {args.drop} "
+             f"--seed {args.seed}` ({seconds:.0f} s on 2 shared CPU cores; {len(rows) - 1} of "
+             f"{args.repeats} repeats done).", "",
+             f"`{PRIMARY}`, leave-one-dataset-out as in selection.md, judged on all {len(truth.groupby(['run', 'seed']))} "
+             f"(run, seed) pairs of {len(runs)} runs; in each repeat {args.drop} random runs (data set × algorithm × "
+             "seed batch) may not train any assessor. ACC points.", "",
+             *markdown(table.round(2)), "", "Spread over the repeats (all but the first row):", "",
+             *markdown(spread.round(2).reset_index(names="")), ""]
+    path = RESULTS / "assessor_stability.md"
+    path.write_text("\n".join(lines))
+    return "\n".join(lines)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--repeats", type=int, default=8)
+    ap.add_argument("--drop", type=int, default=5, help="runs left out of every training set per repeat")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    logging.getLogger("absl").setLevel(logging.ERROR)
+    t0 = time.perf_counter()
+    runs = [(selection.features(b), t) for b, t in map(read_run_csv, sorted(SCORES.glob("*.csv")))]
+    truth = pd.concat([t for _, t in runs], ignore_index=True)
+    names = sorted(f.attrs["run"] for f, _ in runs)
+    algorithm_of = {f.attrs["run"]: f.attrs["algorithm"] for f, _ in runs}
+    rows = [{"training runs": "all", "left out": "–"} | summary(primary_outcomes(runs, truth), algorithm_of)]
+    print(rows[-1], flush=True)
+    report = write(rows, args, time.perf_counter() - t0, runs, truth)
+    rng = np.random.default_rng(args.seed)
+    for r in range(args.repeats):
+        dropped = sorted(rng.choice(names, size=args.drop, replace=False))
+        keep = set(names) - set(dropped)
+        rows.append({"training runs": f"all but {args.drop}", "left out": ", ".join(d.split("protocol/")[-1] for d in dropped)}
+                    | summary(primary_outcomes(runs, truth, train_on=keep), algorithm_of))
+        print(rows[-1], flush=True)
+        report = write(rows, args, time.perf_counter() - t0, runs, truth)
+    print(report)
+    print(f"wrote {RESULTS / 'assessor_stability.md'}")
+
+
+if __name__ == "__main__":
+    main()
