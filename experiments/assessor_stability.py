@@ -57,7 +57,7 @@ def write(rows, args, seconds, runs, truth) -> str:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--repeats", type=int, default=8)
+    ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--drop", type=int, default=5, help="runs left out of every training set per repeat")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
@@ -71,7 +71,7 @@ def main():
     print(rows[-1], flush=True)
     report = write(rows, args, time.perf_counter() - t0, runs, truth)
     rng = np.random.default_rng(args.seed)
-    for r in range(args.repeats):
+    for _ in range(args.repeats):
         dropped = sorted(rng.choice(names, size=args.drop, replace=False))
         keep = set(names) - set(dropped)
         rows.append({"training runs": f"all but {args.drop}", "left out": ", ".join(d.split("protocol/")[-1] for d in dropped)}

@@ -10,6 +10,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from conftest import tiny_config
@@ -265,7 +266,7 @@ def test_dec_optimizer_skips_the_decoder_and_matches_adam_elsewhere():
     grads = jax.tree.map(lambda p: jnp.full_like(p, 0.3), params)
     grads["ae"] = {k: jax.tree.map(jnp.zeros_like, v) if k.startswith("decoder") else v
                    for k, v in grads["ae"].items()}
-    adam = train.optax.adam(1e-3)
+    adam = optax.adam(1e-3)
     dec_tx = train._clustering_optimizer(1e-3, uses_decoder=False)
     want, _ = adam.update(grads, adam.init(params), params)
     got, state = dec_tx.update(grads, dec_tx.init(params), params)
