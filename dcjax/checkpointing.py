@@ -2,10 +2,19 @@
 
 A run's workdir holds, per phase (`pretrain`, `clustering`):
 
-    <phase>/state/<epoch>/       the model state of every epoch: params (and
-                                 centers), method state, seed keys; no optimiser.
-                                 Orbax's retention (`max_to_keep`, `keep_period`,
-                                 epochs a selector asked for) applies.
+    <phase>/epochs/<epoch>/      one orbax item per epoch, {'state': ..., 'snapshot': ...}:
+                                 the model state (params and centers, method
+                                 state, seed keys; no optimiser) and the snapshot
+                                 below. The default, when every epoch is kept:
+                                 one save instead of two costs ~0.03 s less CPU
+                                 per epoch (2-core machine, USPS).
+    <phase>/state/<epoch>/       instead of epochs/, when retention is asked for
+    <phase>/snapshots/<epoch>/   (`max_to_keep` > 0): the model state and the
+                                 snapshot as separate items, so that orbax's
+                                 retention (`max_to_keep`, `keep_period`, epochs
+                                 a selector asked for) prunes states while every
+                                 snapshot stays. Runs written before epochs/
+                                 existed have this layout too; both are read.
     <phase>/resume/<epoch>/      the full training state, optimiser included, every
                                  `resume_every` epochs and at the phase's last
                                  epoch; the newest two are kept. A killed run
@@ -14,7 +23,7 @@ A run's workdir holds, per phase (`pretrain`, `clustering`):
                                  replay gives the same numbers). Writing the
                                  optimiser's two moments only every few epochs
                                  cuts the bytes saved per epoch by about 3x.
-    <phase>/snapshots/<epoch>/   what rebuilds that epoch's clustering without
+    snapshot                     what rebuilds that epoch's clustering without
                                  the network: full-data embedding, and in the
                                  clustering phase hard assignments, centers and
                                  cluster sizes. Always kept: epoch selection reads it.
@@ -37,6 +46,7 @@ from orbax.checkpoint import checkpoint_managers as policies
 PHASES = ("pretrain", "clustering")
 OPTIMIZER = "opt_state"   # the part of a training state that only resuming needs
 RESUME_KEEP = 2           # resume points kept: the newest survives a kill during the next save
+JOINT = "epochs"          # the directory of the one-item-per-epoch layout
 
 
 def model_state(state: dict) -> dict:
@@ -89,8 +99,17 @@ def _local_target(manager: ocp.CheckpointManager, step: int):
     return jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), meta)
 
 
-def _restore_numpy(manager: ocp.CheckpointManager, step: int):
-    restored = manager.restore(step, args=_restore_args(_local_target(manager, step)))
+def _restore_numpy(manager: ocp.CheckpointManager, step: int, part: str | None = None):
+    """A whole item, or only its `part` ('state', 'snapshot') of a joint
+    item: orbax's partial restore reads only that part's arrays."""
+    target = _local_target(manager, step)
+    if part is None:
+        restored = manager.restore(step, args=_restore_args(target))
+    else:
+        target = {part: target[part]}
+        restored = manager.restore(step, args=ocp.args.PyTreeRestore(
+            item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+            partial_restore=True))[part]
     return jax.tree.map(np.asarray, restored)
 
 
@@ -109,11 +128,24 @@ class PhaseCheckpoints:
                              "states are in state/, there is no resume/): continue it with that version, "
                              "or start a new --workdir")
         self.resume_every = resume_every
-        self.state = _manager(self.root / "state", max_to_keep=max_to_keep, keep_period=keep_period,
-                              keep_epochs=kept_epochs(workdir, phase), compress=compress)
+        # A run keeps the layout it was started with.
+        if max_to_keep and (self.root / JOINT).exists():
+            raise ValueError(f"{self.root} was started keeping every epoch (one item per epoch in {JOINT}/); "
+                             "retention (checkpoint.max_to_keep) cannot be turned on while continuing it")
+        self.joint = max_to_keep == 0 and not (self.root / "snapshots").exists()
+        if self.joint:
+            self.epochs = _manager(self.root / JOINT, compress=compress)
+            self.state = self.snapshots = None
+        else:
+            self.epochs = None
+            self.state = _manager(self.root / "state", max_to_keep=max_to_keep, keep_period=keep_period,
+                                  keep_epochs=kept_epochs(workdir, phase), compress=compress)
+            self.snapshots = _manager(self.root / "snapshots", compress=compress)
         self.resume = _manager(self.root / "resume", max_to_keep=RESUME_KEEP, compress=compress)
-        self.snapshots = _manager(self.root / "snapshots", compress=compress)
         self.records_path = self.root / "records.jsonl"
+        if self.joint and (self.root / "state").exists():
+            raise ValueError(f"{self.root} holds per-epoch states in state/ but no snapshots/; "
+                             "it was not written by this version of dcjax")
 
     def save(self, epoch: int, state: Any, snapshot: dict, record: dict | None, last: bool = False):
         """Everything of one epoch; the full state too when `epoch` is a resume
@@ -122,8 +154,11 @@ class PhaseCheckpoints:
         if record is not None:
             with open(self.records_path, "a") as f:
                 f.write(json.dumps(record) + "\n")
-        self.save_snapshot(epoch, snapshot)
-        self.save_model_state(epoch, state)
+        if self.joint:
+            self.epochs.save(epoch, args=_save_args({"state": model_state(state), "snapshot": snapshot}))
+        else:
+            self.snapshots.save(epoch, args=_save_args(snapshot))
+            self.state.save(epoch, args=_save_args(model_state(state)))
         if last or epoch % self.resume_every == 0:
             self.resume.save(epoch, args=_save_args(state))
 
@@ -134,21 +169,24 @@ class PhaseCheckpoints:
     def restore(self, epoch: int, abstract_state: Any) -> Any:
         return self.resume.restore(epoch, args=_restore_args(abstract_state))
 
-    def save_snapshot(self, epoch: int, snapshot: dict):
-        self.snapshots.save(epoch, args=_save_args(snapshot))
+    def ensure_epoch(self, epoch: int, state: Any, snapshot_fn):
+        """Write the model state and snapshot of a resume point's epoch if a
+        kill lost them (they are written after the resume point's state)."""
+        if self.joint:
+            if epoch not in self.epochs.all_steps():
+                self.epochs.save(epoch, args=_save_args({"state": model_state(state), "snapshot": snapshot_fn()}))
+            return
+        if epoch not in self.snapshots.all_steps():
+            self.snapshots.save(epoch, args=_save_args(snapshot_fn()))
+        if epoch not in self.state.all_steps():
+            self.state.save(epoch, args=_save_args(model_state(state)))
 
-    def save_model_state(self, epoch: int, state: Any):
-        self.state.save(epoch, args=_save_args(model_state(state)))
-
-    def has_snapshot(self, epoch: int) -> bool:
-        return epoch in self.snapshots.all_steps()
-
-    def has_model_state(self, epoch: int) -> bool:
-        return epoch in self.state.all_steps()
+    def _managers(self):
+        return [m for m in (self.epochs, self.snapshots, self.state, self.resume) if m is not None]
 
     def discard_after(self, epoch: int):
         """Forget what a killed run wrote past the resume point it restarts from."""
-        for manager in (self.snapshots, self.state, self.resume):
+        for manager in self._managers():
             for step in manager.all_steps():
                 if step > epoch:
                     manager.delete(step)
@@ -158,11 +196,11 @@ class PhaseCheckpoints:
             self.records_path.write_text("".join(line + "\n" for line in kept))
 
     def wait(self):
-        for manager in (self.state, self.resume, self.snapshots):
+        for manager in self._managers():
             manager.wait_until_finished()
 
     def close(self):
-        for manager in (self.state, self.resume, self.snapshots):
+        for manager in self._managers():
             manager.close()
 
 
@@ -175,32 +213,49 @@ def kept_epochs(workdir, phase: str) -> list[int]:
 # ----------------------------------------------------------------------------
 # Reading a run (notebooks, evaluation, selection). Everything comes back as numpy.
 
-def _reader(workdir, phase: str, kind: str) -> ocp.CheckpointManager:
-    path = Path(workdir) / phase / kind
-    if not path.exists():
+_PARTS = {"snapshots": "snapshot", "state": "state"}   # kind -> its part of a joint item
+
+
+def _reader(workdir, phase: str, kind: str) -> tuple[ocp.CheckpointManager, str | None]:
+    """A read-only manager for `kind`, and the part of its items to read
+    (None: the whole item): epochs/ in the joint layout, else `kind`/."""
+    root = Path(workdir) / phase
+    if kind in _PARTS and (root / JOINT).exists():
+        return _manager(root / JOINT, read_only=True), _PARTS[kind]
+    if not (root / kind).exists():
         raise FileNotFoundError(f"no {kind} for phase {phase!r} in {workdir}")
-    return _manager(path, read_only=True)
+    return _manager(root / kind, read_only=True), None
+
+
+def epoch_dir(workdir, epoch: int, phase: str = "clustering", kind: str = "snapshots") -> Path:
+    """The orbax directory that holds an epoch's snapshot or model state
+    (both the same directory in the joint layout)."""
+    root = Path(workdir) / phase
+    return root / (JOINT if kind in _PARTS and (root / JOINT).exists() else kind) / str(epoch)
 
 
 def list_epochs(workdir, phase: str = "clustering", kind: str = "snapshots") -> list[int]:
     """Epochs that have a snapshot (kind='snapshots'), a model state
     (kind='state') or a full training state to resume from (kind='resume')."""
-    with _reader(workdir, phase, kind) as m:
+    manager, _ = _reader(workdir, phase, kind)
+    with manager as m:
         return sorted(m.all_steps())
 
 
 def load_snapshot(workdir, epoch: int, phase: str = "clustering") -> dict[str, np.ndarray]:
     """{'embedding': (S, N, e), 'assignments': (S, N), 'centers': (S, k, e), ...}"""
-    with _reader(workdir, phase, "snapshots") as m:
-        return _restore_numpy(m, epoch)
+    manager, part = _reader(workdir, phase, "snapshots")
+    with manager as m:
+        return _restore_numpy(m, epoch, part)
 
 
 @contextlib.contextmanager
 def snapshot_reader(workdir, phase: str = "clustering"):
     """`with snapshot_reader(w) as load: load(epoch)`: one orbax reader kept
     open, since opening one costs most of a small snapshot's load time."""
-    with _reader(workdir, phase, "snapshots") as m:
-        yield lambda epoch: _restore_numpy(m, epoch)
+    manager, part = _reader(workdir, phase, "snapshots")
+    with manager as m:
+        yield lambda epoch: _restore_numpy(m, epoch, part)
 
 
 def load_state(workdir, epoch: int, phase: str = "clustering", target: Any = None, kind: str = "state") -> dict:
@@ -211,10 +266,15 @@ def load_state(workdir, epoch: int, phase: str = "clustering", target: Any = Non
     everything comes back as numpy."""
     if kind not in ("state", "resume"):
         raise ValueError(f"kind must be 'state' or 'resume', got {kind!r}")
-    with _reader(workdir, phase, kind) as m:
+    manager, part = _reader(workdir, phase, kind)
+    with manager as m:
         if target is None:
-            return _restore_numpy(m, epoch)
-        return m.restore(epoch, args=_restore_args(target))
+            return _restore_numpy(m, epoch, part)
+        if part is None:
+            return m.restore(epoch, args=_restore_args(target))
+        return m.restore(epoch, args=ocp.args.PyTreeRestore(
+            item={part: target}, restore_args=ocp.checkpoint_utils.construct_restore_args({part: target}),
+            partial_restore=True))[part]
 
 
 def load_records(workdir, phase: str = "clustering") -> list[dict]:

@@ -823,9 +823,9 @@ def select_run(workdir, selector: str = "assessor", assessor_path=None, progress
                       "noise_dominated": bool(noise.at[row["seed"], "noisy"]),
                       "noise_autocorr": round(autocorr, 4) if np.isfinite(autocorr) else None,   # JSON has no NaN
                       "top_features": row.get("top_features") if isinstance(row.get("top_features"), list) else [],
-                      "snapshot": str(workdir / phase / "snapshots" / str(epoch)),
+                      "snapshot": str(checkpointing.epoch_dir(workdir, epoch, phase, "snapshots")),
                       "state_present": epoch in states,
-                      "state": str(workdir / phase / "state" / str(epoch)) if epoch in states else None})
+                      "state": str(checkpointing.epoch_dir(workdir, epoch, phase, "state")) if epoch in states else None})
     result = {"workdir": str(workdir), "phase": phase, "selector": selector,
               "assessor": str(assessor_path) if assessor else None,
               "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "seeds": seeds}

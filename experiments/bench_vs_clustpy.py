@@ -41,7 +41,8 @@ Every repetition starts both sides from the same state (after one untimed
 pretraining epoch, and for clustering its k-means result). ClustPy and dcjax
 alternate (ClustPy, dcjax for one phase; dcjax, ClustPy for the next; ...), so a
 drift in machine load hits both. Reported: per-repetition ratio ClustPy/dcjax,
-min-median-max. Seed scaling: one launch of S seeds (vmapped), bare epochs.
+min-median-max. dcjax runs with config.seed_parallelism (auto: lax.map on one CPU).
+Seed scaling: one launch of S seeds under vmap and under loop, bare epochs.
 GFLOP/s counts the AE's training matmuls: forward 2*rows*sum(in*out) over the
 8 layers, backward twice that (the per-epoch embedding is not counted).
 """
@@ -81,6 +82,10 @@ def parse_args(argv=None):
     ap.add_argument("--repeats", type=int, default=3, help="alternating ClustPy/dcjax repetitions")
     ap.add_argument("--phases", default="pretrain,dec,idec,dcn,dkm")
     ap.add_argument("--seeds-list", default="1,4,16", help="seeds per launch for the dcjax scaling table")
+    ap.add_argument("--seed-parallelism", default="auto", choices=("auto", "vmap", "loop"),
+                    help="dcjax's config.seed_parallelism for the ClustPy comparison (auto = loop on one CPU)")
+    ap.add_argument("--scaling-parallelism", default="vmap,loop",
+                    help="seed_parallelism settings the dcjax scaling table is measured under")
     ap.add_argument("--scaling-method", default="dec", choices=CLUSTERING,
                     help="clustering method of the scaling table (pretraining is always in it)")
     ap.add_argument("--dataset", default="usps")
@@ -101,6 +106,7 @@ def parse_args(argv=None):
     args = ap.parse_args(argv)
     args.phases = [p for p in args.phases.split(",") if p]
     args.seeds_list = [int(s) for s in args.seeds_list.split(",") if s]
+    args.scaling_parallelism = [m for m in args.scaling_parallelism.split(",") if m]
     unknown = [p for p in args.phases if p != "pretrain" and p not in CLUSTERING]
     if unknown:
         ap.error(f"unknown phase(s) {unknown}; known: pretrain, {', '.join(CLUSTERING)}")
@@ -164,10 +170,11 @@ def run_clustpy(worker: ClustPyWorker, phase: str, epochs: int) -> float:
 # dcjax
 
 
-def dcjax_config(algorithm: str, args, seeds: int):
+def dcjax_config(algorithm: str, args, seeds: int, parallelism: str = ""):
     config = make_config(algorithm, args.dataset)
     config.dataset.subsample = args.subsample
     config.seeds = seeds
+    config.seed_parallelism = train.resolve_seed_parallelism(parallelism or args.seed_parallelism)
     config.progress = False
     return config
 
@@ -179,11 +186,12 @@ class DcjaxSide:
     every pretraining measurement and, after k-means, of every clustering one.
     """
 
-    def __init__(self, x: jax.Array, n_clusters: int, args, seeds: int):
+    def __init__(self, x: jax.Array, n_clusters: int, args, seeds: int, parallelism: str = ""):
         self.x, self.k, self.args, self.seeds = x, n_clusters, args, seeds
+        self.parallelism = parallelism
         self.trainers, self.start, self.first_call, self.training_only = {}, {}, {}, {}
         n, d = x.shape
-        config = dcjax_config("dec", args, seeds)
+        config = dcjax_config("dec", args, seeds, parallelism)
         self.keys = train.seed_keys(config)
         self.trainers["pretrain"] = train.make_train(config, n, d, n_clusters)
         trainer = self.trainers["pretrain"]
@@ -199,7 +207,7 @@ class DcjaxSide:
         if method in self.start:
             return
         n, d = self.x.shape
-        trainer = train.make_train(dcjax_config(method, self.args, self.seeds), n, d, self.k)
+        trainer = train.make_train(dcjax_config(method, self.args, self.seeds, self.parallelism), n, d, self.k)
         state, snap = trainer.init_clustering(self.start["pretrain"]["params"], self.keys, self.x)
         jax.block_until_ready((state, snap))
         t0 = time.perf_counter()
@@ -383,7 +391,8 @@ def report(args, meta: dict, comparison: dict, scaling: list, peaks: dict) -> st
              f"warm-up call per phase, k-means on both sides.\n\n"]
 
     if comparison:
-        lines += ["### ClustPy vs dcjax, 1 seed, seconds per epoch\n\n",
+        lines += [f"### ClustPy vs dcjax, 1 seed, seconds per epoch (dcjax seed_parallelism: "
+                  f"{meta['parallelism']})\n\n",
                   "| phase | ClustPy s/epoch (median) | dcjax training only s/epoch (median) | ratio ClustPy/dcjax, "
                   "same work, min – median – max | dcjax bare s/epoch (median) | ratio ClustPy/dcjax bare min – "
                   "median – max | dcjax pipeline s/epoch (median) | pipeline/bare min – median – max |\n",
@@ -406,13 +415,16 @@ def report(args, meta: dict, comparison: dict, scaling: list, peaks: dict) -> st
         lines.append("dcjax first call (compile + 1 epoch, 1 seed, s): "
                      + ", ".join(f"{p} {s:.1f}" for p, s in meta["first_call"].items()) + ".\n\n")
 
-    lines += [f"### dcjax seed scaling (one launch, vmap over seeds; {args.epochs} epoch(s) per measurement)\n\n",
-              "| seeds | phase | s per launch-epoch | seed-epochs/s | GFLOP/s (AE matmuls) | "
+    lines += [f"### dcjax seed scaling (one launch; {args.epochs} epoch(s) per measurement)\n\n",
+              "vmap: one batched program over the seeds; loop: `lax.map`, the one-seed program once per seed "
+              "(`config.seed_parallelism`).\n\n",
+              "| seeds | seed_parallelism | phase | s per launch-epoch | seed-epochs/s | GFLOP/s (AE matmuls) | "
               "% of numpy sgemm | % of jax sgemm | first call (compile + 1 epoch) s |\n",
-              "|---:|---|---:|---:|---:|---:|---:|---:|\n"]
+              "|---:|---|---|---:|---:|---:|---:|---:|---:|\n"]
     for row in scaling:
         gflops = row.get("gflops")
-        lines.append(f"| {row['seeds']} | {row['phase']} | {row['seconds']:.3f} | {row['seeds'] / row['seconds']:.3f} | "
+        lines.append(f"| {row['seeds']} | {row['parallelism']} | {row['phase']} | {row['seconds']:.3f} | "
+                     f"{row['seeds'] / row['seconds']:.3f} | "
                      + (f"{gflops:.1f} | {100 * gflops / peaks['numpy']:.0f}% | {100 * gflops / peaks['jax']:.0f}% | "
                         if gflops else "— | — | — | ")
                      + f"{row['first_call']:.1f} |\n")
@@ -489,14 +501,17 @@ def main(argv=None):
     flops = pretrain_flops_per_epoch((n // config.batch_size) * config.batch_size, d, config)
     scaling = []
     for seeds in args.seeds_list:
-        s_side = side if seeds == 1 else DcjaxSide(x, k, args, seeds)
-        for phase in ("pretrain", args.scaling_method):
-            seconds = s_side.time_bare(phase, args.epochs) / args.epochs
-            row = {"seeds": seeds, "phase": phase, "seconds": seconds, "first_call": s_side.first_call[phase]}
-            if phase == "pretrain":
-                row["gflops"] = seeds * flops / seconds / 1e9
-            scaling.append(row)
-            print(f"{seeds} seed(s) {phase}: {seconds:.3f} s per launch-epoch", flush=True)
+        for mode in args.scaling_parallelism:
+            s_side = (side if seeds == 1 and mode == config.seed_parallelism
+                      else DcjaxSide(x, k, args, seeds, mode))
+            for phase in ("pretrain", args.scaling_method):
+                seconds = s_side.time_bare(phase, args.epochs) / args.epochs
+                row = {"seeds": seeds, "parallelism": mode, "phase": phase, "seconds": seconds,
+                       "first_call": s_side.first_call[phase]}
+                if phase == "pretrain":
+                    row["gflops"] = seeds * flops / seconds / 1e9
+                scaling.append(row)
+                print(f"{seeds} seed(s), {mode}, {phase}: {seconds:.3f} s per launch-epoch", flush=True)
 
     import flax
     import jaxlib
@@ -509,7 +524,8 @@ def main(argv=None):
     meta = {"versions": versions, "machine": machine_info(), "load_start": load_start,
             "load_end": os.getloadavg()[0], "wall": time.perf_counter() - t_start, "data": data_desc,
             "clustpy_batches": info["batches_per_epoch"], "dcjax_batches": n // config.batch_size,
-            "first_call": side.first_call, "pretrain_gflop": flops / 1e9}
+            "first_call": side.first_call, "pretrain_gflop": flops / 1e9,
+            "parallelism": config.seed_parallelism}
     body = report(args, meta, comparison, scaling, peaks)
     write_section(Path(args.output), "smoke" if args.smoke else "results", body)
     print(body)

@@ -3,6 +3,7 @@ behind the notes of experiments/results/bench_vs_clustpy.md.
 
     python experiments/probe_matmul_bound.py                 # DEC loss vs a dummy loss
     XLA_FLAGS=--xla_cpu_use_xnnpack=true python experiments/probe_matmul_bound.py --epochs-only
+    python experiments/probe_matmul_bound.py --parallelism --seeds 1,4
 
 1. A USPS epoch of encoder forward/backward + Adam at batch 256, once with
    DEC's loss (Student-t soft assignments, target distribution, KL) and once
@@ -66,23 +67,31 @@ def loss_probe(x, config):
         print(f"encoder epoch with {kind} loss: {median_seconds(fn, params, tx.init(params)):.3f} s")
 
 
-def epochs_probe(x, config, k: int):
+def epochs_probe(x, config, k: int, label: str = ""):
     trainer = train.make_train(config, *x.shape, k)
     keys = train.seed_keys(config)
     pstate = trainer.init_pretrain(keys)
     only = lambda epoch_fn: jax.jit(lambda s, xx: (lambda new, out: (new, out["losses"]))(*epoch_fn(s, xx)))
-    print(f"pretraining epoch, training only: {median_seconds(only(trainer.pretrain_epoch), pstate, x):.3f} s")
+    print(f"{label}pretraining epoch, training only: {median_seconds(only(trainer.pretrain_epoch), pstate, x):.3f} s")
     cstate, _ = trainer.init_clustering(pstate["params"], keys, x)
-    print(f"DEC epoch, training only: {median_seconds(only(trainer.cluster_epoch), cstate, x):.3f} s")
+    print(f"{label}DEC epoch, training only: {median_seconds(only(trainer.cluster_epoch), cstate, x):.3f} s")
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--epochs-only", action="store_true", help="only probe 2 (dcjax's own epochs)")
+    ap.add_argument("--parallelism", action="store_true", help="only probe 3 (vmap vs loop over seeds)")
+    ap.add_argument("--seeds", default="1,4", help="seeds per launch for --parallelism")
     args = ap.parse_args()
     config = make_config("dec", "usps")
     dataset = data.load_dataset(config.dataset)
     x = jnp.asarray(dataset.x)
+    if args.parallelism:
+        for seeds in map(int, args.seeds.split(",")):
+            for mode in ("vmap", "loop"):
+                config.seeds, config.seed_parallelism = seeds, mode
+                epochs_probe(x, config, dataset.n_clusters, f"{seeds} seed(s), {mode}: ")
+        return
     if not args.epochs_only:
         loss_probe(x, config)
     epochs_probe(x, config, dataset.n_clusters)

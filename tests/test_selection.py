@@ -183,7 +183,7 @@ def test_pretraining_phase_is_selected_where_clustering_has_only_epoch_0(run, tm
     ae = tmp_path / "ae_like"
     shutil.copytree(workdir, ae)
     for epoch in range(1, CLUSTERING_EPOCHS + 1):
-        shutil.rmtree(ae / "clustering" / "snapshots" / str(epoch))
+        shutil.rmtree(checkpointing.epoch_dir(ae, epoch))
     assert selection.selection_phase(ae) == "pretrain"
     base = selection.base_table(ae)
     assert base.attrs["phase"] == "pretrain" and list(base.epoch.unique()) == list(range(1, PRETRAIN_EPOCHS + 1))

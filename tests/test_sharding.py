@@ -12,7 +12,8 @@ from dcjax import checkpointing
 REPO = Path(__file__).resolve().parents[1]
 ARGS = ["--config", "configs/dcn_digits.py:smoke", "--config.dataset.subsample=400", "--config.batch_size=64",
         "--config.seeds=4", "--config.pretrain.epochs=2", "--config.clustering.epochs=3",
-        "--config.kmeans.n_init=3", "--config.progress=False"]
+        "--config.kmeans.n_init=3", "--config.progress=False",
+        "--config.seed_parallelism=vmap"]  # the same batched program on one device and sharded on four
 
 PROBE = "import jax; from dcjax import train; s = train.seed_sharding(4)[0]; print(len(s.mesh.devices.flat))"
 

@@ -40,13 +40,32 @@ def test_seed_alone_is_bitwise_equal_to_seed_in_a_batch_with_loop(algorithm):
 
 
 def test_seed_alone_equals_seed_in_a_vmapped_batch():
-    together = run_pure(tiny_config("dec", seeds=3))
-    alone = run_pure(tiny_config("dec", seeds=1, seed=2))
+    together = run_pure(tiny_config("dec", seeds=3, seed_parallelism="vmap"))
+    alone = run_pure(tiny_config("dec", seeds=1, seed=2, seed_parallelism="vmap"))
     for a, b in zip(leaves(together[1]["params"]), leaves(alone[1]["params"])):
         np.testing.assert_allclose(a[2], b[0], rtol=1e-4, atol=1e-5)
     np.testing.assert_array_equal(together[2]["assignments"][2], alone[2]["assignments"][0])
     # and the seeds really differ from one another
     assert not np.array_equal(together[2]["assignments"][0], together[2]["assignments"][1])
+
+
+def test_auto_parallelism_is_loop_on_one_cpu_and_a_resumed_run_keeps_its_setting(tmp_path):
+    assert jax.default_backend() == "cpu" and jax.device_count() == 1
+    assert train.resolve_seed_parallelism("auto") == "loop"
+    with pytest.raises(ValueError, match="seed_parallelism"):
+        train.resolve_seed_parallelism("pmap")
+    fresh = tiny_config("dec", pretrain_epochs=1, clustering_epochs=1)
+    assert fresh.seed_parallelism == "auto"
+    train.train_and_evaluate(fresh, tmp_path / "new")
+    assert json.loads((tmp_path / "new" / "config.json").read_text())["seed_parallelism"] == "loop"
+    # a workdir started under vmap is continued under vmap, not switched
+    train.train_and_evaluate(tiny_config("dec", pretrain_epochs=1, clustering_epochs=1, seed_parallelism="vmap"),
+                             tmp_path / "old")
+    train.train_and_evaluate(tiny_config("dec", pretrain_epochs=1, clustering_epochs=2), tmp_path / "old")
+    assert json.loads((tmp_path / "old" / "config.json").read_text())["seed_parallelism"] == "vmap"
+    with pytest.raises(ValueError, match="seed_parallelism"):
+        train.train_and_evaluate(tiny_config("dec", pretrain_epochs=1, clustering_epochs=2, seed_parallelism="loop"),
+                                 tmp_path / "old")
 
 
 @pytest.fixture(scope="module")
@@ -133,6 +152,34 @@ def test_retention_prunes_state_but_keeps_every_snapshot(tmp_path):
     train.train_and_evaluate(cfg, tmp_path)
     assert checkpointing.list_epochs(tmp_path, "clustering", "state") == [5, 6]
     assert checkpointing.list_epochs(tmp_path, "clustering") == list(range(7))
+    assert not (tmp_path / "clustering" / checkpointing.JOINT).exists()   # the split layout
+
+
+def test_both_layouts_hold_the_same_epochs(tmp_path):
+    """Keeping every epoch writes one orbax item per epoch (state and snapshot
+    together); retention writes them apart. Readers give the same arrays."""
+    joint, split = tmp_path / "joint", tmp_path / "split"
+    train.train_and_evaluate(tiny_config("dcn", clustering_epochs=3), joint)
+    train.train_and_evaluate(tiny_config("dcn", clustering_epochs=3, **{"checkpoint.max_to_keep": 100}), split)
+    assert (joint / "clustering" / checkpointing.JOINT).exists() and not (joint / "clustering" / "state").exists()
+    assert (split / "clustering" / "snapshots").exists() and not (split / "clustering" / checkpointing.JOINT).exists()
+    for phase, last in (("pretrain", 2), ("clustering", 3)):
+        first = 1 if phase == "pretrain" else 0
+        for kind in ("snapshots", "state"):
+            assert checkpointing.list_epochs(joint, phase, kind) == list(range(first, last + 1))
+            assert checkpointing.list_epochs(split, phase, kind) == list(range(first, last + 1))
+        for epoch in (first, last):
+            assert checkpointing.epoch_dir(joint, epoch, phase).is_dir()
+            for u, v in zip(leaves(checkpointing.load_state(joint, epoch, phase)),
+                            leaves(checkpointing.load_state(split, epoch, phase))):
+                np.testing.assert_array_equal(u, v)
+            with checkpointing.snapshot_reader(joint, phase) as load:
+                a, b = load(epoch), checkpointing.load_snapshot(split, epoch, phase)
+                assert sorted(a) == sorted(b)
+                for key in a:
+                    np.testing.assert_array_equal(a[key], b[key])
+    with pytest.raises(ValueError, match="retention"):
+        checkpointing.PhaseCheckpoints(joint, "clustering", max_to_keep=2)
 
 
 def test_retention_keeps_epochs_a_selector_asked_for(tmp_path):
