@@ -15,7 +15,7 @@ def get_default_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.algorithm = "dec"
     c.seed = 0            # the first seed of the launch
-    c.seeds = 1           # seeds seed, seed+1, ... trained together (vmapped)
+    c.seeds = 1           # seeds seed, seed+1, ... trained together in one launch
     c.batch_size = 256
     # 'vmap': one batched program (fast on GPU); 'loop': lax.map over seeds,
     # bit-identical per seed whatever the number of seeds, and 10-16% faster

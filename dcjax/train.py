@@ -1,8 +1,9 @@
 """The one training loop: pretraining, k-means initialisation, clustering.
 
 `make_train(config, n, d, k)` builds pure per-seed functions — an epoch is one
-`lax.scan` over mini-batches — and returns them `jit(vmap(...))`'d over seeds,
-so any number of seeds is one compiled program. `Trainer.train(keys, x)` is
+`lax.scan` over mini-batches — and returns them `jit(vmap(...))`'d over seeds
+(`jit(lax.map(...))`'d on one CPU, see below), so any number of seeds is one
+compiled program. `Trainer.train(keys, x)` is
 the whole run as a pure function of the seed keys (benchmarks, tests);
 `train_and_evaluate` drives the same compiled epoch functions from Python,
 writing an orbax checkpoint after every epoch, and resumes a killed run.

@@ -6,7 +6,7 @@ only says how to start (`init`), what to minimise (`loss`), how to move the
 centers outside of the gradient (`after_step`), what to refresh once per epoch
 (`begin_epoch`) and how to assign points (`assign`, `soft_assign`).
 
-All functions are pure and act on ONE seed: the loop vmaps them.
+All functions are pure and act on ONE seed: the loop maps them over seeds (vmap or lax.map).
 `extras` is the method's own per-seed state (e.g. DCN's counts and labels).
 """
 from typing import Any, Callable, NamedTuple, Optional
