@@ -18,7 +18,7 @@ def get_default_config() -> ml_collections.ConfigDict:
     c.seeds = 1           # seeds seed, seed+1, ... trained together in one launch
     c.batch_size = 256
     # 'vmap': one batched program (fast on GPU); 'loop': lax.map over seeds,
-    # bit-identical per seed whatever the number of seeds, and 10-16% faster
+    # bit-identical per seed whatever the number of seeds, and 10-30% faster
     # than vmap on CPU; 'auto': loop on a single CPU device, vmap otherwise
     # (see dcjax/train.py).
     c.seed_parallelism = "auto"
