@@ -6,8 +6,9 @@ A run's workdir holds, per phase (`pretrain`, `clustering`):
                                  the model state (params and centers, method
                                  state, seed keys; no optimiser) and the snapshot
                                  below. The default, when every epoch is kept:
-                                 one save instead of two costs ~0.03 s less CPU
-                                 per epoch (2-core machine, USPS).
+                                 one save instead of two costs less CPU (USPS,
+                                 2 cores: 0.068 s instead of 0.081 s per epoch,
+                                 experiments/probe_save_cost.py).
     <phase>/state/<epoch>/       instead of epochs/, when retention is asked for
     <phase>/snapshots/<epoch>/   (`max_to_keep` > 0): the model state and the
                                  snapshot as separate items, so that orbax's
@@ -133,6 +134,9 @@ class PhaseCheckpoints:
             raise ValueError(f"{self.root} was started keeping every epoch (one item per epoch in {JOINT}/); "
                              "retention (checkpoint.max_to_keep) cannot be turned on while continuing it")
         self.joint = max_to_keep == 0 and not (self.root / "snapshots").exists()
+        if self.joint and (self.root / "state").exists():
+            raise ValueError(f"{self.root} holds per-epoch states in state/ but no snapshots/; "
+                             "it was not written by this version of dcjax")
         if self.joint:
             self.epochs = _manager(self.root / JOINT, compress=compress)
             self.state = self.snapshots = None
@@ -143,9 +147,6 @@ class PhaseCheckpoints:
             self.snapshots = _manager(self.root / "snapshots", compress=compress)
         self.resume = _manager(self.root / "resume", max_to_keep=RESUME_KEEP, compress=compress)
         self.records_path = self.root / "records.jsonl"
-        if self.joint and (self.root / "state").exists():
-            raise ValueError(f"{self.root} holds per-epoch states in state/ but no snapshots/; "
-                             "it was not written by this version of dcjax")
 
     def save(self, epoch: int, state: Any, snapshot: dict, record: dict | None, last: bool = False):
         """Everything of one epoch; the full state too when `epoch` is a resume
