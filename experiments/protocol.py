@@ -83,7 +83,7 @@ def write_table(dataset: str, seeds: int, out: dict, first_seed: int = 0):
     pre = out.get("ae_kmeans", {}).get("seconds_per_seed_epoch", {}).get("pretrain")
     if pre:
         lines += ["", f"Pretraining: {pre:.3f} s per seed-epoch (median over epochs 2..100, {seeds} seeds "
-                      "vmapped in one launch, 2-core CPU shared with other jobs while it ran)."]
+                      "in one launch, 2-core CPU shared with other jobs while it ran)."]
     (RESULTS / f"protocol_{tag}.md").write_text("\n".join(lines) + "\n")
 
 
