@@ -1,9 +1,10 @@
-"""Is a dcjax epoch on CPU bound by the autoencoder's matmuls? Two probes
+"""Is a dcjax epoch on CPU bound by the autoencoder's matmuls? The probes
 behind the notes of experiments/results/bench_vs_clustpy.md.
 
     python experiments/probe_matmul_bound.py                 # DEC loss vs a dummy loss
     XLA_FLAGS=--xla_cpu_use_xnnpack=true python experiments/probe_matmul_bound.py --epochs-only
     python experiments/probe_matmul_bound.py --parallelism --seeds 1,4
+    python experiments/probe_matmul_bound.py --hlo
 
 1. A USPS epoch of encoder forward/backward + Adam at batch 256, once with
    DEC's loss (Student-t soft assignments, target distribution, KL) and once
@@ -12,6 +13,11 @@ behind the notes of experiments/results/bench_vs_clustpy.md.
 2. (--epochs-only) The pretraining and DEC epochs of `dcjax.train` without
    the snapshot embedding, as bench_vs_clustpy.py times them 'training only':
    run it under different XLA_FLAGS to compare XLA CPU settings.
+3. (--parallelism) The same epochs for 1, 4, ... seeds in one launch under
+   seed_parallelism 'vmap' and 'loop'.
+4. (--hlo) The transpose, copy and dot ops in XLA's optimised program of the
+   1-seed pretraining epoch under each setting: under vmap XLA lays out the
+   weight gradients transposed, and Adam pays transposes every step.
 Medians of 4 timed epochs after a compiling one, seconds per epoch.
 """
 import argparse
@@ -77,15 +83,31 @@ def epochs_probe(x, config, k: int, label: str = ""):
     print(f"{label}DEC epoch, training only: {median_seconds(only(trainer.cluster_epoch), cstate, x):.3f} s")
 
 
+def hlo_probe(x, config, k: int):
+    import re
+    for mode in ("vmap", "loop"):
+        config.seeds, config.seed_parallelism = 1, mode
+        trainer = train.make_train(config, *x.shape, k)
+        state = trainer.init_pretrain(train.seed_keys(config))
+        only = jax.jit(lambda s, xx: (lambda new, out: (new, out["losses"]))(*trainer.pretrain_epoch(s, xx)))
+        ops = re.findall(r"= \S+ (\w+)\(", only.lower(state, x).compile().as_text())
+        print(f"{mode}: {ops.count('transpose')} transpose, {ops.count('copy')} copy, {ops.count('dot')} dot ops "
+              "in the optimised pretraining epoch")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--epochs-only", action="store_true", help="only probe 2 (dcjax's own epochs)")
     ap.add_argument("--parallelism", action="store_true", help="only probe 3 (vmap vs loop over seeds)")
     ap.add_argument("--seeds", default="1,4", help="seeds per launch for --parallelism")
+    ap.add_argument("--hlo", action="store_true", help="only probe 4 (ops in the compiled epoch)")
     args = ap.parse_args()
     config = make_config("dec", "usps")
     dataset = data.load_dataset(config.dataset)
     x = jnp.asarray(dataset.x)
+    if args.hlo:
+        hlo_probe(x, config, dataset.n_clusters)
+        return
     if args.parallelism:
         for seeds in map(int, args.seeds.split(",")):
             for mode in ("vmap", "loop"):
