@@ -100,18 +100,19 @@ def _local_target(manager: ocp.CheckpointManager, step: int):
     return jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), meta)
 
 
-def _restore_numpy(manager: ocp.CheckpointManager, step: int, part: str | None = None):
-    """A whole item, or only its `part` ('state', 'snapshot') of a joint
-    item: orbax's partial restore reads only that part's arrays."""
-    target = _local_target(manager, step)
+def _restore(manager: ocp.CheckpointManager, step: int, target, part: str | None = None):
+    """A whole item onto `target`, or only its `part` ('state', 'snapshot') of
+    a joint item: orbax's partial restore reads only that part's arrays."""
     if part is None:
-        restored = manager.restore(step, args=_restore_args(target))
-    else:
-        target = {part: target[part]}
-        restored = manager.restore(step, args=ocp.args.PyTreeRestore(
-            item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
-            partial_restore=True))[part]
-    return jax.tree.map(np.asarray, restored)
+        return manager.restore(step, args=_restore_args(target))
+    return manager.restore(step, args=ocp.args.PyTreeRestore(
+        item={part: target}, restore_args=ocp.checkpoint_utils.construct_restore_args({part: target}),
+        partial_restore=True))[part]
+
+
+def _restore_numpy(manager: ocp.CheckpointManager, step: int, part: str | None = None):
+    target = _local_target(manager, step)
+    return jax.tree.map(np.asarray, _restore(manager, step, target if part is None else target[part], part))
 
 
 class PhaseCheckpoints:
@@ -155,11 +156,7 @@ class PhaseCheckpoints:
         if record is not None:
             with open(self.records_path, "a") as f:
                 f.write(json.dumps(record) + "\n")
-        if self.joint:
-            self.epochs.save(epoch, args=_save_args({"state": model_state(state), "snapshot": snapshot}))
-        else:
-            self.snapshots.save(epoch, args=_save_args(snapshot))
-            self.state.save(epoch, args=_save_args(model_state(state)))
+        self._write_epoch(epoch, state, lambda: snapshot)
         if last or epoch % self.resume_every == 0:
             self.resume.save(epoch, args=_save_args(state))
 
@@ -170,17 +167,27 @@ class PhaseCheckpoints:
     def restore(self, epoch: int, abstract_state: Any) -> Any:
         return self.resume.restore(epoch, args=_restore_args(abstract_state))
 
+    def _write_epoch(self, epoch: int, state: Any, snapshot_fn, model: bool = True, snapshot: bool = True):
+        """An epoch's model state and/or snapshot, in this run's layout (the
+        joint item always holds both)."""
+        if self.joint:
+            self.epochs.save(epoch, args=_save_args({"state": model_state(state), "snapshot": snapshot_fn()}))
+            return
+        if snapshot:
+            self.snapshots.save(epoch, args=_save_args(snapshot_fn()))
+        if model:
+            self.state.save(epoch, args=_save_args(model_state(state)))
+
     def ensure_epoch(self, epoch: int, state: Any, snapshot_fn):
         """Write the model state and snapshot of a resume point's epoch if a
         kill lost them (they are written after the resume point's state)."""
         if self.joint:
             if epoch not in self.epochs.all_steps():
-                self.epochs.save(epoch, args=_save_args({"state": model_state(state), "snapshot": snapshot_fn()}))
+                self._write_epoch(epoch, state, snapshot_fn)
             return
-        if epoch not in self.snapshots.all_steps():
-            self.snapshots.save(epoch, args=_save_args(snapshot_fn()))
-        if epoch not in self.state.all_steps():
-            self.state.save(epoch, args=_save_args(model_state(state)))
+        model, snapshot = epoch not in self.state.all_steps(), epoch not in self.snapshots.all_steps()
+        if model or snapshot:
+            self._write_epoch(epoch, state, snapshot_fn, model=model, snapshot=snapshot)
 
     def _managers(self):
         return [m for m in (self.epochs, self.snapshots, self.state, self.resume) if m is not None]
@@ -217,22 +224,27 @@ def kept_epochs(workdir, phase: str) -> list[int]:
 _PARTS = {"snapshots": "snapshot", "state": "state"}   # kind -> its part of a joint item
 
 
-def _reader(workdir, phase: str, kind: str) -> tuple[ocp.CheckpointManager, str | None]:
-    """A read-only manager for `kind`, and the part of its items to read
-    (None: the whole item): epochs/ in the joint layout, else `kind`/."""
+def _location(workdir, phase: str, kind: str) -> tuple[Path, str | None]:
+    """Where `kind` lives, and the part of its items to read (None: the whole
+    item): epochs/ in the joint layout, else `kind`/."""
     root = Path(workdir) / phase
     if kind in _PARTS and (root / JOINT).exists():
-        return _manager(root / JOINT, read_only=True), _PARTS[kind]
-    if not (root / kind).exists():
+        return root / JOINT, _PARTS[kind]
+    return root / kind, None
+
+
+def _reader(workdir, phase: str, kind: str) -> tuple[ocp.CheckpointManager, str | None]:
+    """A read-only manager for `kind`, and the part of its items to read."""
+    path, part = _location(workdir, phase, kind)
+    if not path.exists():
         raise FileNotFoundError(f"no {kind} for phase {phase!r} in {workdir}")
-    return _manager(root / kind, read_only=True), None
+    return _manager(path, read_only=True), part
 
 
 def epoch_dir(workdir, epoch: int, phase: str = "clustering", kind: str = "snapshots") -> Path:
     """The orbax directory that holds an epoch's snapshot or model state
     (both the same directory in the joint layout)."""
-    root = Path(workdir) / phase
-    return root / (JOINT if kind in _PARTS and (root / JOINT).exists() else kind) / str(epoch)
+    return _location(workdir, phase, kind)[0] / str(epoch)
 
 
 def list_epochs(workdir, phase: str = "clustering", kind: str = "snapshots") -> list[int]:
@@ -271,11 +283,7 @@ def load_state(workdir, epoch: int, phase: str = "clustering", target: Any = Non
     with manager as m:
         if target is None:
             return _restore_numpy(m, epoch, part)
-        if part is None:
-            return m.restore(epoch, args=_restore_args(target))
-        return m.restore(epoch, args=ocp.args.PyTreeRestore(
-            item={part: target}, restore_args=ocp.checkpoint_utils.construct_restore_args({part: target}),
-            partial_restore=True))[part]
+        return _restore(m, epoch, target, part)
 
 
 def load_records(workdir, phase: str = "clustering") -> list[dict]:

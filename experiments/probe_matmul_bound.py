@@ -73,14 +73,20 @@ def loss_probe(x, config):
         print(f"encoder epoch with {kind} loss: {median_seconds(fn, params, tx.init(params)):.3f} s")
 
 
+def training_only(epoch_fn):
+    """The epoch without its snapshot: outputs nobody reads are dead code to XLA."""
+    return jax.jit(lambda s, xx: (lambda new, out: (new, out["losses"]))(*epoch_fn(s, xx)))
+
+
 def epochs_probe(x, config, k: int, label: str = ""):
     trainer = train.make_train(config, *x.shape, k)
     keys = train.seed_keys(config)
     pstate = trainer.init_pretrain(keys)
-    only = lambda epoch_fn: jax.jit(lambda s, xx: (lambda new, out: (new, out["losses"]))(*epoch_fn(s, xx)))
-    print(f"{label}pretraining epoch, training only: {median_seconds(only(trainer.pretrain_epoch), pstate, x):.3f} s")
+    seconds = median_seconds(training_only(trainer.pretrain_epoch), pstate, x)
+    print(f"{label}pretraining epoch, training only: {seconds:.3f} s")
     cstate, _ = trainer.init_clustering(pstate["params"], keys, x)
-    print(f"{label}DEC epoch, training only: {median_seconds(only(trainer.cluster_epoch), cstate, x):.3f} s")
+    seconds = median_seconds(training_only(trainer.cluster_epoch), cstate, x)
+    print(f"{label}DEC epoch, training only: {seconds:.3f} s")
 
 
 def hlo_probe(x, config, k: int):
@@ -89,8 +95,8 @@ def hlo_probe(x, config, k: int):
         config.seeds, config.seed_parallelism = 1, mode
         trainer = train.make_train(config, *x.shape, k)
         state = trainer.init_pretrain(train.seed_keys(config))
-        only = jax.jit(lambda s, xx: (lambda new, out: (new, out["losses"]))(*trainer.pretrain_epoch(s, xx)))
-        ops = re.findall(r"= \S+ (\w+)\(", only.lower(state, x).compile().as_text())
+        compiled = training_only(trainer.pretrain_epoch).lower(state, x).compile()
+        ops = re.findall(r"= \S+ (\w+)\(", compiled.as_text())
         print(f"{mode}: {ops.count('transpose')} transpose, {ops.count('copy')} copy, {ops.count('dot')} dot ops "
               "in the optimised pretraining epoch")
 
