@@ -101,13 +101,14 @@ def _local_target(manager: ocp.CheckpointManager, step: int):
 
 
 def _restore(manager: ocp.CheckpointManager, step: int, target, part: str | None = None):
-    """A whole item onto `target`, or only its `part` ('state', 'snapshot') of
-    a joint item: orbax's partial restore reads only that part's arrays."""
-    if part is None:
-        return manager.restore(step, args=_restore_args(target))
-    return manager.restore(step, args=ocp.args.PyTreeRestore(
-        item={part: target}, restore_args=ocp.checkpoint_utils.construct_restore_args({part: target}),
-        partial_restore=True))[part]
+    """The arrays `target` names, from a whole item or from its `part`
+    ('state', 'snapshot') of a joint item. Orbax's partial restore reads only
+    those arrays, so a target may be a subset of what is on disk: e.g. the
+    model state of a run whose final 'state' item also holds the optimiser."""
+    item = target if part is None else {part: target}
+    restored = manager.restore(step, args=ocp.args.PyTreeRestore(
+        item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item), partial_restore=True))
+    return restored if part is None else restored[part]
 
 
 def _restore_numpy(manager: ocp.CheckpointManager, step: int, part: str | None = None):

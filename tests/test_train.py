@@ -1,6 +1,7 @@
 """The training loop end to end on tiny runs: seeds, checkpoints, resume, CLI."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -145,6 +146,24 @@ def test_pretrained_from_shares_the_pretraining(tmp_path):
     bad = tiny_config("dcn", seeds=1, seed=5, pretrained_from=str(tmp_path / "ae"))
     with pytest.raises(ValueError, match="no seed"):
         train.train_and_evaluate(bad, tmp_path / "bad")
+
+
+def test_pretrained_from_reads_a_state_item_that_holds_more_than_the_model(tmp_path):
+    """Runs written by earlier versions keep the optimiser in some per-epoch
+    state items; starting from their autoencoder must read just the model."""
+    base = tiny_config("ae_kmeans", **{"checkpoint.max_to_keep": 2})
+    train.train_and_evaluate(base, tmp_path / "ae")
+    final = base.pretrain.epochs
+    stored = checkpointing.load_state(tmp_path / "ae", final, "pretrain")
+    state_dir = tmp_path / "ae" / "pretrain" / "state"
+    shutil.rmtree(state_dir / str(final))
+    with checkpointing._manager(state_dir) as manager:   # rewritten as the older layout had it
+        manager.save(final, args=checkpointing._save_args({**stored, "opt_state": {"mu": np.ones(3, np.float32)}}))
+        manager.wait_until_finished()
+    cfg = tiny_config("dcn", pretrained_from=str(tmp_path / "ae"))
+    train.train_and_evaluate(cfg, tmp_path / "dcn")
+    for a, b in zip(leaves(stored["params"]), leaves(checkpointing.load_state(tmp_path / "dcn", 0)["params"]["ae"])):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_retention_prunes_state_but_keeps_every_snapshot(tmp_path):
