@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from dcjax import config as config_lib, data, metrics
-from protocol import ALGORITHMS, RESULTS
+from protocol import ALGORITHMS, RESULTS, write_report
 from reproduce import PUBLISHED_ACC, per_seed_results
 
 HERE = Path(__file__).parent
@@ -114,12 +114,7 @@ def write_table(dataset: str, results: dict, meta: dict):
         lines += ["", f"ClustPy pretraining: {np.median(pre):.0f} s per seed (median; {meta['threads']} torch "
                       "threads on the 2-core machine, other jobs alongside at times)."]
     path = RESULTS / f"clustpy_{dataset}.md"
-    notes = ""   # a hand-written section at the end survives re-runs
-    if path.exists() and "## Notes (hand-written)" in path.read_text():
-        text = path.read_text()
-        notes = "\n" + text[text.index("## Notes (hand-written)"):]
-    path.write_text("\n".join(lines) + "\n" + notes)
-    print("\n".join(lines))
+    write_report(path, lines)
 
 
 def main():

@@ -20,7 +20,7 @@ import numpy as np
 from sklearn.cluster import KMeans
 
 from dcjax import checkpointing, config as config_lib, data, metrics, train
-from protocol import RESULTS
+from protocol import RESULTS, write_report
 
 
 def init_and_final_acc(workdir: Path, y: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -92,12 +92,7 @@ def main():
               "| algorithm | init ACC, 10 starts | init ACC, 1 start | final ACC, 10 starts | final ACC, 1 start "
               "| final difference |", "| --- | --- | --- | --- | --- | --- |", *summary]
     path = RESULTS / f"kmeans_init_{args.tag}.md"
-    notes = ""   # a hand-written section at the end survives re-runs
-    if path.exists() and "## Notes (hand-written)" in path.read_text():
-        text = path.read_text()
-        notes = "\n" + text[text.index("## Notes (hand-written)"):]
-    path.write_text("\n".join(lines) + "\n" + notes)
-    print("\n".join(lines))
+    write_report(path, lines)
 
 
 if __name__ == "__main__":

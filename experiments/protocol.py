@@ -19,6 +19,17 @@ from dcjax import checkpointing, config as config_lib, train
 
 ALGORITHMS = ("ae_kmeans", "dec", "idec", "dcn", "dkm")
 RESULTS = Path(__file__).parent / "results"
+NOTES = "## Notes (hand-written)"
+
+
+def write_report(path: Path, lines: list[str]):
+    """Write a generated report, keeping its hand-written notes section (at the end) across re-runs."""
+    notes = ""
+    if path.exists() and NOTES in path.read_text():
+        text = path.read_text()
+        notes = "\n" + text[text.index(NOTES):]
+    path.write_text("\n".join(lines) + "\n" + notes)
+    print("\n".join(lines))
 
 
 def seconds_per_seed_epoch(workdir: Path, phase: str, seeds: int):
