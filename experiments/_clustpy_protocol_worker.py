@@ -118,8 +118,8 @@ def main():
         own, kmeans = cluster(alg, x, ae, args)
         seconds = time.perf_counter() - t0
         np.save(out / f"{alg}_kmeans.npy", np.asarray(kmeans, np.int32))
-        np.save(out / f"{alg}.npy", np.asarray(own, np.int32))   # last: marks the algorithm done
         (out / f"{alg}.json").write_text(json.dumps({"seconds": seconds}))
+        np.save(out / f"{alg}.npy", np.asarray(own, np.int32))   # last: marks the algorithm done
         print(f"seed {args.seed} {alg}: {seconds:.0f} s", flush=True)
 
 
