@@ -106,7 +106,7 @@ def write_table(dataset: str, results: dict, meta: dict):
         pub = PUBLISHED_ACC.get(dataset, {}).get(alg)
         secs = np.median([results[str(s)][alg]["seconds"] for s in seeds])
         lines.append(f"| {alg} | {f(cp['acc'])} | {f(mine['acc'])} ({len(mine_rows)} seeds) | "
-                     f"{gap(mine['acc'] and mine['acc'][0], cp['acc'][0])} | {f(cp_km)} | {f(mine_km)} | "
+                     f"{gap(mine['acc'][0] if mine['acc'] else None, cp['acc'][0])} | {f(cp_km)} | {f(mine_km)} | "
                      f"{pub if pub is not None else '–'} | {gap(cp['acc'][0], pub)} | {gap(cp_km[0], pub)} | "
                      f"{f(cp['nmi'])} | {f(mine['nmi'])} | {f(cp['ari'])} | {f(mine['ari'])} | {secs:.0f} |")
     pre = [results[str(s)]["pretrain_seconds"] for s in seeds if results[str(s)]["pretrain_seconds"]]

@@ -13,7 +13,6 @@ table, paired with the protocol's n_init=10 runs of the same seeds, goes to
 experiments/results/kmeans_init_<tag>.md.
 """
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
@@ -71,13 +70,13 @@ def main():
         if alg == "ae_kmeans":   # no training: the k-means is the whole algorithm
             final10 = init10 = ae_kmeans_acc(base, ds.y, ds.n_clusters, first, 10)
             final1 = init1 = ae_kmeans_acc(base, ds.y, ds.n_clusters, first, 1)
-        elif not (workdir / "summary.json").exists():
-            cfg = config_lib.make_config(alg, dataset_name)
-            cfg.seed, cfg.seeds, cfg.kmeans.n_init, cfg.progress = first, seeds, 1, False
-            cfg.checkpoint.max_to_keep, cfg.checkpoint.keep_period = 2, 50
-            cfg.pretrained_from = str(base / "ae_kmeans")
-            train.train_and_evaluate(cfg, workdir)
-        if alg != "ae_kmeans":
+        else:
+            if not (workdir / "summary.json").exists():
+                cfg = config_lib.make_config(alg, dataset_name)
+                cfg.seed, cfg.seeds, cfg.kmeans.n_init, cfg.progress = first, seeds, 1, False
+                cfg.checkpoint.max_to_keep, cfg.checkpoint.keep_period = 2, 50
+                cfg.pretrained_from = str(base / "ae_kmeans")
+                train.train_and_evaluate(cfg, workdir)
             init1, final1 = init_and_final_acc(workdir, ds.y, ds.n_clusters)
             init10, final10 = init_and_final_acc(base / alg, ds.y, ds.n_clusters)
         for i in range(seeds):
