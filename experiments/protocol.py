@@ -24,10 +24,8 @@ NOTES = "## Notes (hand-written)"
 
 def write_report(path: Path, lines: list[str]):
     """Write a generated report, keeping its hand-written notes section (at the end) across re-runs."""
-    notes = ""
-    if path.exists() and NOTES in path.read_text():
-        text = path.read_text()
-        notes = "\n" + text[text.index(NOTES):]
+    old = path.read_text() if path.exists() else ""
+    notes = "\n" + old[old.index(NOTES):] if NOTES in old else ""
     path.write_text("\n".join(lines) + "\n" + notes)
     print("\n".join(lines))
 
