@@ -37,11 +37,11 @@ import numpy as np
 import pandas as pd
 
 from dcjax import checkpointing, selection
-from protocol import write_report
 
 RESULTS = Path(__file__).parent / "results"
 SCORES = RESULTS / "scores"
 INFO = ["run", "dataset", "algorithm", "phase"]
+NOTES = "## Notes (hand-written)"
 ORDER = {name: i for i, name in enumerate(("ae_kmeans", "dec", "idec", "dcn", "dkm"))}   # table column order
 # Selectors reported, in order; the assessors are added by cross-fitting.
 # name: (held-out group, model, guard, target, noise guard). The 'gap' target was added after
@@ -434,9 +434,12 @@ def main():
     command = "python experiments/selection_study.py " + " ".join(sys.argv[1:])
     md = report(args.name, runs, picks, command, time.perf_counter() - t0, scores, plots, args.fresh)
     path = RESULTS / f"{report_stem(args.name)}.md"
-    write_report(path, md.removesuffix("\n").split("\n"))   # prints the tables; keeps the notes
+    if path.exists() and NOTES in path.read_text():
+        md += "\n" + path.read_text()[path.read_text().index(NOTES):]
+    path.write_text(md)
     final = selection.train_assessor(runs, "gbr", target=PRIMARY_TARGET)
     saved = selection.save_assessor(final, RESULTS / f"assessor_{args.name}.joblib")
+    print(md)
     print(f"wrote {path} and {saved} ({saved.stat().st_size / 1024:.0f} KiB)")
 
 
