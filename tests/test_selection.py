@@ -262,12 +262,17 @@ def test_study_metrics_on_a_hand_made_case():
     np.testing.assert_allclose(rho.to_numpy(), [1.0, -1.0])
 
 
-def test_study_driver_round_trips_its_csv(run, monkeypatch, tmp_path):
-    workdir, _ = run
+def _study_module():
     spec = importlib.util.spec_from_file_location(
         "selection_study", Path(__file__).parent.parent / "experiments" / "selection_study.py")
     study = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(study)
+    return study
+
+
+def test_study_driver_round_trips_its_csv(run, monkeypatch, tmp_path):
+    workdir, _ = run
+    study = _study_module()
     monkeypatch.setattr(study, "SCORES", tmp_path)
     base, truth = study.read_run_csv(study.write_run_csv(workdir))
     assert base.attrs["algorithm"] == "dec" and not set(evaluate.LABEL_BASED) & set(base.columns)
@@ -275,8 +280,33 @@ def test_study_driver_round_trips_its_csv(run, monkeypatch, tmp_path):
     feats = selection.features(base)
     picks = pd.concat([selection.select(feats, name).assign(run=base.attrs["run"], selector=name)
                        for name in selection.SELECTORS])
-    md = study.report("tiny", [(feats, truth)], picks, "test", 0.0)
+    md = study.report("tiny", [(feats, truth)], picks, "test", 0.0, outcomes_path=tmp_path / "outcomes.csv")
     assert "PRELIMINARY" in md and "| max_agreement |" in md
+    out = pd.read_csv(tmp_path / "outcomes.csv")
+    assert len(out) == len(picks) and {"regret", "acc_selected", "dataset", "algorithm"} <= set(out.columns)
+    last = out[out.selector == "last"]
+    assert (last.epoch == last.final_epoch).all() and np.allclose(last.gain_vs_final, 0)
+
+
+def test_bootstrap_of_the_targets_resamples_whole_seed_groups():
+    study = _study_module()
+    # two data sets x two seeds x two algorithms; one (data set, seed) group carries all the regret
+    out = pd.DataFrame({"selector": "a", "dataset": ["d"] * 4 + ["e"] * 4, "seed": [0, 0, 1, 1] * 2,
+                        "regret": [0.04, 0.04, 0, 0, 0, 0, 0, 0], "gain_vs_final": [-0.01, -0.01, 0, 0, 0, 0, 0, 0.01]})
+    out["do_no_harm"] = out.gain_vs_final >= -selection.DO_NO_HARM
+    table = study.bootstrap_targets(out, "a", resamples=400).set_index("measure")
+    assert table.at["mean regret", "all pairs"] == "1.00"       # 8 points over 8 pairs
+    lo, hi = map(float, table.at["mean regret", "95% interval"].split(" – "))
+    # a resample holds the heavy group 0..4 times of 4: the mean is 0, 1, 2, 3 or 4 points, never in between
+    assert lo == 0.0 and hi >= 2.0
+    met = float(table.at["mean regret", "resamples meeting the target"].rstrip("%"))
+    assert 55 <= met <= 85                                      # P(heavy group drawn <= once) = 0.74
+    assert table.at["do-no-harm %", "all pairs"] == "75.00"
+    # the heavy group drawn 3 or 4 times (5% of resamples) leaves 25% or 0% of pairs without harm
+    assert table.at["do-no-harm %", "95% interval"].startswith("25.00")
+    # a selector with no regret anywhere meets the regret targets in every resample
+    clean = study.bootstrap_targets(out.assign(regret=0.0), "a", resamples=50).set_index("measure")
+    assert clean.at["p90 regret", "resamples meeting the target"] == "100%"
 
 
 def test_guarded_assessor_keeps_the_final_epoch_unless_clearly_better():
