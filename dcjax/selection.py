@@ -524,12 +524,14 @@ def within_seed_rank(values: pd.Series, seeds: pd.Series) -> np.ndarray:
     return pd.Series(values.to_numpy()).groupby(seeds.to_numpy()).rank(pct=True).to_numpy()
 
 
-def _model(kind: str):
+def _model(kind: str, seed: int = 0):
+    """`seed`: the gradient-boosting model's random_state (it subsamples rows);
+    0 everywhere in the study, other values only to measure what it changes."""
     from sklearn.ensemble import GradientBoostingRegressor
     from sklearn.linear_model import Ridge
     if kind == "gbr":
         return GradientBoostingRegressor(n_estimators=200, max_depth=3, learning_rate=0.05,
-                                         subsample=0.8, random_state=0)
+                                         subsample=0.8, random_state=seed)
     if kind == "ridge":
         return Ridge(alpha=10.0)
     raise ValueError(f"assessor kind must be one of {ASSESSOR_KINDS}, got {kind!r}")
@@ -562,7 +564,7 @@ def assessor_target(acc: pd.Series, seeds: pd.Series, target: str) -> np.ndarray
 
 
 def train_assessor(training: list[tuple[pd.DataFrame, pd.DataFrame]], kind: str = "gbr",
-                   names: list[str] | None = None, target: str = "rank") -> dict:
+                   names: list[str] | None = None, target: str = "rank", seed: int = 0) -> dict:
     """Fit on (features of a run, its truth table: seed, epoch, acc) pairs
     from OTHER runs, to predict `assessor_target` from the features' within-seed
     ranks. Returns the assessor: a plain dict (model, feature names, kind,
@@ -574,14 +576,14 @@ def train_assessor(training: list[tuple[pd.DataFrame, pd.DataFrame]], kind: str 
         names = sorted(set.intersection(*(set(feature_names(f)) for f, _ in training)))
     trained_on = [f.attrs.get("run", "?") for f, _ in training]
     if target == "ensemble":
-        return ensemble_of({t: train_assessor(training, kind, names, t) for t in ENSEMBLE_TARGETS})
+        return ensemble_of({t: train_assessor(training, kind, names, t, seed) for t in ENSEMBLE_TARGETS})
     x, y = [], []
     for feats, truth in training:
         acc = feats[ID].merge(truth[ID + ["acc"]], on=ID, how="left").acc
         x.append(rank_features(feats, names))
         y.append(assessor_target(acc, feats["seed"], target))
     x, y = np.concatenate(x), np.concatenate(y)
-    model = _model(kind).fit(x, y)
+    model = _model(kind, seed).fit(x, y)
     return {"model": model, "features": names, "kind": kind, "target": target,
             "trained_on": trained_on, "rows": int(len(y))}
 
@@ -758,7 +760,7 @@ def select(feats: pd.DataFrame, selector: str, assessor: dict | None = None) -> 
 def cross_fit(runs: list[tuple[pd.DataFrame, pd.DataFrame]], group: str, kind: str = "gbr",
               guard: float = 0.0, scores: dict | None = None, target: str = "rank",
               noise_guard: bool = False, cache: dict | None = None,
-              train_on=None) -> dict[str, pd.DataFrame]:
+              train_on=None, seed: int = 0) -> dict[str, pd.DataFrame]:
     """Leave-one-group-out selections over (features, truth) pairs: for every value g of `group`
     ('dataset' or 'algorithm', read from each run's attrs), an assessor is
     trained on the runs whose group is not g and selects on the runs whose
@@ -770,7 +772,8 @@ def cross_fit(runs: list[tuple[pd.DataFrame, pd.DataFrame]], group: str, kind: s
     across calls on the same `runs`, so that an assessor (or an ensemble's
     member) fitted once for (group, held-out value, kind, target) is reused.
     `train_on`: a set of run names; only those may train an assessor (every run
-    is still judged): how much the selections depend on the training runs."""
+    is still judged): how much the selections depend on the training runs.
+    `seed`: the models' random_state (see `_model`)."""
     if train_on is not None and cache is not None:
         raise ValueError("cross_fit: a cache is keyed by held-out group only; pass no cache with train_on")
     out = {}
@@ -781,11 +784,11 @@ def cross_fit(runs: list[tuple[pd.DataFrame, pd.DataFrame]], group: str, kind: s
         if not training:
             continue
         def fitted(t):
-            key = (group, held_out, kind, t)
+            key = (group, held_out, kind, t, seed)
             if cache is None:
-                return train_assessor(training, kind, target=t)
+                return train_assessor(training, kind, target=t, seed=seed)
             if key not in cache:
-                cache[key] = train_assessor(training, kind, target=t)
+                cache[key] = train_assessor(training, kind, target=t, seed=seed)
             return cache[key]
         assessor = (ensemble_of({t: fitted(t) for t in ENSEMBLE_TARGETS}) if target == "ensemble"
                     else fitted(target))

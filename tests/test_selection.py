@@ -408,7 +408,7 @@ def test_cross_fit_cache_reuses_fitted_members_and_changes_nothing():
     runs = [fake_run(d, a) for d in ("d1", "d2") for a in ("a1", "a2")]
     cache = {}
     rank = selection.cross_fit(runs, "dataset", "ridge", cache=cache)
-    assert set(cache) == {("dataset", d, "ridge", "rank") for d in ("d1", "d2")}
+    assert set(cache) == {("dataset", d, "ridge", "rank", 0) for d in ("d1", "d2")}
     fitted = dict(cache)
     cached = selection.cross_fit(runs, "dataset", "ridge", target="ensemble", cache=cache)
     assert all(cache[k] is fitted[k] for k in fitted) and len(cache) == 4   # rank reused, gap added
@@ -416,6 +416,17 @@ def test_cross_fit_cache_reuses_fitted_members_and_changes_nothing():
     for run in fresh:
         pd.testing.assert_frame_equal(cached[run][["seed", "epoch"]], fresh[run][["seed", "epoch"]])
     assert set(rank) == set(fresh)
+
+
+def test_model_seed_reaches_the_boosted_models_and_keys_the_cache():
+    runs = [fake_run(d, a) for d in ("d1", "d2") for a in ("a1", "a2")]
+    ensemble = selection.train_assessor(runs, "gbr", target="ensemble", seed=3)
+    assert all(m["model"].random_state == 3 for m in ensemble["members"].values())
+    cache = {}
+    selection.cross_fit(runs, "dataset", "gbr", cache=cache)
+    selection.cross_fit(runs, "dataset", "gbr", cache=cache, seed=1)   # not served from seed 0's fits
+    assert {k[-1] for k in cache} == {0, 1} and len(cache) == 4
+    assert cache[("dataset", "d1", "gbr", "rank", 1)]["model"].random_state == 1
 
 
 def test_cross_fit_train_on_limits_the_training_runs_not_the_judged_ones():
