@@ -44,8 +44,6 @@ def summary(out: pd.DataFrame, algorithm_of: dict) -> dict:
 
 def write(rows, args, seconds, runs, truth) -> str:
     """The report so far: written after every repeat, so a cut-off run leaves its rows."""
-    if args.model_seeds:
-        return write_model_seeds(rows, args, seconds, runs, truth)
     table = pd.DataFrame(rows)
     numeric = [c for c in table.columns if c not in ("training runs", "left out")]
     spread = table.iloc[1:][numeric].agg(["min", "median", "max", "std"])
@@ -64,6 +62,7 @@ def write(rows, args, seconds, runs, truth) -> str:
 
 
 def write_model_seeds(rows, args, seconds, runs, truth) -> str:
+    """The --model-seeds report so far, written after every seed like `write`."""
     table = pd.DataFrame(rows)
     numeric = [c for c in table.columns if c != "random_state"]
     spread = table[numeric].agg(["min", "median", "max", "std"])
@@ -98,7 +97,7 @@ def main():
         for seed in range(args.model_seeds + 1):
             rows.append({"random_state": seed} | summary(primary_outcomes(runs, truth, seed=seed), algorithm_of))
             print(rows[-1], flush=True)
-            report = write(rows, args, time.perf_counter() - t0, runs, truth)
+            report = write_model_seeds(rows, args, time.perf_counter() - t0, runs, truth)
         print(report)
         return
     rows = [{"training runs": "all", "left out": "–"} | summary(primary_outcomes(runs, truth), algorithm_of)]

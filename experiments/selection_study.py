@@ -492,8 +492,9 @@ def main():
     path = RESULTS / f"{report_stem(args.name)}.md"
     md = report(args.name, runs, picks, command, time.perf_counter() - t0, scores, plots, args.fresh,
                 outcomes_path=path.with_name(f"{path.stem}_outcomes.csv"))
-    if path.exists() and NOTES in path.read_text():
-        md += "\n" + path.read_text()[path.read_text().index(NOTES):]
+    old = path.read_text() if path.exists() else ""
+    if NOTES in old:   # keep the hand-written notes across re-runs
+        md += "\n" + old[old.index(NOTES):]
     path.write_text(md)
     final = selection.train_assessor(runs, "gbr", target=PRIMARY_TARGET)
     saved = selection.save_assessor(final, RESULTS / f"assessor_{args.name}.joblib")
