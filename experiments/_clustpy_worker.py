@@ -72,12 +72,12 @@ class Worker:
         from sklearn.cluster import KMeans
 
         self.args = args
-        self.device = torch.device("cpu")
+        self.device = torch.device(args.device)
         x = np.load(args.data).astype(np.float32)
         torch.manual_seed(args.seed)
         self.trainloader, self.testloader, _ = get_train_and_test_dataloader(x, args.batch_size)
         ae = FeedforwardAutoencoder(layers=[x.shape[1], 500, 500, 2000, 10],
-                                    activation_fn=torch.nn.ReLU, random_state=args.seed)
+                                    activation_fn=torch.nn.ReLU, random_state=args.seed).to(self.device)
         if args.init_epochs > 0:
             ae = self.pretrain(ae, args.init_epochs)
         self.ae = ae
@@ -94,8 +94,10 @@ class Worker:
 
     def time_pretrain(self, epochs):
         ae = copy.deepcopy(self.ae)
+        synchronize()
         t0 = time.perf_counter()
         self.pretrain(ae, epochs)
+        synchronize()
         return time.perf_counter() - t0
 
     def time_cluster(self, method, epochs):
@@ -123,21 +125,32 @@ class Worker:
             raise ValueError(f"unknown method {method!r}")
         optimizer = torch.optim.Adam(params, lr=a.cluster_lr)
         fit_args = (self.device, optimizer, mean_squared_error, *weights)  # (clustering, ssl) loss weights
+        synchronize()
         t0 = time.perf_counter()
         if method == "dcn":
             module.fit(ae, self.trainloader, self.testloader, epochs, *fit_args)
         else:
             module.fit(ae, self.trainloader, epochs, *fit_args)
+        synchronize()
         return time.perf_counter() - t0
 
 
-def sgemm_seconds(size, repeats):
-    a = torch.rand(size, size, dtype=torch.float32)
-    b = torch.rand(size, size, dtype=torch.float32)
+def synchronize():
+    """Wait for queued GPU work, so that a timer read after it counts it (no-op on CPU)."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def sgemm_seconds(size, repeats, device):
+    a = torch.rand(size, size, dtype=torch.float32, device=device)
+    b = torch.rand(size, size, dtype=torch.float32, device=device)
+    torch.mm(a, b)
     best = float("inf")
     for _ in range(repeats):
+        synchronize()
         t0 = time.perf_counter()
         torch.mm(a, b)
+        synchronize()
         best = min(best, time.perf_counter() - t0)
     return best
 
@@ -155,6 +168,7 @@ def main():
     ap.add_argument("--dcn-lambda", type=float, default=0.05)
     ap.add_argument("--dkm-alpha", type=float, default=1000.0)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cpu", help="torch device: cpu, or cuda on a GPU machine")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -164,6 +178,8 @@ def main():
     versions = {name: importlib.metadata.version(name) for name in ("torch", "clustpy", "torchvision", "numpy")}
     reply({"ready": True, "setup_seconds": time.perf_counter() - t0, "versions": versions,
            "torch_threads": torch.get_num_threads(), "python": sys.version.split()[0],
+           "device": str(worker.device) + (f" ({torch.cuda.get_device_name()})" if worker.device.type == "cuda" else ""),
+           "tf32_matmul": bool(torch.backends.cuda.matmul.allow_tf32),
            "batches_per_epoch": len(worker.trainloader)})
     for line in sys.stdin:
         cmd = json.loads(line)
@@ -174,7 +190,7 @@ def main():
         elif cmd["cmd"] == "cluster":
             reply({"seconds": worker.time_cluster(cmd["method"], cmd["epochs"])})
         elif cmd["cmd"] == "sgemm":
-            reply({"seconds": sgemm_seconds(cmd["size"], cmd["repeats"])})
+            reply({"seconds": sgemm_seconds(cmd["size"], cmd["repeats"], worker.device)})
         else:
             reply({"error": f"unknown command {cmd['cmd']!r}"})
 

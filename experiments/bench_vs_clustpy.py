@@ -103,6 +103,10 @@ def parse_args(argv=None):
     ap.add_argument("--output", default=str(RESULTS))
     ap.add_argument("--smoke", action="store_true",
                     help="write to the 'smoke' section, labelled as a functional check, not a measurement")
+    ap.add_argument("--device", default="cpu",
+                    help="ClustPy's torch device (cpu, or cuda on a GPU machine); dcjax uses jax's default backend")
+    ap.add_argument("--section", default="",
+                    help="results section to write (default: 'results', or 'smoke' with --smoke; 'gpu' for a GPU run)")
     args = ap.parse_args(argv)
     args.phases = [p for p in args.phases.split(",") if p]
     args.seeds_list = [int(s) for s in args.seeds_list.split(",") if s]
@@ -131,7 +135,7 @@ class ClustPyWorker:
                "--pretrain-lr", str(config.pretrain.learning_rate),
                "--cluster-lr", str(config.clustering.learning_rate),
                "--idec-gamma", str(config.idec.gamma), "--dcn-lambda", str(config.dcn.lambda_clust),
-               "--dkm-alpha", str(config.dkm.alpha), "--init-epochs", "1"]
+               "--dkm-alpha", str(config.dkm.alpha), "--init-epochs", "1", "--device", args.device]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log,
                                      text=True, bufsize=1)
         self.info = self._read()
@@ -356,7 +360,7 @@ schemas torchvision's import needs (see `experiments/_clustpy_worker.py`); nothi
 def write_section(path: Path, section: str, body: str):
     """Replace one marked section of the results file, keeping the others."""
     sections = {"results": "_Not measured yet: run the command at the top on a quiet machine._\n",
-                "notes": "", "smoke": ""}  # 'notes' is hand-written and only ever kept
+                "notes": "", "gpu": "", "gpu_notes": "", "smoke": ""}  # '*notes' are hand-written, only ever kept
     if path.exists():
         text = path.read_text()
         for name in sections:
@@ -366,7 +370,8 @@ def write_section(path: Path, section: str, body: str):
     sections[section] = body
     head = HEADER
     parts = [head] + [f"<!-- BEGIN {name} -->\n{sections[name]}<!-- END {name} -->\n\n"
-                      for name in ("results", "notes", "smoke") if sections[name] or name == "results"]
+                      for name in ("results", "notes", "gpu", "gpu_notes", "smoke")
+                      if sections[name] or name == "results"]
     path.write_text("".join(parts).rstrip() + "\n")
 
 
@@ -374,7 +379,7 @@ def report(args, meta: dict, comparison: dict, scaling: list, peaks: dict) -> st
     title = ("## Smoke run: functional check under background load, NOT a measurement\n\n"
              "Tiny settings on a machine busy with other jobs: these numbers only show that every "
              "part of the benchmark runs. Do not quote them.\n\n"
-             if args.smoke else "## Results\n\n")
+             if args.smoke else "## Results on a GPU\n\n" if args.section == "gpu" else "## Results\n\n")
     cmd = "python " + shlex.join(["experiments/bench_vs_clustpy.py", *sys.argv[1:]])
     v = meta["versions"]
     lines = [title, f"Command: `{cmd}`\n\n",
@@ -385,6 +390,9 @@ def report(args, meta: dict, comparison: dict, scaling: list, peaks: dict) -> st
              f"(Python {platform.python_version()}); torch {v['torch']}, clustpy {v['clustpy']}, "
              f"torchvision {v['torchvision']} (Python {v['clustpy_python']}, torch threads "
              f"{v['torch_threads']}). XLA uses its default CPU thread pool, over the {meta['machine']['cores']} CPUs this process is pinned to.\n\n",
+             f"Devices: dcjax on {meta['jax_devices']} (jax default matmul precision: "
+             f"{meta['jax_precision']}); ClustPy on {v['clustpy_device']} (torch allow_tf32 for matmuls: "
+             f"{v['clustpy_tf32']}).\n\n",
              f"Data: {meta['data']}. Epochs per measurement: {args.epochs}; repetitions: {args.repeats}. "
              f"Steps per epoch: ClustPy {meta['clustpy_batches']} (keeps the ragged last batch), dcjax "
              f"{meta['dcjax_batches']} (drops it). Untimed: dcjax compile + first epoch, ClustPy one "
@@ -518,16 +526,19 @@ def main(argv=None):
     import optax
     versions = {"jax": jax.__version__, "jaxlib": jaxlib.__version__, "flax": flax.__version__,
                 "optax": optax.__version__, **info["versions"], "clustpy_python": info["python"],
-                "torch_threads": info["torch_threads"]}
+                "torch_threads": info["torch_threads"], "clustpy_device": info.get("device", "cpu"),
+                "clustpy_tf32": info.get("tf32_matmul")}
     data_desc = (f"{args.dataset} ({n} x {d}" + (f", stratified subsample of {args.subsample} rows" if args.subsample else "")
                  + "), z-normalised channel-wise by dcjax.data.load_dataset; the same float32 array for both")
     meta = {"versions": versions, "machine": machine_info(), "load_start": load_start,
             "load_end": os.getloadavg()[0], "wall": time.perf_counter() - t_start, "data": data_desc,
             "clustpy_batches": info["batches_per_epoch"], "dcjax_batches": n // config.batch_size,
             "first_call": side.first_call, "pretrain_gflop": flops / 1e9,
-            "parallelism": config.seed_parallelism}
+            "parallelism": config.seed_parallelism,
+            "jax_devices": ", ".join(sorted({f"{d.platform} ({d.device_kind})" for d in jax.devices()})),
+            "jax_precision": jax.config.jax_default_matmul_precision or "default"}
     body = report(args, meta, comparison, scaling, peaks)
-    write_section(Path(args.output), "smoke" if args.smoke else "results", body)
+    write_section(Path(args.output), args.section or ("smoke" if args.smoke else "results"), body)
     print(body)
     print(f"wrote {args.output}")
 
