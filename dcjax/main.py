@@ -9,11 +9,12 @@ import logging as pylogging
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from dcjax import train
+from dcjax import methods, train
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", "configs/default.py", "Training configuration file.", lock_config=True)
-flags.DEFINE_string("workdir", None, "Where checkpoints and records go (default: runs/<algorithm>_<dataset>).")
+flags.DEFINE_string("workdir", None, "Where checkpoints and records go (default: runs/<algorithm>_<dataset>, "
+                    "e.g. runs/unseen_dec_usps).")
 flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() first (several hosts; the "
                   "coordinator comes from the environment, e.g. SLURM or JAX_COORDINATOR_ADDRESS).")
 
@@ -25,7 +26,7 @@ def main(argv):
         import jax
         jax.distributed.initialize()
     config = FLAGS.config
-    workdir = FLAGS.workdir or f"runs/{config.algorithm}_{config.dataset.name}"
+    workdir = FLAGS.workdir or f"runs/{methods.algorithm_label(config)}_{config.dataset.name}"
     # dcjax's own messages at INFO; orbax logs every save at INFO through absl,
     # which would bury the progress bar, so absl stays at WARNING.
     logging.set_verbosity(logging.WARNING)
