@@ -246,13 +246,13 @@ def make_train(config: ml_collections.ConfigDict, n: int, d: int, n_clusters: in
         pstate = trainer.init_pretrain(keys)
         for _ in range(int(config.pretrain.epochs)):
             pstate, _ = trainer.pretrain_epoch(pstate, x)
+        kept = ("assignments", "active")   # not the embeddings: they would pile up over the epochs
         cstate, snap = trainer.init_clustering(pstate["params"], keys, x)
-        history = [snap]
+        history = [{name: snap[name] for name in kept}]
         for _ in range(int(config.clustering.epochs)):
             cstate, out = trainer.cluster_epoch(cstate, x)
-            history.append(out)
-        return pstate, cstate, {name: jnp.stack([h[name] for h in history], axis=1)
-                                for name in ("assignments", "active")}
+            history.append({name: out[name] for name in kept})
+        return pstate, cstate, {name: jnp.stack([h[name] for h in history], axis=1) for name in kept}
 
     trainer = Trainer(
         config=config, n_clusters=n_clusters,

@@ -38,6 +38,7 @@ import numpy as np
 
 from dcjax import config as config_lib, train
 from protocol import RESULTS, seconds_per_seed_epoch, write_report
+from reproduce import fmt, verdict
 
 OUT = RESULTS / "unseen"
 PAPER = ("unseen_dcn", "unseen_dec", "unseen_dkm")
@@ -122,17 +123,6 @@ def per_seed(dataset: str) -> dict[str, dict[int, dict]]:
 def stats(rows: list[dict], label: str, metric: str, scale: float = 100.0) -> tuple[float, float]:
     values = scale * np.array([r[label][metric] if label else r[metric] for r in rows], np.float64)
     return float(values.mean()), float(values.std())
-
-
-def fmt(ms, digits: int = 1) -> str:
-    return f"{ms[0]:.{digits}f} ± {ms[1]:.{digits}f}"
-
-
-def verdict(acc, published) -> str:
-    if published is None:
-        return "no published value"
-    gap = acc[0] - published
-    return f"{'within' if abs(gap) <= acc[1] else 'outside'} 1 sd ({gap:+.1f})"
 
 
 def seconds(dataset: str, variant: str):
