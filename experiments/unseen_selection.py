@@ -85,6 +85,8 @@ def report():
         gap_table[c] = gap_table[c].map(lambda v: f"{100 * v:.0f}%")
     for c in ("mean_gain", "max_gain"):
         gap_table[c] = gap_table[c].map(pts)
+    gap_table["lag1_autocorr"] = gap_table["lag1_autocorr"].map(lambda v: f"{v:+.2f}")
+    gap_table["mean_epochs_apart"] = gap_table["mean_epochs_apart"].map(lambda v: f"{v:.0f}")
     gap_lines = markdown(gap_table.rename(columns={
         "differs": "oracle ≠ final", "differs_by_half_point": "oracle beats final by > 0.5",
         "mean_gain": "mean gain (pts)", "max_gain": "max gain (pts)",
