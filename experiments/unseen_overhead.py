@@ -48,7 +48,7 @@ def main():
     ap.add_argument("--pretrain-epochs", type=int, default=3)
     ap.add_argument("--out", default=str(RESULTS / "unseen_overhead.md"))
     args = ap.parse_args()
-    rows = []
+    rows, load_before = [], os.getloadavg()[0]
     for algorithm in ("dcn", "dec", "dkm"):
         configs = {"base": config_lib.make_config(algorithm, args.dataset),
                    "base, 35 centers": config_lib.make_config(algorithm, args.dataset),
@@ -75,7 +75,8 @@ def main():
              f"Seconds per seed-epoch, median of {args.epochs} epochs after the first (compilation), the three "
              f"programs timed in turn in one process on {args.dataset} ({os.cpu_count()} CPU cores, JAX "
              f"{jax.__version__} on {jax.default_backend()}; other jobs may share the machine, which slows "
-             "the three alike). 'base, 35 centers': the base algorithm with UNSEEN's k_init centers and "
+             f"the three alike; load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after). "
+             "'base, 35 centers': the base algorithm with UNSEEN's k_init centers and "
              "nothing else, which splits UNSEEN's cost into more centers and the rest (the nearest-neighbour "
              "loss, the end-of-epoch rule). Paper: UNSEEN's runtime over the base algorithm's.", "",
              "| algorithm | base (k = 10) | base, 35 centers | UNSEEN (k_init = 35) | UNSEEN over base | "
