@@ -49,15 +49,17 @@ def test_a_dead_cluster_gets_no_point_no_loss_and_no_gradient(algorithm):
 
     masked_extras = method.init(z, centers, labels)
     compact_extras = method.init(z, centers[keep], compact_labels)
-    (masked, parts), (g_centers, g_z) = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(
-        centers, z, masked_extras, active)
-    (compact, compact_parts), (c_centers, c_z) = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(
-        centers[keep], z, compact_extras, None)
+    gradient = jax.jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))   # one dispatch, not hundreds
+    (masked, parts), (g_centers, g_z) = gradient(centers, z, masked_extras, active)
+    (compact, _), (c_centers, c_z) = gradient(centers[keep], z, compact_extras, None)
     assert float(parts["nearest_neighbour"]) > 0
     np.testing.assert_allclose(masked, compact, rtol=1e-6)
     assert np.all(np.asarray(g_centers[dead]) == 0.0)
-    np.testing.assert_allclose(g_centers[keep], c_centers, rtol=1e-5, atol=1e-7)
-    np.testing.assert_allclose(g_z, c_z, rtol=1e-5, atol=1e-7)
+    # DKM's α = 1000 multiplies float32 round-off in the distances (whose matmul
+    # has another shape with the dead center removed) by 1000 in its gradient
+    rtol = 2e-3 if algorithm == "dkm" else 1e-5
+    np.testing.assert_allclose(g_centers[keep], c_centers, rtol=rtol, atol=1e-7)
+    np.testing.assert_allclose(g_z, c_z, rtol=rtol, atol=1e-7)
     np.testing.assert_array_equal(method.assign(centers, z, active), labels)
     if method.soft_assign is not None:
         probs = method.soft_assign(centers, z, jnp.int32(0), active)
@@ -227,7 +229,7 @@ def test_bad_input_is_refused_before_any_compute(tmp_path, change, message):
 # ---------------------------------------------------------------- the loop
 
 def test_a_removal_in_one_seed_leaves_the_other_seeds_of_a_vmapped_launch_bitwise_untouched():
-    cfg = unseen_config(seed_parallelism="vmap", clustering_epochs=3)
+    cfg = unseen_config(seed_parallelism="vmap", clustering_epochs=3, pretrain_epochs=1)
     ds = data.load_dataset(cfg.dataset)
     trainer = train.make_train(cfg, *ds.x.shape, ds.n_clusters)
     x = jnp.asarray(ds.x)
