@@ -73,7 +73,7 @@ def make_config(variant: str, dataset: str, first_seed: int, seeds: int):
     for key, value in VARIANT_SETTINGS[suffix].items():
         cfg.unseen[key] = value
     cfg.seed, cfg.seeds, cfg.progress = first_seed, seeds, False
-    cfg.checkpoint.max_to_keep, cfg.checkpoint.keep_period = 2, 50
+    cfg.checkpoint.max_to_keep, cfg.checkpoint.keep_period = 2, 0
     if suffix or name == "blobs":   # not scored per epoch: half the snapshot size
         cfg.checkpoint.embedding_dtype = "float16"
     return cfg
@@ -81,6 +81,16 @@ def make_config(variant: str, dataset: str, first_seed: int, seeds: int):
 
 def chunk_path(dataset: str, first_seed: int) -> Path:
     return OUT / f"{dataset}_s{first_seed}.json"
+
+
+def free_disk(workdir: Path):
+    """Delete what a finished run no longer needs: its full training states
+    for resuming, and the model states of its clustering epochs (about 80% of
+    a run). The snapshots stay (the score tables read them), and so does the
+    pretrained autoencoder that the variants start from (pretrain/state)."""
+    import shutil
+    for part in ("pretrain/resume", "clustering/resume", "clustering/state"):
+        shutil.rmtree(workdir / part, ignore_errors=True)
 
 
 def run_chunk(dataset: str, first_seed: int, seeds: int, variants, runs: str) -> dict:
@@ -99,6 +109,7 @@ def run_chunk(dataset: str, first_seed: int, seeds: int, variants, runs: str) ->
             train.train_and_evaluate(cfg, workdir)
             print(f"{dataset} seeds {first_seed}..{first_seed + seeds - 1} {variant}: {time.time() - t0:.0f} s",
                   flush=True)
+        free_disk(workdir)
         summary = json.loads((workdir / "summary.json").read_text())
         summary["run"] = str(workdir)
         summary["seconds_per_seed_epoch"] = {
