@@ -219,7 +219,7 @@ def rq2_figure(rows: list[dict], path: Path):
         if r:
             x = np.array([row["k"] for row in r]) + (i - 1) * 0.3
             ax.errorbar(x, [row["mean"] for row in r], yerr=[row["sd"] for row in r], marker="o", ms=4,
-                        capsize=3, label=variant.replace("unseen_", "UNSEEN+").upper().replace("UNSEEN+", "UNSEEN+"))
+                        capsize=3, label="UNSEEN+" + variant.split("_")[1].upper())
     ax.set_xlabel("true number of clusters")
     ax.set_ylabel("estimated number of clusters")
     ax.set_title("make_blobs, N = 10,000, d = 100 (mean ± sd over seeds)", fontsize=9)
