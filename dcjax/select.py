@@ -1,6 +1,6 @@
 """Choose, without labels, the epoch of a finished run that gave the best clusters.
 
-    python -m dcjax.select --workdir runs/x --assessor experiments/results/assessor_selection.joblib
+    python -m dcjax.select --workdir runs/x
     python -m dcjax.select --workdir runs/x --selector pooled_silhouette
 
 Scores the run first (`dcjax.evaluate`, cached in <workdir>/scores.csv; an
@@ -9,10 +9,12 @@ Then it prints, per seed, the chosen epoch and why. It writes
 <workdir>/selection.json (the choice, the why, whether the epoch's full
 state is still on disk) and adds the chosen epochs to
 <workdir>/keep_epochs.json, {phase: [epochs]}, for checkpoint retention.
-Selectors: see `dcjax.selection.SELECTORS`, plus three that need --assessor (a
-file written by experiments/selection_study.py): 'assessor', the epoch it
-rates best; 'assessor_guarded' (the default, the study's primary), which keeps
-the final epoch unless the chosen one is predicted clearly better;
+Selectors: see `dcjax.selection.SELECTORS`, plus three that use a trained
+assessor: by default the study's, shipped inside the package
+(`dcjax.shipped_assessor`), or --assessor FILE (written by
+experiments/selection_study.py): 'assessor', the epoch it rates best;
+'assessor_guarded' (the default, the study's primary), which keeps the final
+epoch unless the chosen one is predicted clearly better;
 'assessor_noise_guarded', which also keeps the final epoch of a noise-dominated
 seed (measured: it costs regret and buys no do-no-harm, selection.md).
 Whatever the selector, a seed whose partitions change in quality at random
@@ -21,6 +23,7 @@ warning here): no epoch of it can be told apart without labels.
 """
 import argparse
 import logging
+from pathlib import Path
 
 from dcjax import selection
 
@@ -31,11 +34,14 @@ def main(argv=None):
     ap.add_argument("--selector", default="assessor_guarded",
                     choices=[*selection.ASSESSOR_SELECTORS, *selection.SELECTORS],
                     help="how to choose (default: assessor_guarded, the study's primary)")
-    ap.add_argument("--assessor", help="trained assessor file (.joblib) for --selector assessor")
+    ap.add_argument("--assessor", help="trained assessor file (.npz or .joblib) for the assessor "
+                    "selectors (default: the study's, shipped with dcjax)")
     ap.add_argument("--progress", action="store_true", help="progress bar while scoring new epochs")
     args = ap.parse_args(argv)
-    if args.selector.startswith("assessor") and not args.assessor:
-        ap.error("--selector assessor needs --assessor PATH (or pick another --selector)")
+    if not (Path(args.workdir) / "config.json").exists():
+        ap.error(f"{args.workdir} holds no run (no config.json): pass the --workdir that dcjax.main wrote")
+    if args.assessor and not Path(args.assessor).exists():
+        ap.error(f"assessor file {args.assessor} not found")
     logging.getLogger("absl").setLevel(logging.ERROR)
     result = selection.select_run(args.workdir, args.selector, args.assessor, progress=args.progress)
     print(f"{args.workdir}: selector {args.selector}, phase {result['phase']}")

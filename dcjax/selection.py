@@ -195,7 +195,8 @@ def ace_aggregate(scores: np.ndarray, admissible: np.ndarray) -> tuple[np.ndarra
         return np.full(e, np.nan), weights
     ranks = stats.rankdata(scores[:, spaces], axis=0) / e
     if len(spaces) > 1:
-        rho = np.nan_to_num(np.corrcoef(ranks.T), nan=0.0)
+        with np.errstate(invalid="ignore", divide="ignore"):   # a constant space: NaN, set to 0 below
+            rho = np.nan_to_num(np.corrcoef(ranks.T), nan=0.0)
         tree = hierarchy.linkage((1 - rho)[np.triu_indices(len(spaces), 1)], method="average")
         groups = hierarchy.fcluster(tree, t=1 - ACE_GROUP_RHO, criterion="distance")
         largest = np.bincount(groups).argmax()
@@ -604,7 +605,12 @@ def save_assessor(assessor: dict, path) -> Path:
     return path
 
 
-def load_assessor(path) -> dict:
+def load_assessor(path=None) -> dict:
+    """An assessor file: `.npz` (arrays, `dcjax.shipped_assessor`; any
+    scikit-learn version) or a joblib pickle. None: the study's primary, shipped."""
+    from dcjax import shipped_assessor
+    if path is None or str(path).endswith(".npz"):
+        return shipped_assessor.load(path or shipped_assessor.SHIPPED)
     import joblib
     return joblib.load(path)
 
@@ -803,15 +809,18 @@ def cross_fit(runs: list[tuple[pd.DataFrame, pd.DataFrame]], group: str, kind: s
 
 # ============================================================ 5. the command line's work
 
-def select_run(workdir, selector: str = "assessor", assessor_path=None, progress: bool = False) -> dict:
+def select_run(workdir, selector: str = "assessor", assessor_path=None, progress: bool = False,
+               feats: pd.DataFrame | None = None) -> dict:
     """Choose an epoch per seed without labels, write `<workdir>/selection.json`,
     and add the chosen epochs to `<workdir>/keep_epochs.json` ({phase: [epochs]},
     the union over calls) so that retention can spare their full state.
     Snapshots are never pruned, so every chosen epoch's clustering (assignments,
-    centers, embedding) stays readable even where its full state is gone."""
+    centers, embedding) stays readable even where its full state is gone.
+    The assessor selectors use `assessor_path`, by default the shipped one.
+    `feats`: the run's `run_features`, when the caller has computed them."""
     workdir = Path(workdir)
-    assessor = load_assessor(assessor_path) if selector.startswith("assessor") and assessor_path else None
-    feats = run_features(workdir, progress=progress)
+    assessor = load_assessor(assessor_path) if selector in ASSESSOR_SELECTORS else None
+    feats = run_features(workdir, progress=progress) if feats is None else feats
     phase = feats.attrs["phase"]
     chosen = select(feats, selector, assessor)
     noise = noise_dominated(feats).set_index("seed")   # a warning for any selector, label-free
@@ -830,7 +839,7 @@ def select_run(workdir, selector: str = "assessor", assessor_path=None, progress
                       "state_present": epoch in states,
                       "state": str(checkpointing.epoch_dir(workdir, epoch, phase, "state")) if epoch in states else None})
     result = {"workdir": str(workdir), "phase": phase, "selector": selector,
-              "assessor": str(assessor_path) if assessor else None,
+              "assessor": (str(assessor_path or "shipped: dcjax/assessors/selection.npz") if assessor else None),
               "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "seeds": seeds}
     (workdir / "selection.json").write_text(json.dumps(result, indent=2) + "\n")
     keep_path = workdir / "keep_epochs.json"

@@ -39,6 +39,7 @@ import optax
 from sklearn.cluster import KMeans
 
 from dcjax import checkpointing, data, methods
+from dcjax.config import ConfigError
 from dcjax.methods.base import LossInputs, no_center_rule
 from dcjax.models import make_autoencoder
 
@@ -306,7 +307,7 @@ def _write_config(config, workdir: Path):
         changed = sorted(k for k in set(before) | set(now)
                          if before.get(k) != now.get(k) and not k.startswith(_RESUMABLE_CHANGES))
         if changed:
-            raise ValueError(f"{workdir} holds a run with a different configuration "
+            raise ConfigError(f"{workdir} holds a run with a different configuration "
                              f"({', '.join(changed)}); use a new --workdir")
     path.write_text(json.dumps(current, indent=2))
 
@@ -436,6 +437,8 @@ def format_summary(summary: dict, workdir: Path) -> str:
             if label in row:
                 s = row[label]
                 parts.append(f"{label}: ACC {s['acc']:.4f} NMI {s['nmi']:.4f} ARI {s['ari']:.4f}")
+        if "algorithm" not in row:   # no labels: what there is to see is the clusters' sizes
+            parts.append(f"epoch {row['epoch']}: cluster sizes {row['cluster_sizes']}")
         lines.append("  ".join(parts))
     for label in ("algorithm", "kmeans_on_embedding"):
         if f"{label}_mean" in summary:
@@ -448,7 +451,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
     """Train all seeds of `config` in `workdir`, checkpointing every epoch;
     continue where a previous (killed) run in the same workdir stopped."""
     workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
     if config.algorithm not in methods.REGISTRY:
         raise ValueError(f"unknown algorithm {config.algorithm!r}; known: {', '.join(sorted(methods.REGISTRY))}")
     dataset = data.load_dataset(config.dataset)
@@ -456,6 +458,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
     data.validate(dataset.x, dataset.y, k, int(config.batch_size))
     if int(config.seeds) < 1:
         raise ValueError(f"seeds must be >= 1, got {config.seeds}")
+    workdir.mkdir(parents=True, exist_ok=True)   # after the checks: a refused run leaves no folder
     config = _settle_seed_parallelism(config, workdir)
     _write_config(config, workdir)
 

@@ -24,6 +24,8 @@ Steps:
    every (selector, run, seed) to selection_<name>_outcomes.csv. An assessor
    trained on ALL the runs goes to experiments/results/assessor_<name>.joblib,
    for `python -m dcjax.select` on new runs. On these same runs it is in-sample.
+   With --name selection it also goes into the package as arrays
+   (experiments/export_assessor.py: dcjax/assessors/selection.npz).
 
 A section '## Notes (hand-written)' already in the .md is kept when the
 tables are rewritten.
@@ -500,6 +502,10 @@ def main():
     saved = selection.save_assessor(final, RESULTS / f"assessor_{args.name}.joblib")
     print(md)
     print(f"wrote {path} and {saved} ({saved.stat().st_size / 1024:.0f} KiB)")
+    if args.name == "selection":   # the primary ships inside the package, as arrays
+        import export_assessor
+        export_assessor.export(final, runs).to_csv(export_assessor.PICKS, index=False)
+        print(f"shipped it: {export_assessor.shipped_assessor.SHIPPED}, picks in {export_assessor.PICKS}")
 
 
 if __name__ == "__main__":
