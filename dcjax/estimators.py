@@ -21,7 +21,8 @@
    scores the selection read (`history_`).
 
 So the same X (as a file), seed and settings give the CLI's numbers
-(tests/test_estimators.py asserts it).
+(tests/test_estimators.py asserts it). `random_state=None` means seed 0: a
+run is reproducible unless asked otherwise.
 
 With several seeds, `labels_`, `final_labels_`, `cluster_centers_`,
 `transform` and `predict` are those of one seed, `seed_`: the one whose
@@ -127,14 +128,19 @@ class DeepClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
     def make_config(self, data_path, n_samples: int):
         """The run's config: the algorithm's, with this estimator's parameters."""
         c = config_lib.make_config(self.algorithm, str(data_path))
-        for name, field in self._fields().items():
-            _set(c, field, getattr(self, name))
-        c.batch_size = min(int(self.batch_size), n_samples)
-        c.seed, c.seeds = int(self.random_state or 0), self.n_seeds
-        c.dataset.n_clusters = self.n_clusters
-        c.progress = bool(self.progress)
+        values = {field: getattr(self, name) for name, field in self._fields().items()} | {
+            "seed": self.random_state or 0, "seeds": self.n_seeds, "dataset.n_clusters": self.n_clusters,
+            "progress": bool(self.progress)}
         fields = {field: name for name, field in self._fields().items()} | {
-            "seed": "random_state", "seeds": "n_seeds", "dataset.n_clusters": "n_clusters"}
+            "seed": "random_state", "seeds": "n_seeds", "dataset.n_clusters": "n_clusters", "progress": "progress"}
+        for field, value in values.items():
+            value = value.item() if isinstance(value, np.generic) else tuple(value) if isinstance(value, list) else value
+            try:
+                _set(c, field, value)
+            except TypeError:   # ml_collections keeps each field's type
+                raise ValueError(f"{type(self).__name__}: {fields[field]}={value!r} is not of the type of its "
+                                 f"default {_get(c, field)!r}") from None
+        c.batch_size = min(int(c.batch_size), n_samples)
         try:
             config_lib.validate(c)
         except config_lib.ConfigError as e:
@@ -149,7 +155,8 @@ class DeepClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
     def fit(self, X, y=None):
         """Train, select an epoch per seed without labels, read back. `y` is ignored."""
         x = check_array(X, dtype=(np.float64, np.float32))
-        if not isinstance(self.n_clusters, (int, np.integer)) or self.n_clusters < 2:
+        if not isinstance(self.n_clusters, (int, np.integer)) or isinstance(self.n_clusters, bool) \
+                or self.n_clusters < 2:
             raise ValueError(f"{type(self).__name__}: n_clusters must be an integer >= 2, got {self.n_clusters!r}")
         if self.selector not in (*selection.ASSESSOR_SELECTORS, *selection.SELECTORS):
             raise ValueError(f"{type(self).__name__}: unknown selector {self.selector!r}; choose from "
@@ -191,18 +198,16 @@ class DeepClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
                     keys = jnp.stack([evaluate.kmeans_key(s, int(epoch)) for s in seeds])
                     snap["assignments"] = np.asarray(evaluate.kmeans_seeds(
                         jnp.asarray(snap["embedding"], jnp.float32), keys, k, int(config.kmeans.n_init)))
-                    snap["centers"] = np.stack([_cluster_means(z, a, k) for z, a in
-                                                zip(snap["embedding"], snap["assignments"])])
                 for i in np.flatnonzero(epochs == epoch):
                     labels[i] = snap["assignments"][i]
+        chosen = consensus_seed(labels)
         with evaluate._quiet_orbax():
             final = checkpointing.load_snapshot(workdir, max(checkpointing.list_epochs(workdir, "clustering")))
-            state = checkpointing.load_state(workdir, int(epochs[consensus_seed(labels)]), phase)
+            state = checkpointing.load_state(workdir, int(epochs[chosen]), phase)   # its model, for transform
         self.seeds_ = seeds
         self.selected_epoch_ = epochs
         self.labels_per_seed_ = labels
         self.final_labels_per_seed_ = np.asarray(final["assignments"], np.int64)
-        chosen = consensus_seed(labels)
         self.seed_ = seeds[chosen]
         self.labels_ = labels[chosen]
         self.final_labels_ = self.final_labels_per_seed_[chosen]

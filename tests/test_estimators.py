@@ -74,6 +74,8 @@ def test_bad_parameters_are_refused_before_training():
         DKM(n_clusters=3, clustering_learning_rate=0).fit(X)
     with pytest.raises(ValueError, match=r"n_seeds=0 is invalid"):
         DKM(n_clusters=3, n_seeds=0).fit(X)
+    with pytest.raises(ValueError, match=r"pretrain_epochs=2.5 is not of the type of its default 100"):
+        DKM(n_clusters=3, pretrain_epochs=2.5).fit(X)
     with pytest.raises(ValueError, match="unknown selector"):
         DKM(n_clusters=3, selector="best").fit(X)
     with pytest.raises(ValueError, match="NaN"):
