@@ -746,9 +746,47 @@ def assessor_selector(assessor: dict, guard: float = 0.0,
     return select
 
 
+# Collapse from the k-means start (DKM with alpha = 1000: nearly hard
+# assignments). In its first epochs some clusters absorb others, the cluster
+# sizes become uneven, and ACC falls below the k-means initialisation it
+# started from; within a run no label-free score follows that fall, but
+# between seeds the fall of the normalised size entropy does (Spearman +0.64
+# over 46 DKM seeds, experiments/dkm_size_entropy.py). The rule: where the
+# chosen epoch's size entropy is more than COLLAPSE_ENTROPY_DROP below
+# clustering epoch 0's, take epoch 0. Pre-registered on 2026-11-28 from the
+# 184 clustering-phase seeds of the committed score tables (46 per algorithm),
+# before digits, Optdigits and Pendigits seeds 10+ were scored: applied to the
+# final epoch it gains +1.66 ACC points per DKM seed there (+1.55 to +1.80 for
+# drops of 0.03 to 0.075: 0.05 is the middle of that plateau, not an optimum),
+# harms 3 of 46 DKM seeds by more than half a point, and fires on none of the
+# 138 DEC, IDEC and DCN seeds. It reads no label and no algorithm name.
+COLLAPSE_ENTROPY_DROP = 0.05
+
+
+def collapse_guard(feats: pd.DataFrame, chosen: pd.DataFrame) -> pd.DataFrame:
+    """`chosen` (seed, epoch, why) with the collapse rule applied: a seed whose
+    chosen epoch's clusters are much less even than at its k-means start
+    (clustering epoch 0) gets epoch 0. Pretraining-phase runs are returned as
+    they are: they have no k-means start among their candidates."""
+    if feats.attrs.get("phase", "clustering") != "clustering" or "size_entropy" not in feats:
+        return chosen
+    entropy = feats.set_index(ID)["size_entropy"]
+    rows = []
+    for row in chosen.to_dict("records"):
+        start = entropy.get((row["seed"], 0), np.nan)
+        at = entropy.get((row["seed"], int(row["epoch"])), np.nan)
+        if np.isfinite(start) and np.isfinite(at) and at < start - COLLAPSE_ENTROPY_DROP:
+            row = row | {"epoch": 0, "why": f"{row['why']}; but its normalised size entropy {at:.3f} is "
+                         f"{start - at:.3f} below the k-means start's {start:.3f} (> {COLLAPSE_ENTROPY_DROP}): "
+                         "the clusters collapsed from the start, so clustering epoch 0 is taken"}
+        rows.append(row)
+    return pd.DataFrame(rows, columns=chosen.columns)
+
+
 # The selectors that need a trained assessor: free; with the margin guard (the
-# study's primary); with the margin guard and the noise guard.
-ASSESSOR_SELECTORS = ("assessor", "assessor_guarded", "assessor_noise_guarded")
+# study's primary); with the margin guard and the noise guard; with the margin
+# guard and the collapse guard.
+ASSESSOR_SELECTORS = ("assessor", "assessor_guarded", "assessor_noise_guarded", "assessor_collapse_guarded")
 
 
 def select(feats: pd.DataFrame, selector: str, assessor: dict | None = None) -> pd.DataFrame:
@@ -757,7 +795,8 @@ def select(feats: pd.DataFrame, selector: str, assessor: dict | None = None) -> 
         if assessor is None:
             raise ValueError(f"the {selector!r} selector needs a trained assessor (--assessor PATH)")
         guard = guard_margin(assessor) if selector != "assessor" else 0.0
-        return assessor_selector(assessor, guard, noise_guard=selector == "assessor_noise_guarded")(feats)
+        chosen = assessor_selector(assessor, guard, noise_guard=selector == "assessor_noise_guarded")(feats)
+        return collapse_guard(feats, chosen) if selector == "assessor_collapse_guarded" else chosen
     if selector not in SELECTORS:
         raise ValueError(f"unknown selector {selector!r}; choose from {[*ASSESSOR_SELECTORS, *SELECTORS]}")
     return SELECTORS[selector](feats)
