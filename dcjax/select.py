@@ -20,12 +20,15 @@ seed (measured: it costs regret and buys no do-no-harm, selection.md).
 Whatever the selector, a seed whose partitions change in quality at random
 from epoch to epoch is flagged ('noise_dominated' in selection.json, and a
 warning here): no epoch of it can be told apart without labels.
+After the per-seed lines, the launch's choice (`dcjax.launch`): which seed
+and epoch of all the seeds, or their consensus, and why. It goes to
+selection.json ('launch'), its labels to <workdir>/selected_labels.npy.
 """
 import argparse
 import logging
 from pathlib import Path
 
-from dcjax import selection
+from dcjax import launch, selection
 
 
 def main(argv=None):
@@ -52,8 +55,25 @@ def main(argv=None):
             print(f"    warning: seed {s['seed']} is noise-dominated (lag-1 autocorrelation of the "
                   f"{selection.NOISE_COLUMN} {s['noise_autocorr']:.2f} < {selection.NOISE_AUTOCORR}): "
                   "its epochs differ in quality at random, no selector can tell them apart without labels")
-    print(f"wrote {args.workdir}/selection.json and {args.workdir}/keep_epochs.json")
+    result["launch"] = report_launch(args.workdir, result)
+    print(f"wrote {args.workdir}/selection.json, {args.workdir}/keep_epochs.json and "
+          f"{args.workdir}/selected_labels.npy")
     return result
+
+
+def report_launch(workdir, result: dict) -> dict:
+    """The launch's choice among all seeds x epochs and their consensus
+    (`dcjax.launch`), printed after the per-seed lines."""
+    choice = launch.select_launch(workdir, result)
+    if choice["selector"] is None:
+        print(f"launch: one seed, so its selected epoch {choice['epoch']}")
+        return choice
+    what = ("the consensus partition" if choice["seed"] == -1
+            else f"seed {choice['seed']}, epoch {choice['epoch']}")
+    print(f"launch ({len(result['seeds'])} seeds, {choice['n_candidates']} candidates, selector "
+          f"{choice['selector']}): {what}")
+    print(f"  why: {choice['why']}")
+    return choice
 
 
 if __name__ == "__main__":
