@@ -538,7 +538,7 @@ def _model(kind: str, seed: int = 0):
     raise ValueError(f"assessor kind must be one of {ASSESSOR_KINDS}, got {kind!r}")
 
 
-ASSESSOR_TARGETS = ("rank", "gap")
+ASSESSOR_TARGETS = ("rank", "gap", "pairwise")   # 'pairwise': `PairwiseRanker` (any kind), issue 20
 # The ensemble assessor: one model per target, their predictions turned into
 # within-seed ranks and averaged. The rank model orders the epochs of flat runs
 # (where the gap target is ~0 everywhere), the gap model weighs the runs whose
@@ -564,6 +564,41 @@ def assessor_target(acc: pd.Series, seeds: pd.Series, target: str) -> np.ndarray
     raise ValueError(f"assessor target must be one of {ASSESSOR_TARGETS}, got {target!r}")
 
 
+class PairwiseRanker:
+    """A pairwise ranking objective in place of rank regression (RankNet with a
+    linear score, Burges et al. 2005): logistic regression on x_i - x_j of
+    two epochs of one seed, labelled ACC_i > ACC_j, weighted by |ACC_i -
+    ACC_j| so that the pairs whose order costs most ACC count most. The score
+    of an epoch is w . x. Pairs are drawn at random, PAIRS_PER_ROW per epoch
+    (all pairs of a 151-epoch seed would be 11,325); near-ties are left out."""
+    PAIRS_PER_ROW = 10
+    MIN_GAP = 1e-3   # ACC: a tenth of a point
+
+    def __init__(self, seed: int = 0):
+        self.seed = seed
+
+    def fit(self, x: np.ndarray, y: np.ndarray, groups: np.ndarray) -> "PairwiseRanker":
+        from sklearn.linear_model import LogisticRegression
+        rng = np.random.default_rng(self.seed)
+        first, second = [], []
+        for rows in pd.Series(np.arange(len(y))).groupby(groups).indices.values():
+            i = np.repeat(rows, self.PAIRS_PER_ROW)
+            first.append(i)
+            second.append(rng.choice(rows, len(i)))
+        i, j = np.concatenate(first), np.concatenate(second)
+        gap = y[i] - y[j]
+        keep = np.abs(gap) > self.MIN_GAP
+        d, gap = x[i[keep]] - x[j[keep]], gap[keep]
+        # both orders of every pair: balanced classes, so the score needs no intercept
+        model = LogisticRegression(C=1.0, fit_intercept=False, max_iter=2000).fit(
+            np.concatenate([d, -d]), np.concatenate([gap > 0, gap < 0]), sample_weight=np.abs(np.concatenate([gap, gap])))
+        self.coef_ = model.coef_.ravel()
+        return self
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return x @ self.coef_
+
+
 def train_assessor(training: list[tuple[pd.DataFrame, pd.DataFrame]], kind: str = "gbr",
                    names: list[str] | None = None, target: str = "rank", seed: int = 0) -> dict:
     """Fit on (features of a run, its truth table: seed, epoch, acc) pairs
@@ -578,13 +613,14 @@ def train_assessor(training: list[tuple[pd.DataFrame, pd.DataFrame]], kind: str 
     trained_on = [f.attrs.get("run", "?") for f, _ in training]
     if target == "ensemble":
         return ensemble_of({t: train_assessor(training, kind, names, t, seed) for t in ENSEMBLE_TARGETS})
-    x, y = [], []
-    for feats, truth in training:
+    x, y, groups = [], [], []
+    for run, (feats, truth) in enumerate(training):
         acc = feats[ID].merge(truth[ID + ["acc"]], on=ID, how="left").acc
         x.append(rank_features(feats, names))
-        y.append(assessor_target(acc, feats["seed"], target))
-    x, y = np.concatenate(x), np.concatenate(y)
-    model = _model(kind, seed).fit(x, y)
+        y.append(acc.to_numpy(np.float64) if target == "pairwise" else assessor_target(acc, feats["seed"], target))
+        groups.append(run * 100_000 + feats["seed"].to_numpy())
+    x, y, groups = np.concatenate(x), np.concatenate(y), np.concatenate(groups)
+    model = (PairwiseRanker(seed).fit(x, y, groups) if target == "pairwise" else _model(kind, seed).fit(x, y))
     return {"model": model, "features": names, "kind": kind, "target": target,
             "trained_on": trained_on, "rows": int(len(y))}
 
