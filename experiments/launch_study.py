@@ -87,15 +87,15 @@ def study_launch(name: str, assessor: dict) -> tuple[dict, pd.DataFrame]:
     per_seed = selection.select(feats, PER_SEED, assessor)
     collapse = selection.collapse_guard(feats, per_seed)
     chosen = dict(zip(per_seed.seed, per_seed.epoch))
+    final = max(parts.epochs)
+    at_final = feats[feats.epoch == final].set_index("seed")
     consensus = launch.consensus_candidates(parts, chosen)
-    table = launch.launch_table(parts, chosen, consensus)
+    table = launch.launch_table(parts, chosen, consensus, at_final.silhouette.to_dict())
 
     acc = truth.set_index(["seed", "epoch"]).acc
     y = ground_truth(base.attrs["dataset"], base.attrs["algorithm"])
     consensus_acc = {c: accuracy(y, labels, parts.n_clusters) for c, labels in consensus.items()}
-    final = max(parts.epochs)
     finals = np.array([acc[(s, final)] for s in parts.seeds])
-    at_final = feats[feats.epoch == final].set_index("seed")
 
     def of(choice):
         return consensus_acc[choice["candidate"]] if choice["seed"] == -1 else acc[(choice["seed"], choice["epoch"])]
@@ -250,11 +250,14 @@ def write_section(lines: list[str]):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--export", nargs="*", type=Path, default=[], help="run workdirs to export first")
+    ap.add_argument("--export-only", action="store_true", help="export, no analysis")
     args = ap.parse_args()
     logging.getLogger("absl").setLevel(logging.ERROR)
     t0 = time.perf_counter()
     for workdir in args.export:
         export(workdir)
+    if args.export_only:
+        return
     assessor = selection.load_assessor(ASSESSOR)
     names = sorted(p.stem for p in PARTITIONS.glob("*.npz"))
     rows, outcomes = [], []

@@ -16,6 +16,7 @@ from sklearn.datasets import make_blobs
 from sklearn.metrics import adjusted_rand_score
 
 from conftest import tiny_config
+from test_selection import permuted_labels
 from dcjax import checkpointing, data, launch, select, selection, train
 
 SEEDS, PRETRAIN_EPOCHS, CLUSTERING_EPOCHS = 3, 2, 4
@@ -73,20 +74,11 @@ def per_seed_epochs(result: dict) -> dict:
     return {s["seed"]: s["epoch"] for s in result["seeds"]}
 
 
-def permuted_labels(monkeypatch):
-    load = data.load_dataset
-
-    def permuted(cfg):
-        ds = load(cfg)
-        return ds._replace(y=np.random.default_rng(1).permutation(ds.y))
-    monkeypatch.setattr(data, "load_dataset", permuted)
-
-
 def test_launch_selection_reads_no_label_column(run, monkeypatch):
     workdir, result, _ = run
     parts = launch.read_partitions(workdir)
     consensus = launch.consensus_candidates(parts, per_seed_epochs(result))
-    table = launch.launch_table(parts, per_seed_epochs(result), consensus)
+    table = launch.launch_table(parts, per_seed_epochs(result), consensus, launch.final_silhouettes(workdir, parts))
     assert not set(selection.LABEL_BASED) & set(table.columns)
     assert len(table) == SEEDS * (CLUSTERING_EPOCHS + 1) + 2
     choices = {name: launch.LAUNCH_SELECTORS[name](table) for name in launch.LAUNCH_SELECTORS}
@@ -95,7 +87,8 @@ def test_launch_selection_reads_no_label_column(run, monkeypatch):
         parts_permuted = launch.read_partitions(workdir)
         np.testing.assert_array_equal(parts_permuted.labels, parts.labels)
         again = launch.launch_table(parts_permuted, per_seed_epochs(result),
-                                    launch.consensus_candidates(parts_permuted, per_seed_epochs(result)))
+                                    launch.consensus_candidates(parts_permuted, per_seed_epochs(result)),
+                                    launch.final_silhouettes(workdir, parts_permuted))
         pd.testing.assert_frame_equal(again, table)
         assert {name: launch.LAUNCH_SELECTORS[name](again) for name in choices} == choices
         assert launch.select_launch(workdir, result) == result["launch"]   # the command line's choice
@@ -112,7 +105,7 @@ def test_selected_labels_file_is_the_chosen_snapshot(run):
     assert json.loads((workdir / "selection.json").read_text())["launch"] == choice
     labels = np.load(workdir / "selected_labels.npy")
     assert labels.shape == (400,) and labels.dtype == np.int32   # one integer per data row (subsample 400)
-    assert choice["seed"] >= 0   # the default picks a seed x epoch
+    assert choice["seed"] >= 0 and choice["epoch"] == per_seed_epochs(result)[choice["seed"]]   # a seed's selected epoch
     snap = checkpointing.load_snapshot(workdir, choice["epoch"])
     seeds = train.seed_ids(checkpointing.load_config(workdir))
     np.testing.assert_array_equal(labels, snap["assignments"][seeds.index(choice["seed"])])
