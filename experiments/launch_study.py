@@ -206,8 +206,9 @@ def report(launches: pd.DataFrame, outcomes: pd.DataFrame, command: str, seconds
         SECTION, "",
         f"Command: `{command}` ({seconds:.0f} s; it reads only the committed `scores/` and `partitions/` files). "
         f"{len(launches)} launches of 5 seeds ({n_batches} batches of seeds: "
-        + ", ".join(sorted(launches.batch.unique())) + "), all trained after the launch selectors and the "
-        "collapse rule were written. ACC in points. Per launch the candidates are every seed × epoch of the "
+        + ", ".join(sorted(launches.batch.unique())) + "), all trained after the collapse rule and the first launch "
+        "selectors were written (`own_silhouette` was added after the first batch was scored; the notes below "
+        "say which default was fixed when). ACC in points. Per launch the candidates are every seed × epoch of the "
         "selection phase and two consensus partitions (`dcjax.launch`). Per-seed choices: the committed primary "
         f"assessor (`{ASSESSOR.name}`, `{PER_SEED}`), as `python -m dcjax.select` makes them. `random_final`: "
         "the mean over the launch's seeds of the final epoch's ACC (what a user gets today, in expectation); "

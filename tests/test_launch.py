@@ -105,14 +105,18 @@ def test_selected_labels_file_is_the_chosen_snapshot(run):
     assert json.loads((workdir / "selection.json").read_text())["launch"] == choice
     labels = np.load(workdir / "selected_labels.npy")
     assert labels.shape == (400,) and labels.dtype == np.int32   # one integer per data row (subsample 400)
-    assert choice["seed"] >= 0 and choice["epoch"] == per_seed_epochs(result)[choice["seed"]]   # a seed's selected epoch
-    snap = checkpointing.load_snapshot(workdir, choice["epoch"])
-    seeds = train.seed_ids(checkpointing.load_config(workdir))
-    np.testing.assert_array_equal(labels, snap["assignments"][seeds.index(choice["seed"])])
-    # a consensus choice writes the consensus
-    consensus = launch.select_launch(workdir, result, "consensus")
-    expected = launch.consensus_candidates(launch.read_partitions(workdir), per_seed_epochs(result))
-    np.testing.assert_array_equal(np.load(workdir / "selected_labels.npy"), expected[consensus["candidate"]])
+    parts = launch.read_partitions(workdir)
+    consensus = launch.consensus_candidates(parts, per_seed_epochs(result))
+    if choice["seed"] == -1:   # the default: the consensus of the selected epochs
+        np.testing.assert_array_equal(labels, consensus[choice["candidate"]])
+    # a seed x epoch choice writes that snapshot's assignments
+    for name in ("own_silhouette", "agreement_all"):
+        choice = launch.select_launch(workdir, result, name)
+        assert choice["seed"] >= 0
+        snap = checkpointing.load_snapshot(workdir, choice["epoch"])
+        seeds = train.seed_ids(checkpointing.load_config(workdir))
+        np.testing.assert_array_equal(np.load(workdir / "selected_labels.npy"),
+                                      snap["assignments"][seeds.index(choice["seed"])])
 
 
 def test_collapse_rule_takes_the_kmeans_start_of_a_collapsed_seed():
