@@ -229,9 +229,10 @@ def _consensus(name: str, why: str):
     def pick(table):
         row = table[table.candidate == name].iloc[0]
         return {"candidate": name, "seed": -1, "epoch": -1,
-                "why": f"{why} (cross-seed NMI {row.cross_seed_nmi:.4f}, the seeds' own "
-                       f"{table[table.selected].cross_seed_nmi.min():.4f} to "
-                       f"{table[table.selected].cross_seed_nmi.max():.4f})"}
+                "why": f"{why}: its mean NMI to the seeds' partitions is {row.cross_seed_nmi:.4f}, the selected "
+                       f"partitions' own {table[table.selected].cross_seed_nmi.min():.4f} to "
+                       f"{table[table.selected].cross_seed_nmi.max():.4f} (on digits launches the consensus "
+                       "gained most often over a random seed: selection.md, 'Launch-level selection')"}
     return pick
 
 

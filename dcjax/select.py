@@ -68,7 +68,7 @@ def report_launch(workdir, result: dict) -> dict:
     if choice["selector"] is None:
         print(f"launch: one seed, so its selected epoch {choice['epoch']}")
         return choice
-    what = ("the consensus partition" if choice["seed"] == -1
+    what = (f"the {choice['candidate']}" if choice["seed"] == -1
             else f"seed {choice['seed']}, epoch {choice['epoch']}")
     print(f"launch ({len(result['seeds'])} seeds, {choice['n_candidates']} candidates, selector "
           f"{choice['selector']}): {what}")
