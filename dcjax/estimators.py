@@ -24,9 +24,12 @@ So the same X (as a file), seed and settings give the CLI's numbers
 (tests/test_estimators.py asserts it). `random_state=None` means seed 0: a
 run is reproducible unless asked otherwise.
 
-With several seeds, `labels_`, `final_labels_`, `cluster_centers_`,
-`transform` and `predict` are those of one seed, `seed_`: the one whose
-selected partition agrees best with the other seeds' (`consensus_seed`).
+With several seeds, `labels_` is the launch's choice (`launch_choice`, as
+`python -m dcjax.select` makes it: by default the consensus of the seeds'
+selected partitions; `launch_` says which and why), and `final_labels_`,
+`transform`, `predict` are those of one seed, `seed_`: the chosen seed, or
+the one closest to the consensus. `cluster_centers_` are the centres of
+`labels_` in `seed_`'s embedding.
 
 Data: X is z-scored per feature (the rule for tabular data, `normalize`),
 with statistics of the X given to `fit`; new data in `transform`/`predict`
@@ -51,7 +54,7 @@ from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
 from sklearn.metrics import adjusted_rand_score
 from sklearn.utils.validation import check_array, check_is_fitted
 
-from dcjax import checkpointing, config as config_lib, data, evaluate, selection, train
+from dcjax import checkpointing, config as config_lib, data, evaluate, launch, selection, train
 from dcjax.models import make_autoencoder
 
 # Parameter -> config field, shared by every algorithm. Defaults: the config's.
@@ -70,17 +73,23 @@ PROTOCOL = {
 DATA_FILE = "data.npy"
 
 
-def consensus_seed(labels_per_seed: np.ndarray) -> int:
-    """Which seed's result `labels_` holds: the index of the seed whose
-    partition has the highest mean ARI with the other seeds' (the most
-    typical of the launch; label-free). Ties go to the first seed; one seed
-    is its own choice."""
-    n = len(labels_per_seed)
-    if n == 1:
-        return 0
-    agreement = [np.mean([adjusted_rand_score(labels_per_seed[i], labels_per_seed[j]) for j in range(n) if j != i])
-                 for i in range(n)]
-    return int(np.argmax(agreement))
+def launch_choice(workdir, result: dict, labels_per_seed: np.ndarray) -> tuple[int, np.ndarray, dict | None]:
+    """What `labels_` holds, and which seed's model serves `transform`,
+    `predict` and `cluster_centers_`: with several seeds, the launch's choice
+    of `python -m dcjax.select` (`launch.select_launch`, label-free: by
+    default the consensus of the seeds' selected partitions, which beat a
+    random seed's on digits launches, selection.md 'Launch-level selection').
+    The model is the chosen seed's, or for a consensus the seed whose
+    partition agrees best with it (ARI; ties: the first). One seed: its own.
+    Returns (seed index, labels, the choice as selection.json has it)."""
+    if len(labels_per_seed) == 1:
+        return 0, labels_per_seed[0], None
+    choice = launch.select_launch(workdir, result)
+    labels = np.load(Path(workdir) / "selected_labels.npy").astype(np.int64)
+    if choice["seed"] >= 0:
+        return [s["seed"] for s in result["seeds"]].index(choice["seed"]), labels, choice
+    agreement = [adjusted_rand_score(labels, seed_labels) for seed_labels in labels_per_seed]
+    return int(np.argmax(agreement)), labels, choice
 
 
 def _get(c, field: str):
@@ -200,16 +209,17 @@ class DeepClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
                         jnp.asarray(snap["embedding"], jnp.float32), keys, k, int(config.kmeans.n_init)))
                 for i in np.flatnonzero(epochs == epoch):
                     labels[i] = snap["assignments"][i]
-        chosen = consensus_seed(labels)
+        chosen, self.labels_, self.launch_ = launch_choice(workdir, result, labels)
+        own = self.launch_ is None or self.launch_["seed"] >= 0   # labels_ is a seed's own partition
+        epoch = int(epochs[chosen] if self.launch_ is None or not own else self.launch_["epoch"])
         with evaluate._quiet_orbax():
             final = checkpointing.load_snapshot(workdir, max(checkpointing.list_epochs(workdir, "clustering")))
-            state = checkpointing.load_state(workdir, int(epochs[chosen]), phase)   # its model, for transform
+            state = checkpointing.load_state(workdir, epoch, phase)   # its model, for transform
         self.seeds_ = seeds
         self.selected_epoch_ = epochs
         self.labels_per_seed_ = labels
         self.final_labels_per_seed_ = np.asarray(final["assignments"], np.int64)
         self.seed_ = seeds[chosen]
-        self.labels_ = labels[chosen]
         self.final_labels_ = self.final_labels_per_seed_[chosen]
 
         params = state["params"] if phase == "pretrain" else state["params"]["ae"]
@@ -217,7 +227,7 @@ class DeepClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
         self.normalization_ = data.fit_normalization(x, data.normalize_mode(config.dataset.normalize, "tabular"))
         self.n_features_in_ = x.shape[1]
         self.config_ = config   # transform reads its model settings
-        if phase == "pretrain":
+        if phase == "pretrain" or not own:   # a k-means or consensus partition: its clusters' means
             self.cluster_centers_ = _cluster_means(self.transform(x), self.labels_, k)
         else:
             self.cluster_centers_ = np.asarray(state["params"]["centers"][chosen], np.float32)

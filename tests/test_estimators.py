@@ -82,12 +82,11 @@ def test_bad_parameters_are_refused_before_training():
         DKM(n_clusters=3).fit(np.where(X > 5, np.nan, X))
 
 
-def test_consensus_seed_is_the_most_typical_partition():
+def test_one_seed_is_its_own_launch_choice():
     a = np.array([0, 0, 1, 1, 2, 2])
-    b = np.array([1, 1, 0, 0, 2, 2])   # a relabelled: the same partition
-    c = np.array([0, 1, 0, 1, 0, 1])
-    assert estimators.consensus_seed(np.stack([c, a, b])) == 1
-    assert estimators.consensus_seed(a[None]) == 0
+    index, labels, choice = estimators.launch_choice(None, {"seeds": [{"seed": 7, "epoch": 3}]}, a[None])
+    assert index == 0 and choice is None
+    np.testing.assert_array_equal(labels, a)
 
 
 def test_importing_the_package_stays_light():
@@ -136,6 +135,9 @@ def test_estimator_and_command_line_give_the_same_numbers(fitted, monkeypatch):
         assert ([r["loss"] for r in checkpointing.load_records(cli_dir, phase)]
                 == [r["loss"] for r in checkpointing.load_records(est_dir, phase)])
     assert [s["epoch"] for s in result["seeds"]] == model.selected_epoch_.tolist()
+    cli_launch, est_launch = ({k: v for k, v in c.items() if k != "labels"} for c in (result["launch"], model.launch_))
+    assert cli_launch == est_launch   # the same launch choice
+    np.testing.assert_array_equal(np.load(cli_dir / "selected_labels.npy"), model.labels_)
     for i, epoch in enumerate(model.selected_epoch_):
         np.testing.assert_array_equal(checkpointing.load_snapshot(cli_dir, int(epoch))["assignments"][i],
                                       model.labels_per_seed_[i])
@@ -148,7 +150,11 @@ def test_fitted_attributes_and_pipeline_use(fitted):
     model = pipe[-1]
     assert model.seeds_ == [SEED, SEED + 1] and model.seed_ in model.seeds_
     i = model.seeds_.index(model.seed_)
-    np.testing.assert_array_equal(model.labels_, model.labels_per_seed_[i])
+    # labels_ is the launch's choice (dcjax.launch), as selection.json and selected_labels.npy have it
+    assert json.loads((est_dir / "selection.json").read_text())["launch"] == model.launch_
+    np.testing.assert_array_equal(model.labels_, np.load(est_dir / "selected_labels.npy"))
+    if model.launch_["seed"] >= 0:
+        np.testing.assert_array_equal(model.labels_, model.labels_per_seed_[i])
     np.testing.assert_array_equal(model.final_labels_, model.final_labels_per_seed_[i])
     assert model.labels_.shape == (len(X),) and set(model.labels_) <= {0, 1, 2}
     assert ((0 <= model.selected_epoch_) & (model.selected_epoch_ <= TINY["clustering_epochs"])).all()
