@@ -2,13 +2,12 @@
 The same linear model class both ways (ridge on within-seed ACC ranks
 against `selection.PairwiseRanker`, a linear RankNet on pairs of epochs of
 one seed), the same features, each fitted leave-one-dataset-out on the
-committed per-epoch score tables; the earlier 230 pairs and the seeds
-trained for issue 20 (score tables named *_s10, *_s15, ...) are reported
-apart. Kept only if it wins on the new seeds.
+committed per-epoch score tables; the earlier 230 pairs (scores/) and the
+seeds trained for issue 20 (scores_launch/) are reported apart. Kept only if
+it wins on the new seeds.
 
     python experiments/ranking_objective.py
 """
-import re
 import sys
 import time
 from pathlib import Path
@@ -20,17 +19,17 @@ from selection_study import SCORES, markdown, read_run_csv  # noqa: E402
 
 from dcjax import selection  # noqa: E402
 
-NEW = re.compile(r"_s(1[0-9]|[2-9][0-9])$")   # seed batches 10 and above: trained for issue 20
+LAUNCH_SCORES = SCORES.parent / "scores_launch"   # the seeds trained for issue 20
 CANDIDATES = {"ridge_rank": ("ridge", "rank"), "linear_pairwise": ("ridge", "pairwise")}
 
 
 def main():
     t0 = time.perf_counter()
     runs, new = [], set()
-    for path in sorted(SCORES.glob("*.csv")):
+    for path in sorted(SCORES.glob("*.csv")) + sorted(LAUNCH_SCORES.glob("*.csv")):
         base, truth = read_run_csv(path)
         runs.append((selection.features(base), truth))
-        if NEW.search(path.stem):
+        if path.parent == LAUNCH_SCORES:
             new.add(base.attrs["run"])
     truth = pd.concat([t for _, t in runs], ignore_index=True)
     info = pd.DataFrame([f.attrs for f, _ in runs])[["run", "dataset", "algorithm"]]
