@@ -37,6 +37,7 @@ Read top to bottom. Nothing here reads a label:
 """
 import functools
 import json
+import logging
 from pathlib import Path
 from typing import NamedTuple
 
@@ -47,6 +48,8 @@ import pandas as pd
 from jax import lax
 
 from dcjax import checkpointing, evaluate, metrics, selection, train
+
+log = logging.getLogger(__name__)
 
 AGREEMENT_POINTS = 2000    # agreement and divergence on a fixed point sample: contingencies of n points
 SILHOUETTE_POINTS = selection.POOLED_POINTS   # the silhouette is O(n^2)
@@ -78,10 +81,15 @@ def read_partitions(workdir, phase: str | None = None) -> Partitions:
     seeds, k = train.seed_ids(config), selection._n_clusters(config)
     with evaluate._quiet_orbax():
         epochs = checkpointing.list_epochs(workdir, phase)
-    labels, spaces = [], []
+    labels, spaces, readable = [], [], []
     with checkpointing.snapshot_reader(workdir, phase) as load, evaluate._quiet_orbax():
         for epoch in epochs:
-            snap = load(epoch)
+            try:
+                snap = load(epoch)
+            except checkpointing.DamagedCheckpointError as e:   # no candidate, as in dcjax.evaluate
+                log.warning("%s; epoch %d is not a candidate", e, epoch)
+                continue
+            readable.append(epoch)
             if phase == "pretrain":
                 keys = jnp.stack([evaluate.kmeans_key(s, epoch) for s in seeds])
                 z = jnp.asarray(snap["embedding"], jnp.float32)
@@ -91,7 +99,7 @@ def read_partitions(workdir, phase: str | None = None) -> Partitions:
             if epoch in (epochs[0], epochs[-1]):
                 spaces.extend(np.asarray(snap["embedding"], np.float32))
     dtype = np.uint8 if k <= 256 else np.int32
-    return Partitions(np.stack(labels).astype(dtype), np.stack(spaces), seeds, epochs, phase, k)
+    return Partitions(np.stack(labels).astype(dtype), np.stack(spaces), seeds, readable, phase, k)
 
 
 def save_partitions(parts: Partitions, path) -> Path:

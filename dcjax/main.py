@@ -31,8 +31,12 @@ PROG = "python -m dcjax.main"
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Where checkpoints and records go (default: runs/<algorithm>_<dataset>).")
-flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() first (several hosts; the "
-                  "coordinator comes from the environment, e.g. SLURM or JAX_COORDINATOR_ADDRESS).")
+flags.DEFINE_bool("distributed", False, "Several processes (hosts) train one launch, the seeds sharded over "
+                  "all their devices: jax.distributed.initialize() first. The coordinator comes from the "
+                  "cluster (SLURM, GKE) or JAX_COORDINATOR_ADDRESS, or from the three flags below.")
+flags.DEFINE_string("coordinator_address", None, "With --distributed: host:port of process 0.")
+flags.DEFINE_integer("num_processes", None, "With --distributed: how many processes.")
+flags.DEFINE_integer("process_id", None, "With --distributed: this process's index, 0 .. num_processes-1.")
 
 
 def fail(message) -> None:
@@ -108,20 +112,22 @@ def main(argv):
     if _is_file(str(config.dataset.name)):   # absolute, so the run can be read from any folder
         config.dataset.name = str(Path(config.dataset.name).expanduser().resolve())
     workdir = FLAGS.workdir or default_workdir(config)
-    if FLAGS.distributed:
-        import jax
-        jax.distributed.initialize()
     # dcjax's own messages at INFO; orbax logs every save at INFO through absl,
     # which would bury the progress bar, so absl stays at WARNING.
     logging.set_verbosity(logging.WARNING)
     pylogging.getLogger("dcjax").setLevel(pylogging.INFO)
-    from dcjax import data, train   # after the checks above: a mistake there is reported at once
+    from dcjax import checkpointing, data, train   # after the checks above: a mistake there is reported at once
+    if FLAGS.distributed:
+        train.start_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
     try:
         summary = train.train_and_evaluate(config, workdir)
-    except (config_lib.ConfigError, data.DataError) as e:   # raised before any compute
+    except (config_lib.ConfigError, data.DataError,   # raised before any compute
+            train.WorkdirBusyError, PermissionError, checkpointing.DiskFullError) as e:   # and a full disk
         fail(e)
-    print(train.format_summary(summary, Path(workdir)))
-    print(f"next, the best epoch without labels: python -m dcjax.select --workdir {workdir}")
+    import jax
+    if jax.process_index() == 0:   # under --distributed, one process reports
+        print(train.format_summary(summary, Path(workdir)))
+        print(f"next, the best epoch without labels: python -m dcjax.select --workdir {workdir}")
 
 
 if __name__ == "__main__":

@@ -49,12 +49,18 @@ def main(argv=None):
     result = selection.select_run(args.workdir, args.selector, args.assessor, progress=args.progress)
     print(f"{args.workdir}: selector {args.selector}, phase {result['phase']}")
     for s in result["seeds"]:
-        state = "full state kept" if s["state_present"] else "snapshot only (full state pruned)"
+        state = "model state stored" if s["state_present"] else "model state rebuilt on load (replay)"
         print(f"  seed {s['seed']}: epoch {s['epoch']} of {s['final_epoch']} [{state}]: {s['why']}")
+        if s.get("diverged"):
+            d = s["diverged"]
+            print(f"    warning: seed {s['seed']} diverged (non-finite loss) in {d['phase']} epoch {d['epoch']}; "
+                  f"its state stayed at epoch {d['last_finite_epoch']} of {d['phase']}, so later epochs are not candidates")
         if s["noise_dominated"]:
             print(f"    warning: seed {s['seed']} is noise-dominated (lag-1 autocorrelation of the "
                   f"{selection.NOISE_COLUMN} {s['noise_autocorr']:.2f} < {selection.NOISE_AUTOCORR}): "
                   "its epochs differ in quality at random, no selector can tell them apart without labels")
+    if result["damaged_epochs"]:
+        print(f"  left out, their snapshot damaged (unreadable): epochs {result['damaged_epochs']}")
     result["launch"] = report_launch(args.workdir, result)
     print(f"wrote {args.workdir}/selection.json, {args.workdir}/keep_epochs.json and "
           f"{args.workdir}/selected_labels.npy")

@@ -37,6 +37,7 @@ assessor on other runs (section 4) and to score selectors (section 6):
 """
 import functools
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Callable
@@ -48,6 +49,8 @@ import pandas as pd
 from scipy import signal, stats
 
 from dcjax import checkpointing, data, evaluate, metrics, train
+
+log = logging.getLogger(__name__)
 
 # Evaluation-table columns the selection may read (all label-free).
 SCORE_COLUMNS = ["silhouette", "simplified_silhouette", "calinski_harabasz", "davies_bouldin",
@@ -236,7 +239,11 @@ def snapshot_table(workdir, phase: str, *, points: int = POOLED_POINTS, every: i
     previous = None
     with checkpointing.snapshot_reader(workdir, phase) as load, evaluate._quiet_orbax():
         for epoch in epochs:
-            snap = load(epoch)
+            try:
+                snap = load(epoch)
+            except checkpointing.DamagedCheckpointError as e:   # left out, as evaluate leaves it out
+                log.warning("%s; epoch %d is not a candidate", e, epoch)
+                continue
             z = jnp.asarray(snap["embedding"], jnp.float32)
             if phase == "pretrain":
                 keys = jnp.stack([evaluate.kmeans_key(s, epoch) for s in seeds])
@@ -256,6 +263,7 @@ def snapshot_table(workdir, phase: str, *, points: int = POOLED_POINTS, every: i
                 ref_embeddings.append(z[:, sample])
     z_refs = jnp.stack(ref_embeddings)
     rows, per_epoch = [], []
+    epochs = [e for e in epochs if e in partitions]
     for epoch in epochs:
         per_ref = jax.device_get(reference_indices(z_refs, partitions[epoch], k))
         per_epoch.append(per_ref)
@@ -888,9 +896,12 @@ def select_run(workdir, selector: str = "assessor", assessor_path=None, progress
                feats: pd.DataFrame | None = None) -> dict:
     """Choose an epoch per seed without labels, write `<workdir>/selection.json`,
     and add the chosen epochs to `<workdir>/keep_epochs.json` ({phase: [epochs]},
-    the union over calls) so that retention can spare their full state.
+    the union over calls) so that retention of per-epoch states can spare them.
     Snapshots are never pruned, so every chosen epoch's clustering (assignments,
-    centers, embedding) stays readable even where its full state is gone.
+    centers, embedding) stays readable; its model state is stored or replayed
+    (`checkpointing.load_state`). A seed that diverged is never given an
+    epoch after it (those are copies of its last finite one), and epochs
+    whose snapshot is damaged are no candidates (`damaged_epochs`).
     The assessor selectors use `assessor_path`, by default the shipped one.
     `feats`: the run's `run_features`, when the caller has computed them."""
     workdir = Path(workdir)
@@ -901,12 +912,20 @@ def select_run(workdir, selector: str = "assessor", assessor_path=None, progress
     noise = noise_dominated(feats).set_index("seed")   # a warning for any selector, label-free
     with evaluate._quiet_orbax():
         states = set(checkpointing.list_epochs(workdir, phase, kind="state"))
+        damaged = sorted(set(checkpointing.list_epochs(workdir, phase)) - set(feats.epoch))
+    diverged = train.diverged_seeds(workdir)
     seeds = []
     for row in chosen.to_dict("records"):
-        epoch = int(row["epoch"])
+        epoch, why = int(row["epoch"]), row["why"]
+        frozen = diverged.get(int(row["seed"]))
+        if frozen:   # its epochs from the divergence on are copies of the last finite one
+            last = frozen["last_finite_epoch"] if frozen["phase"] == phase else 0 if phase == "clustering" else epoch
+            if epoch > last:
+                epoch, why = last, f"diverged in {frozen['phase']} epoch {frozen['epoch']}: its last finite epoch, " \
+                                   f"instead of epoch {epoch} ({why})"
         autocorr = float(noise.at[row["seed"], "autocorr"])
         seeds.append({"seed": int(row["seed"]), "phase": phase, "epoch": epoch,
-                      "final_epoch": int(feats.epoch.max()), "why": row["why"],
+                      "final_epoch": int(feats.epoch.max()), "why": why, "diverged": frozen,
                       "noise_dominated": bool(noise.at[row["seed"], "noisy"]),
                       "noise_autocorr": round(autocorr, 4) if np.isfinite(autocorr) else None,   # JSON has no NaN
                       "top_features": row.get("top_features") if isinstance(row.get("top_features"), list) else [],
@@ -915,7 +934,8 @@ def select_run(workdir, selector: str = "assessor", assessor_path=None, progress
                       "state": str(checkpointing.epoch_dir(workdir, epoch, phase, "state")) if epoch in states else None})
     result = {"workdir": str(workdir), "phase": phase, "selector": selector,
               "assessor": (str(assessor_path or "shipped: dcjax/assessors/selection.npz") if assessor else None),
-              "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "seeds": seeds}
+              "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "seeds": seeds,
+              "damaged_epochs": damaged}   # snapshots on disk that could not be read: not candidates
     (workdir / "selection.json").write_text(json.dumps(result, indent=2) + "\n")
     keep_path = workdir / "keep_epochs.json"
     keep = json.loads(keep_path.read_text()) if keep_path.exists() else {}
