@@ -51,7 +51,7 @@ import optax
 from sklearn.cluster import KMeans
 
 from dcjax import checkpointing, data, methods
-from dcjax.config import ConfigError
+from dcjax.config import ConfigError, get_default_config
 from dcjax.methods.base import EpochEnd, LossInputs, no_center_rule
 from dcjax.models import make_autoencoder
 
@@ -707,8 +707,11 @@ def _pretrained_params(config, keys, trainer, x):
     """The final pretrained autoencoder of another run, for our seeds."""
     source = Path(config.pretrained_from)
     other = checkpointing.load_config(source)
+    defaults = json.loads(get_default_config().to_json())
     for section in ("dataset", "model"):
-        if json.loads(other[section].to_json()) != json.loads(config[section].to_json()):
+        # a field added since that run was made has its default there
+        theirs_section = {**defaults[section], **json.loads(other[section].to_json())}
+        if theirs_section != json.loads(config[section].to_json()):
             raise ValueError(f"pretrained_from={source}: its {section} config differs from this run's")
     theirs = seed_ids(other)
     missing = [s for s in seed_ids(config) if s not in theirs]

@@ -148,6 +148,16 @@ def test_pretrained_from_shares_the_pretraining(tmp_path):
     bad = tiny_config("dcn", seeds=1, seed=5, pretrained_from=str(tmp_path / "ae"))
     with pytest.raises(ValueError, match="no seed"):
         train.train_and_evaluate(bad, tmp_path / "bad")
+    # A run written before a config field existed (here dataset.label_column)
+    # still serves: the missing field has its default. A real difference does not.
+    stored = json.loads((tmp_path / "ae" / "config.json").read_text())
+    del stored["dataset"]["label_column"]
+    (tmp_path / "ae" / "config.json").write_text(json.dumps(stored))
+    train.train_and_evaluate(cfg, tmp_path / "dcn_from_older")
+    stored["model"]["embedding_dim"] += 1
+    (tmp_path / "ae" / "config.json").write_text(json.dumps(stored))
+    with pytest.raises(ValueError, match="model config differs"):
+        train.train_and_evaluate(cfg, tmp_path / "dcn_other_model")
 
 
 def test_pretrained_from_reads_a_state_item_that_holds_more_than_the_model(tmp_path):
