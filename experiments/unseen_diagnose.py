@@ -8,6 +8,13 @@ against their reference sizes C⁰.
 
 No checkpoints are written: it runs the same compiled epoch functions as
 `dcjax.train.train_and_evaluate` (the trainer), in memory.
+
+    python experiments/unseen_diagnose.py --purity /work/runs/i18/unseen/optdigits_s0/unseen_dec
+
+reads a finished run's final snapshot instead: per seed, how many active
+clusters are mostly (> 80%) one class, and how many clusters each class is
+split over. It tells whether the surviving clusters are real sub-groups of
+the classes or bookkeeping leftovers (empty or mixed clusters).
 """
 import argparse
 import ast
@@ -29,16 +36,39 @@ def accuracy(y, labels):
     return table[rows, cols].sum() / len(y)
 
 
+def purity(workdir: str):
+    """Per seed of a finished run: the classes behind its active clusters at the final epoch."""
+    from dcjax import checkpointing
+    cfg = checkpointing.load_config(workdir)
+    y = np.asarray(data.load_dataset(cfg.dataset).y)
+    snap = checkpointing.load_snapshot(workdir, int(cfg.clustering.epochs))
+    for i, (labels, active) in enumerate(zip(snap["assignments"], snap["active"])):
+        majority, mostly_one = [], 0
+        for c in np.flatnonzero(active):
+            counts = np.bincount(y[labels == c], minlength=y.max() + 1)
+            majority.append(counts.argmax())
+            mostly_one += counts.max() > 0.8 * max(counts.sum(), 1)
+        per_class = np.bincount(majority, minlength=y.max() + 1)
+        print(f"seed {int(cfg.seed) + i}: {int(active.sum())} active, {int(mostly_one)} of them > 80% one class, "
+              f"empty: {int(np.sum(np.bincount(labels, minlength=active.size)[active] == 0))}; "
+              f"clusters per class {per_class.tolist()}")
+
+
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("variant", help="unseen_dcn, unseen_dec or unseen_dkm")
+    parser.add_argument("variant", nargs="?", help="unseen_dcn, unseen_dec or unseen_dkm")
+    parser.add_argument("--purity", help="a finished run's workdir: the classes behind its surviving clusters")
     parser.add_argument("--dataset", default="optdigits")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--pretrained", required=True, help="a run's workdir holding the pretrained AE")
+    parser.add_argument("--pretrained", help="a run's workdir holding the pretrained AE")
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--set", action="append", default=[], help="dotted.field=value (a Python literal)")
     parser.add_argument("--json", help="write the per-epoch trace here")
     args = parser.parse_args()
+    if args.purity:
+        return purity(args.purity)
+    if not (args.variant and args.pretrained):
+        parser.error("a variant and --pretrained, or --purity")
 
     cfg = config_lib.make_config(args.variant, args.dataset)
     cfg.seed, cfg.seeds, cfg.progress, cfg.pretrained_from = args.seed, 1, False, args.pretrained

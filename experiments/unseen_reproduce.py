@@ -123,7 +123,8 @@ def run_chunk(dataset: str, first_seed: int, seeds: int, variants, runs: str, bl
         summary["run"] = str(workdir)
         summary["epochs"] = {"pretrain": int(cfg.pretrain.epochs), "clustering": int(cfg.clustering.epochs)}
         summary["seconds_per_seed_epoch"] = {
-            "pretrain": seconds_per_seed_epoch(base / "ae_kmeans", "pretrain", seeds),
+            "pretrain": seconds_per_seed_epoch(base / "ae_kmeans", "pretrain",   # it may hold more seeds
+                                               json.loads((base / "ae_kmeans" / "config.json").read_text())["seeds"]),
             "clustering": seconds_per_seed_epoch(workdir, "clustering", seeds)}
         out[variant] = summary
         OUT.mkdir(parents=True, exist_ok=True)
@@ -148,8 +149,7 @@ def stats(rows: list[dict], label: str, metric: str, scale: float = 100.0) -> tu
 
 def seconds(dataset: str, variant: str):
     """Median clustering seconds per seed-epoch over the chunks of a variant."""
-    values = [s["seconds_per_seed_epoch"]["clustering"] for p in sorted(OUT.glob(f"{dataset}_s*.json"))
-              for v, s in json.loads(p.read_text()).items() if v == variant]
+    values = [c["seconds_per_seed_epoch"]["clustering"] for c in summaries(dataset, variant)]
     values = [v for v in values if v]
     return float(np.median(values)) if values else None
 
@@ -167,7 +167,7 @@ def table_one(datasets=TABLE_ONE_DATASETS, variants=PAPER) -> list[str]:
             published = PUBLISHED_ACC.get(dataset, {}).get(variant)
             rows = [results[variant][s] for s in sorted(results.get(variant, {}))]
             if not rows:
-                lines.append(f"| {dataset} | {variant} | 0 | not run yet | {published or '–'} | – | – | – | – | – |")
+                lines.append(f"| {dataset} | {variant} | 0 | not run (compute) | {published or '–'} | – | – | – | – | – |")
                 continue
             acc = stats(rows, "kmeans_on_embedding", "acc")
             own = " / ".join(fmt(stats(rows, "algorithm", m)) for m in ("acc", "nmi", "ari"))
@@ -188,6 +188,7 @@ def comparison(datasets, pairs: dict[str, str], title: str) -> list[str]:
         for variant, other in pairs.items():
             seeds = sorted(set(results.get(variant, {})) & set(results.get(other, {})))
             if not seeds:
+                lines.append(f"| {dataset} | {variant} | {other} | 0 | not run (compute) |" + " – |" * 8)
                 continue
             a = [results[variant][s] for s in seeds]
             b = [results[other][s] for s in seeds]
@@ -283,7 +284,9 @@ def report():
              "| --- | --- | --- | --- | --- | --- | --- |",
              *[f"| {r['k']} | {r['variant']} | {r['seeds']} | {r['epochs']} | {r['mean']:.1f} ± {r['sd']:.1f} | "
                f"{fmt(r['acc'])} | {fmt(r['nmi'])} |" for r in rows], ""]
-    if rows:
+    if not rows:
+        lines += ["Not run (compute).", ""]
+    else:
         rq2_figure(rows, RESULTS / "unseen_rq2.png")
         lines += ["![estimated vs true number of clusters](unseen_rq2.png)", ""]
     lines += ["## Seconds per seed-epoch (clustering phase, median over epochs and chunks)", "",
