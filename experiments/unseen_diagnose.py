@@ -23,22 +23,12 @@ import time
 
 import jax
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
-from dcjax import config as config_lib, data, train
-
-
-def accuracy(y, labels):
-    """Unsupervised accuracy (Hungarian matching), the usual ACC."""
-    table = np.zeros((labels.max() + 1, y.max() + 1))
-    np.add.at(table, (labels, y), 1)
-    rows, cols = linear_sum_assignment(-table)
-    return table[rows, cols].sum() / len(y)
+from dcjax import checkpointing, config as config_lib, data, metrics, train
 
 
 def purity(workdir: str):
     """Per seed of a finished run: the classes behind its active clusters at the final epoch."""
-    from dcjax import checkpointing
     cfg = checkpointing.load_config(workdir)
     y = np.asarray(data.load_dataset(cfg.dataset).y)
     snap = checkpointing.load_snapshot(workdir, int(cfg.clustering.epochs))
@@ -97,7 +87,8 @@ def main():
         ref = extras.get("unseen", {}).get("reference_labels")
         ref_sizes = np.bincount(np.asarray(ref[0]), minlength=active.size) if ref is not None else sizes
         ratio = sizes[active] / np.maximum(ref_sizes[active], 1)
-        row = {"epoch": epoch, "active": int(active.sum()), "acc": float(accuracy(y, labels)),
+        acc = float(metrics.cluster_accuracy(y, labels, active.size, int(y.max()) + 1))
+        row = {"epoch": epoch, "active": int(active.sum()), "acc": acc,
                "min_ratio": float(ratio.min()), "sizes": sorted(sizes[active].tolist())}
         trace.append(row)
         print(f"epoch {epoch:3d}  active {row['active']:2d}  acc {row['acc']:.3f}  "
