@@ -467,6 +467,13 @@ def report(name: str, runs, picks: pd.DataFrame, command: str, seconds: float, s
     return "\n".join(lines)
 
 
+def study_tables() -> list[Path]:
+    """The committed score tables of the base algorithms' runs, the study's
+    data. UNSEEN's tables are judged apart, as an algorithm the assessor never
+    saw (experiments/unseen_selection.py)."""
+    return sorted(p for p in SCORES.glob("*.csv") if "_unseen_" not in p.name)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("runs", nargs="*", type=Path, help="run workdirs (data set x algorithm)")
@@ -481,8 +488,8 @@ def main():
     args = ap.parse_args()
     logging.getLogger("absl").setLevel(logging.ERROR)
     t0 = time.perf_counter()
-    if args.from_csv:   # UNSEEN's tables are judged apart, as an unseen algorithm (experiments/unseen_selection.py)
-        paths = sorted(p for p in SCORES.glob("*.csv") if "_unseen_" not in p.name)
+    if args.from_csv:
+        paths = study_tables()
     else:
         paths = [write_run_csv(w) for w in args.runs]
         if args.csv_only:

@@ -4,6 +4,7 @@ epochs the study's model picks (experiments/results/assessor_shipped_picks.csv,
 written from experiments/results/assessor_selection.joblib by
 experiments/export_assessor.py), with bit-identical predictions where that
 pickle loads under this scikit-learn."""
+import functools
 import importlib.util
 import warnings
 from pathlib import Path
@@ -18,17 +19,22 @@ RESULTS = Path(__file__).resolve().parent.parent / "experiments" / "results"
 EVERY = 5   # every 5th committed table: 15 of 75 runs, all data sets and algorithms
 
 
-def read_run_csv(path):
+@functools.lru_cache(maxsize=None)
+def selection_study():
     spec = importlib.util.spec_from_file_location("selection_study", RESULTS.parent / "selection_study.py")
     study = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(study)
-    return study.read_run_csv(path)
+    return study
+
+
+def read_run_csv(path):
+    return selection_study().read_run_csv(path)
 
 
 @pytest.fixture(scope="module")
 def committed():
     """Features of a spread of the committed score tables."""
-    paths = sorted((RESULTS / "scores").glob("*.csv"))[::EVERY]
+    paths = selection_study().study_tables()[::EVERY]   # not UNSEEN's: no assessor saw them
     return [selection.features(read_run_csv(p)[0]).reset_index(drop=True) for p in paths]
 
 
@@ -38,7 +44,7 @@ def test_the_shipped_file_is_arrays_and_loads_without_pickle():
     assessor = selection.load_assessor()            # the default: the shipped one
     assert assessor["target"] == "ensemble" and set(assessor["members"]) == {"rank", "gap"}
     assert all(isinstance(m["model"], shipped_assessor.TreeEnsemble) for m in assessor["members"].values())
-    assert len(assessor["trained_on"]) == len(list((RESULTS / "scores").glob("*.csv")))
+    assert len(assessor["trained_on"]) == len(selection_study().study_tables())
 
 
 def test_it_reproduces_the_studys_selections_on_the_committed_tables(committed):
