@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from dcjax import selection
-from selection_study import ASSESSORS, PRIMARY, RESULTS, SCORES, markdown, read_run_csv
+from selection_study import ASSESSORS, PRIMARY, RESULTS, markdown, read_run_csv, study_tables
 
 
 def primary_outcomes(runs, truth, train_on=None, seed: int = 0) -> pd.DataFrame:
@@ -88,7 +88,7 @@ def main():
     args = ap.parse_args()
     logging.getLogger("absl").setLevel(logging.ERROR)
     t0 = time.perf_counter()
-    runs = [(selection.features(b), t) for b, t in map(read_run_csv, sorted(SCORES.glob("*.csv")))]
+    runs = [(selection.features(b), t) for b, t in map(read_run_csv, study_tables())]
     truth = pd.concat([t for _, t in runs], ignore_index=True)
     names = sorted(f.attrs["run"] for f, _ in runs)
     algorithm_of = {f.attrs["run"]: f.attrs["algorithm"] for f, _ in runs}

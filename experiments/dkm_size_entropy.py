@@ -17,6 +17,8 @@ SCORES = Path(__file__).parent / "results" / "scores"
 def changes() -> pd.DataFrame:
     rows = []
     for path in sorted(SCORES.glob("*_dkm*.csv")):
+        if "_unseen_" in path.name:   # UNSEEN+DKM is another algorithm
+            continue
         table = pd.read_csv(path)
         for seed, run in table.sort_values("epoch").groupby("seed"):
             rows.append({"dataset": path.stem.split("_")[0], "seed": seed,

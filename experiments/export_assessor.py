@@ -28,7 +28,7 @@ from dcjax import selection, shipped_assessor
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
-from selection_study import PRIMARY, PRIMARY_TARGET, RESULTS, SCORES, read_run_csv  # noqa: E402
+from selection_study import PRIMARY, PRIMARY_TARGET, RESULTS, read_run_csv, study_tables  # noqa: E402
 
 STUDY_MODEL = RESULTS / "assessor_selection.joblib"
 PICKS = RESULTS / "assessor_shipped_picks.csv"
@@ -36,7 +36,7 @@ PICKS = RESULTS / "assessor_shipped_picks.csv"
 
 def committed_runs() -> list[tuple[pd.DataFrame, pd.DataFrame]]:
     runs = []
-    for path in sorted(SCORES.glob("*.csv")):
+    for path in study_tables():
         base, truth = read_run_csv(path)
         runs.append((selection.features(base), truth))
     return runs

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).parent))
-from selection_study import SCORES, markdown, read_run_csv  # noqa: E402
+from selection_study import SCORES, markdown, read_run_csv, study_tables  # noqa: E402
 
 from dcjax import selection  # noqa: E402
 
@@ -26,7 +26,7 @@ CANDIDATES = {"ridge_rank": ("ridge", "rank"), "linear_pairwise": ("ridge", "pai
 def main():
     t0 = time.perf_counter()
     runs, new = [], set()
-    for path in sorted(SCORES.glob("*.csv")) + sorted(LAUNCH_SCORES.glob("*.csv")):
+    for path in study_tables() + sorted(LAUNCH_SCORES.glob("*.csv")):
         base, truth = read_run_csv(path)
         runs.append((selection.features(base), truth))
         if path.parent == LAUNCH_SCORES:
