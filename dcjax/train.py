@@ -372,12 +372,20 @@ def _settle_seed_parallelism(config, workdir: Path):
     return config
 
 
+def _with_defaults(stored: dict) -> dict:
+    """A stored config (JSON) with the fields added to dcjax since it was
+    written at their defaults, so that an older run still resumes and serves."""
+    defaults = json.loads(get_default_config().to_json())
+    return {name: {**defaults[name], **value} if isinstance(value, dict) and isinstance(defaults.get(name), dict)
+            else value for name, value in {**defaults, **stored}.items()}
+
+
 def _write_config(config, workdir: Path):
     """Write config.json once; refuse to continue a run with another setup."""
     path = workdir / "config.json"
     current = json.loads(config.to_json_best_effort())
     if path.exists():
-        before = _flatten(json.loads(path.read_text()))
+        before = _flatten(_with_defaults(json.loads(path.read_text())))
         now = _flatten(current)
         changed = sorted(k for k in set(before) | set(now)
                          if before.get(k) != now.get(k) and not k.startswith(_RESUMABLE_CHANGES))
@@ -707,11 +715,9 @@ def _pretrained_params(config, keys, trainer, x):
     """The final pretrained autoencoder of another run, for our seeds."""
     source = Path(config.pretrained_from)
     other = checkpointing.load_config(source)
-    defaults = json.loads(get_default_config().to_json())
+    stored = _with_defaults(json.loads(other.to_json()))
     for section in ("dataset", "model"):
-        # a field added since that run was made has its default there
-        theirs_section = {**defaults[section], **json.loads(other[section].to_json())}
-        if theirs_section != json.loads(config[section].to_json()):
+        if stored[section] != json.loads(config[section].to_json()):
             raise ValueError(f"pretrained_from={source}: its {section} config differs from this run's")
     theirs = seed_ids(other)
     missing = [s for s in seed_ids(config) if s not in theirs]

@@ -154,6 +154,10 @@ def test_pretrained_from_shares_the_pretraining(tmp_path):
     del stored["dataset"]["label_column"]
     (tmp_path / "ae" / "config.json").write_text(json.dumps(stored))
     train.train_and_evaluate(cfg, tmp_path / "dcn_from_older")
+    older_run = json.loads((tmp_path / "dcn" / "config.json").read_text())   # and such a run resumes
+    del older_run["dataset"]["label_column"]
+    (tmp_path / "dcn" / "config.json").write_text(json.dumps(older_run))
+    train.train_and_evaluate(cfg, tmp_path / "dcn")
     stored["model"]["embedding_dim"] += 1
     (tmp_path / "ae" / "config.json").write_text(json.dumps(stored))
     with pytest.raises(ValueError, match="model config differs"):
