@@ -60,6 +60,8 @@ def get_default_config() -> ml_collections.ConfigDict:
         compress=False))  # zstd: ~25% smaller states, ~0.1 s more CPU per USPS save
     c.eval_chunk = 2048   # rows per chunk when embedding the whole data set
     c.progress = True
+    # Write <workdir>/report.html (dcjax.report) when training ends.
+    c.report = False
     return c
 
 

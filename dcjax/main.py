@@ -5,6 +5,8 @@ colon: `--config configs/dec_digits.py:smoke`. Re-running with the workdir of
 a killed run continues it.
 """
 import logging as pylogging
+import subprocess
+import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -32,6 +34,11 @@ def main(argv):
     pylogging.getLogger("dcjax").setLevel(pylogging.INFO)
     summary = train.train_and_evaluate(config, workdir)
     print(train.format_summary(summary, __import__("pathlib").Path(workdir)))
+    if config.get("report", False):
+        # In a process of its own: dcjax.evaluate, which the report uses, defines
+        # command-line flags ('workdir') that would clash with this module's.
+        subprocess.run([sys.executable, "-m", "dcjax.report", "--workdir", workdir,
+                        *([] if config.progress else ["--no-progress"])], check=True)
 
 
 if __name__ == "__main__":

@@ -270,7 +270,7 @@ def seed_ids(config) -> list[int]:
 # The driver: per-epoch checkpoints, records, resume, summary.
 
 # Settings that may differ when a killed or finished run is continued.
-_RESUMABLE_CHANGES = ("progress", "pretrain.epochs", "clustering.epochs", "checkpoint.", "eval_chunk")
+_RESUMABLE_CHANGES = ("progress", "report", "pretrain.epochs", "clustering.epochs", "checkpoint.", "eval_chunk")
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
