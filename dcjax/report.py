@@ -45,6 +45,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from dcjax import checkpointing, evaluate, selection, train  # noqa: E402
 
@@ -75,14 +76,16 @@ class Run:
     first use, so that drawing the losses does not score the run.
 
     `selector`/`assessor` choose the epoch per seed as `python -m dcjax.select`
-    does; without an assessor file the report falls back to the final epoch
-    and says so (`selection_note`)."""
+    does (and, as it does, writes selection.json and keep_epochs.json);
+    without an assessor file the report falls back to the final epoch and
+    says so (`selection['note']`)."""
 
     def __init__(self, workdir, *, selector: str = DEFAULT_SELECTOR, assessor=None, progress: bool = True):
         self.workdir = Path(workdir)
         self.selector, self.assessor, self.progress = selector, assessor, progress
         # A few snapshots kept: the figures of a seed read its selected and the final epoch.
         self.snapshot = functools.lru_cache(maxsize=4)(self._load_snapshot)
+        self._losses = {}
 
     @functools.cached_property
     def config(self):
@@ -98,13 +101,27 @@ class Run:
         return selection.selection_phase(self.workdir)
 
     def losses(self, phase: str) -> pd.DataFrame:
-        """seed, epoch, loss_<component> per epoch (records.jsonl)."""
-        return selection.loss_table(self.workdir, phase)
+        """seed, epoch, loss_<component> per epoch (records.jsonl), read once:
+        a 10-seed MNIST run's records hold every batch's loss (tens of MB)."""
+        if phase not in self._losses:
+            self._losses[phase] = selection.loss_table(self.workdir, phase)
+        return self._losses[phase]
 
     def loss_components(self, phase: str) -> list[str]:
-        """The components the run logged (not the sum loss_table adds where there is no 'total')."""
-        records = checkpointing.load_records(self.workdir, phase)
-        return list(records[0]["loss"]) if records else []
+        """The components the run logged (not the sum loss_table adds where
+        there is no 'total'), less a 'total' equal to the one other (DEC's)."""
+        path = self.workdir / phase / "records.jsonl"
+        if not path.exists():
+            return []
+        with open(path) as f:
+            first = f.readline()
+        names = list(json.loads(first)["loss"]) if first else []
+        if len(names) == 2 and "total" in names:
+            table = self.losses(phase)
+            (other,) = set(names) - {"total"}
+            if np.array_equal(table["loss_total"], table[f"loss_{other}"]):
+                names.remove("total")
+        return names
 
     @functools.cached_property
     def scores(self) -> pd.DataFrame:
@@ -259,9 +276,10 @@ def plot_curves(table: pd.DataFrame, column: str, *, marks: dict | None = None, 
     for name, epochs in (marks or {}).items():
         points = [(e, table.loc[(table.seed == s) & (table.epoch == e), column], s) for s, e in epochs.items()]
         points = [(e, v.iloc[0], s) for e, v, s in points if len(v)]
-        if points:
-            ax.scatter([p[0] for p in points], [p[1] for p in points], label=name,
+        if points:   # in each seed's colour; the legend shows the marker alone, in white
+            ax.scatter([p[0] for p in points], [p[1] for p in points],
                        color=["black" if many else colors[p[2]] for p in points], **MARKS.get(name, {}))
+            ax.scatter([], [], color="white", label=name, **MARKS.get(name, {}))
     if len(table):
         ax.axvline(table.epoch.max(), color="0.5", ls="--", lw=0.8)
     values = table[column].to_numpy(float)
@@ -269,9 +287,12 @@ def plot_curves(table: pd.DataFrame, column: str, *, marks: dict | None = None, 
         logy = len(values) > 0 and values.min() > 0 and values.max() / values.min() > 10
     if logy:
         ax.set_yscale("log")
+    else:   # plain numbers, as many digits as the ticks need: no "+1" or "1e6" above the axes, under the title
+        ax.ticklabel_format(axis="y", style="plain", useOffset=False)
     ax.set_title(title or _title(column), fontsize=9)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch", fontsize=8)
-    ax.tick_params(labelsize=7)
+    ax.tick_params(which="both", labelsize=7)
     ax.grid(alpha=0.25)
     return fig
 
@@ -279,13 +300,18 @@ def plot_curves(table: pd.DataFrame, column: str, *, marks: dict | None = None, 
 def plot_cluster_sizes(epochs, sizes, *, selected: int | None = None, ax=None, title=None) -> Figure:
     """Stacked area of the cluster sizes of one seed, as fractions of the
     points: epochs (E,), sizes (E, k). A cluster that empties is a band
-    that thins to nothing; the count of empty clusters at the end is in the
-    title, and the selected epoch gets a dashed line."""
+    that thins to nothing; a red x on the axis marks the epoch from which it
+    stays empty, the count at the end is in the title, and the selected
+    epoch gets a dashed line."""
     fig, ax = _axes(ax)
-    sizes = np.asarray(sizes, float)
+    epochs, sizes = np.asarray(epochs), np.asarray(sizes, float)
     k = sizes.shape[1]
     fractions = sizes / np.maximum(sizes.sum(axis=1, keepdims=True), 1)
-    ax.stackplot(np.asarray(epochs), fractions.T, colors=cluster_colors(k), linewidth=0)
+    ax.stackplot(epochs, fractions.T, colors=cluster_colors(k), linewidth=0)
+    for c in np.flatnonzero(sizes[-1] == 0):
+        alive = np.flatnonzero(sizes[:, c] > 0)   # a cluster empty from the start is marked at the start
+        died = epochs[min(alive[-1] + 1, len(epochs) - 1)] if len(alive) else epochs[0]
+        ax.plot([died], [0.02], marker="X", color="tab:red", markeredgecolor="white", markersize=8, zorder=5)
     if selected is not None:   # a line, and a marker above the axes that shows even at epoch 0
         ax.axvline(selected, color="black", ls="--", lw=1.0)
         ax.plot([selected], [1.0], marker="v", color="black", markersize=6, clip_on=False)
@@ -294,8 +320,9 @@ def plot_cluster_sizes(epochs, sizes, *, selected: int | None = None, ax=None, t
     ax.set_title((title or "") + f"\nend: {k - empty}/{k} clusters non-empty, smallest {100 * smallest:.1f}%",
                  fontsize=8, color="tab:red" if empty else "black")
     ax.set(xlim=(epochs[0], epochs[-1]), ylim=(0, 1))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch", fontsize=8)
-    ax.tick_params(labelsize=7)
+    ax.tick_params(which="both", labelsize=7)
     return fig
 
 
@@ -339,7 +366,7 @@ def plot_embedding(embedding, assignments, *, centers=None, method: str = "pca",
     if centers is not None and transform is not None:
         live = np.bincount(assignments, minlength=k)[: len(centers)] > 0
         c2 = transform(np.asarray(centers, np.float32)[live])
-        ax.scatter(c2[:, 0], c2[:, 1], marker="x", color="black", s=40, linewidths=1.5)
+        ax.scatter(c2[:, 0], c2[:, 1], marker="x", color="black", s=22, linewidths=0.9, alpha=0.8)
     n = len(assignments)
     shown = f"all {n:,} points" if len(idx) == n else f"{len(idx):,} of {n:,} points (random sample)"
     ax.text(0.01, 0.01, shown, transform=ax.transAxes, fontsize=7, va="bottom", color="0.3")
@@ -414,10 +441,10 @@ def cluster_sizes_figure(run) -> Figure | None:
 
 
 def embeddings_figure(run, method: str = "pca") -> Figure:
-    """Per seed, its selected and its final embedding side by side (two seeds per row)."""
+    """Per seed, its selected and its final embedding side by side (three seeds per row)."""
     run = _run(run)
     final = run.final_epoch
-    fig, axes = _grid(2 * len(run.seeds), 4, panel=(2.9, 2.9))
+    fig, axes = _grid(2 * len(run.seeds), 6, panel=(2.5, 2.6))
     from tqdm.auto import tqdm
     for i, seed in enumerate(tqdm(run.seeds, desc=f"{method} views", unit="seed", disable=not run.progress,
                                   leave=False)):
@@ -467,17 +494,30 @@ def _png(fig: Figure) -> bytes:
     return buf.getvalue()
 
 
+class Raw(str):
+    """A table cell that is HTML already (escaped where it holds text)."""
+
+
 def _table(rows: list[dict], classes: dict | None = None) -> str:
     if not rows:
         return ""
     head = "".join(f"<th>{html.escape(str(k))}</th>" for k in rows[0])
-    body = "".join("<tr>" + "".join(f"<td class='{(classes or {}).get(k, '')}'>{html.escape(str(v))}</td>"
+    body = "".join("<tr>" + "".join(f"<td class='{(classes or {}).get(k, '')}'>"
+                                     f"{v if isinstance(v, Raw) else html.escape(str(v))}</td>"
                                      for k, v in r.items()) + "</tr>" for r in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
 def _pct(x) -> str:
     return f"{100 * x:.1f}" if x is not None and np.isfinite(x) else "–"
+
+
+def _why(why: str) -> Raw:
+    """The selection's why, its verdict shown and the assessor's feature list folded away."""
+    verdict, _, features = why.partition("; top features: ")
+    if not features:
+        return Raw(html.escape(why))
+    return Raw(f"<details><summary>{html.escape(verdict)}</summary>top features: {html.escape(features)}</details>")
 
 
 def seed_rows(run: Run) -> list[dict]:
@@ -487,15 +527,16 @@ def seed_rows(run: Run) -> list[dict]:
         sizes = {e: np.bincount(run.embedding(s["seed"], e)["assignments"], minlength=run.n_clusters)
                  for e in {s["epoch"], s["final_epoch"]}}
         ac = s["noise_autocorr"]
+        init = " (k-means init)" if run.phase == "clustering" and s["epoch"] == 0 else ""
         rows.append({
-            "seed": s["seed"], "selected epoch": s["epoch"], "final epoch": s["final_epoch"],
+            "seed": s["seed"], "selected epoch": f"{s['epoch']}{init}", "final epoch": s["final_epoch"],
             "non-empty clusters (selected / final)": f"{(sizes[s['epoch']] > 0).sum()} / "
                                                      f"{(sizes[s['final_epoch']] > 0).sum()} of {run.n_clusters}",
             "smallest cluster % (selected / final)": " / ".join(
                 _pct(sizes[e][sizes[e] > 0].min() / sizes[e].sum()) for e in (s["epoch"], s["final_epoch"])),
             "noise autocorr.": "–" if ac is None else f"{ac:.2f}" + (" ⚠" if s["noise_dominated"] else ""),
             "full state kept": "yes" if s["state_present"] else "snapshot only",
-            "why": s["why"]})
+            "why": _why(s["why"])})
     return rows
 
 
@@ -559,10 +600,12 @@ def _figures(run: Run, umap: bool):
          "where the values span over a decade; dashed: the last epoch.", lambda: loss_figure(run)),
         ("scores", "Label-free scores per epoch", f"The columns dcjax.select reads, {run.phase} phase, one line "
          "per seed; dots: the selected epoch of each seed; dashed: the final epoch. Mean pairwise ARI/NMI "
-         "compare the seeds with each other: one line.", lambda: scores_figure(run)),
+         "compare the seeds with each other: one line. 'Higher/lower is better' is each index's own convention: "
+         "an embedding that collapses onto its centres improves the indices computed in it (silhouette, "
+         "Davies-Bouldin, ...) whatever the clustering's quality.", lambda: scores_figure(run)),
         ("cluster_sizes", "Cluster sizes over epochs", "Per seed, the fraction of the points in each cluster "
-         "(stacked; a band that thins out is a dying cluster); dashed: the selected epoch. Epoch 0 is the "
-         "k-means initialisation.", lambda: cluster_sizes_figure(run)),
+         "(stacked; a band that thins out is a dying cluster); red x: the epoch from which a cluster stays "
+         "empty; dashed line and triangle: the selected epoch. Epoch 0 is the k-means initialisation.", lambda: cluster_sizes_figure(run)),
         *views,
     ]
 

@@ -96,6 +96,7 @@ def screenshot(page: Path, out: Path, width: int = 1500, binary: str = "chromium
         tools.call("Emulation.setDeviceMetricsOverride", session, width=width, height=h, deviceScaleFactor=1,
                    mobile=False)
         shot = tools.call("Page.captureScreenshot", session, format="png", captureBeyondViewport=True)
+        out.parent.mkdir(parents=True, exist_ok=True)
         out.write_bytes(base64.b64decode(shot["data"]))
         return w, h
     finally:
