@@ -27,6 +27,8 @@ class ConfigError(ValueError):
 # Dataset names the config files exist for, and how their inputs are normalised.
 DATASETS = ("digits", "usps", "optdigits", "pendigits", "mnist", "fmnist")
 ALGORITHMS = ("ae_kmeans", "dec", "idec", "dcn", "dkm")
+# UNSEEN around an algorithm: make_config("unseen_dcn", ...) is DCN with `unseen.enabled`.
+UNSEEN_PREFIX = "unseen_"
 
 
 def get_default_config() -> ml_collections.ConfigDict:
@@ -68,6 +70,14 @@ def get_default_config() -> ml_collections.ConfigDict:
     c.dkm = ml_collections.ConfigDict(dict(
         lambda_rec=1.0, lambda_clust=1.0, alpha=1000.0,
         alpha_schedule="fixed", distance="squared"))
+    # UNSEEN (dcjax/methods/unseen.py): DCN, DEC or DKM with an unknown number
+    # of clusters. Start from k_init clusters; a cluster dies when it shrinks
+    # below t times its reference size. nn_loss=False drops the nearest-
+    # neighbour loss (the paper's ablation); reference_code=True does what the
+    # public code does where it departs from the paper (DEC/DKM centers stop
+    # learning after the first removal; DCN's counts are not pruned).
+    c.unseen = ml_collections.ConfigDict(dict(
+        enabled=False, k_init=35, t=0.5, nn_loss=True, reference_code=False))
 
     c.checkpoint = ml_collections.ConfigDict(dict(
         # Per-epoch snapshots (embedding, assignments, centers) and records are
@@ -111,13 +121,18 @@ def apply_presets(c: ml_collections.ConfigDict, arg: str | None) -> ml_collectio
 
 
 def make_config(algorithm: str, dataset: str, arg: str | None = None) -> ml_collections.ConfigDict:
-    if algorithm not in ALGORITHMS:
-        raise ConfigError(f"unknown algorithm {algorithm!r}; known: {', '.join(ALGORITHMS)}", "algorithm")
+    """`algorithm` is one of ALGORITHMS, or 'unseen_<algorithm>' for UNSEEN around it."""
+    unseen = algorithm.startswith(UNSEEN_PREFIX)
+    base = algorithm[len(UNSEEN_PREFIX):] if unseen else algorithm
+    if base not in ALGORITHMS:
+        raise ConfigError(f"unknown algorithm {algorithm!r}; known: {', '.join(ALGORITHMS)}, "
+                          f"and {UNSEEN_PREFIX}<algorithm> for UNSEEN around dcn, dec or dkm", "algorithm")
     c = get_default_config()
-    c.algorithm = algorithm
+    c.algorithm = base
+    c.unseen.enabled = unseen
     c.dataset.name = dataset
     c = apply_presets(c, arg)
-    if algorithm == "ae_kmeans":
+    if base == "ae_kmeans":
         c.clustering.epochs = 0
     return c
 

@@ -148,14 +148,19 @@ def kmeans_seeds(z, keys, n_clusters: int, n_init: int):
 # ---------------------------------------------------- scores, all seeds at once
 
 @functools.partial(jax.jit, static_argnames=("n_clusters", "sample_size"))
-def label_free_columns(z, labels, probs, silhouette_key, n_clusters: int, sample_size):
+def label_free_columns(z, labels, probs, silhouette_key, n_clusters: int, sample_size, active=None):
     """`metrics.label_free_scores` of every seed: z (S, N, e), labels (S, N),
-    probs (S, N, k) or None -> {name: (S,)}. Takes no `y`, by design: these are
+    probs (S, N, k) or None, active (S, k) or None (all k clusters alive) ->
+    {name: (S,)}, plus `n_active_clusters`. Takes no `y`, by design: these are
     the columns label-free epoch selection may read."""
-    def one(z, labels, probs):
-        return metrics.label_free_scores(z, labels, n_clusters, probs, key=silhouette_key,
-                                         silhouette_sample_size=sample_size)
-    return jax.vmap(one)(z, labels, probs)
+    if active is None:
+        active = jnp.ones(labels.shape[:1] + (n_clusters,), bool)
+
+    def one(z, labels, probs, active):
+        scores = metrics.label_free_scores(z, labels, n_clusters, probs, key=silhouette_key,
+                                           silhouette_sample_size=sample_size, active=active)
+        return scores | {"n_active_clusters": jnp.sum(active).astype(jnp.float32)}
+    return jax.vmap(one)(z, labels, probs, active)
 
 
 @functools.partial(jax.jit, static_argnames=("n_clusters",))
@@ -177,7 +182,7 @@ def label_based_columns(y, labels, n_clusters: int, n_classes: int):
 def _label_free_names() -> list[str]:
     shapes = jax.eval_shape(functools.partial(metrics.label_free_scores, n_clusters=2),
                             jax.ShapeDtypeStruct((3, 2), jnp.float32), jax.ShapeDtypeStruct((3,), jnp.int32))
-    return list(shapes)
+    return list(shapes) + ["n_active_clusters"]
 
 
 def table_columns(with_labels: bool) -> list[str]:
@@ -217,8 +222,9 @@ def _read_table(path: Path, columns: list[str], silhouette_points: int) -> pd.Da
         return None
     table = pd.read_csv(path)
     if list(table.columns) != columns or (len(table) and set(table["silhouette_points"]) != {silhouette_points}):
-        raise ValueError(f"{path} was computed with other settings (labels or silhouette sampling); "
-                         "pass --recompute (recompute=True) or another --output")
+        raise ValueError(f"{path} was computed with other settings (labels or silhouette sampling) or by an "
+                         "older dcjax (no n_active_clusters column); pass --recompute (recompute=True) "
+                         "or another --output")
     return table
 
 
@@ -233,7 +239,7 @@ class Setup(NamedTuple):
     seeds: list[int]
     n_clusters: int
     kmeans_n_init: int
-    soft_assign: Callable | None     # (centers, z, epoch) -> probs, seed-vmapped; None for hard methods
+    soft_assign: Callable | None     # (centers, z, epoch, active) -> probs, seed-vmapped; None for hard methods
     sample_size: int | None          # of the sampled silhouette; None: exact
     silhouette_key: jax.Array
 
@@ -243,14 +249,17 @@ def label_free_epoch(setup: Setup, phase: str, epoch: int, snap: dict, before) -
     once. `before`: the previous clustering epoch's assignments, or None."""
     z = jnp.asarray(snap["embedding"], jnp.float32)
     k = setup.n_clusters
+    active = None   # pretraining, and snapshots written before masks existed: every cluster alive
     if phase == "pretrain":
         keys = jnp.stack([kmeans_key(s, epoch) for s in setup.seeds])
         assignments, probs = kmeans_seeds(z, keys, k, setup.kmeans_n_init), None
     else:
         assignments, probs = jnp.asarray(snap["assignments"]), None
+        active = jnp.asarray(snap["active"]) if "active" in snap else None
         if setup.soft_assign is not None:  # as the epoch was trained: with the epoch-(e-1) schedule
-            probs = setup.soft_assign(jnp.asarray(snap["centers"]), z, jnp.int32(max(epoch - 1, 0)))
-    scores = label_free_columns(z, assignments, probs, setup.silhouette_key, k, setup.sample_size)
+            probs = setup.soft_assign(jnp.asarray(snap["centers"]), z, jnp.int32(max(epoch - 1, 0)),
+                                      jnp.ones(snap["centers"].shape[:2], bool) if active is None else active)
+    scores = label_free_columns(z, assignments, probs, setup.silhouette_key, k, setup.sample_size, active)
     if phase == "clustering":
         scores |= clustering_columns(assignments, assignments if before is None else before,
                                      before is not None, k)
@@ -276,9 +285,10 @@ def evaluate_run(workdir, *, labels: bool = True, exact_silhouette: bool = False
     n = len(dataset.x)
     method = methods.get_method(config)
     setup = Setup(
-        seeds=train.seed_ids(config), n_clusters=int(config.dataset.n_clusters) or dataset.n_clusters,
+        seeds=train.seed_ids(config),
+        n_clusters=methods.n_centers(config, int(config.dataset.n_clusters) or dataset.n_clusters),
         kmeans_n_init=int(config.kmeans.n_init),
-        soft_assign=method.soft_assign and jax.jit(jax.vmap(method.soft_assign, (0, 0, None))),
+        soft_assign=method.soft_assign and jax.jit(jax.vmap(method.soft_assign, (0, 0, None, 0))),
         sample_size=None if exact_silhouette or n <= EXACT_SILHOUETTE_MAX_N else min(silhouette_samples, n),
         silhouette_key=jax.random.PRNGKey(SILHOUETTE_KEY))
     # The ground truth is split off here, and reaches nothing but label_based_columns.

@@ -26,6 +26,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from dcjax import config as config_lib
+from dcjax import methods
 
 NAMED_CONFIG_FILE = Path(__file__).resolve().with_name("named_config.py")
 PROG = "python -m dcjax.main"
@@ -95,7 +96,7 @@ def unknown_field_message(error: str, argv: list[str]) -> str:
 
 def default_workdir(config) -> str:
     name = str(config.dataset.name)
-    return f"runs/{config.algorithm}_{Path(name).stem if _is_file(name) else name}"
+    return f"runs/{methods.algorithm_label(config)}_{Path(name).stem if _is_file(name) else name}"
 
 
 def _is_file(name: str) -> bool:

@@ -9,6 +9,10 @@ epochs, ...). Conventions:
   every shape is static under `jax.jit`.
 * Clusters are the labels *present*: an empty cluster (a label in 0..k-1 that
   no point has) is ignored, as scikit-learn does with the labels it sees.
+* Masked clusters: a run that removes clusters (UNSEEN) keeps k labels and a
+  (k,) bool `active` mask. A dead cluster has no point, so every score above
+  ignores it already; the few that count clusters or normalise by k take
+  `active` and use the clusters alive (`k_active = sum(active)`) instead of k.
 * Undefined cases give NaN, never an exception: a score sklearn rejects
   (e.g. silhouette with one cluster) is NaN; a case sklearn defines (e.g.
   silhouette 0 for a singleton cluster) gets sklearn's value. Labels outside
@@ -402,33 +406,44 @@ def davies_bouldin(z: Array, labels: Array, n_clusters: int) -> Array:
 
 # ------------------------------------ cluster sizes, soft assignments, embedding
 
+def _n_active(n_clusters: int, active: Optional[Array]):
+    """The number of clusters alive: k without a mask."""
+    return n_clusters if active is None else jnp.sum(active)
+
+
 @_jit
-def cluster_size_entropy(labels: Array, n_clusters: int, normalize: bool = False) -> Array:
+def cluster_size_entropy(labels: Array, n_clusters: int, normalize: bool = False,
+                         active: Optional[Array] = None) -> Array:
     """Entropy (nats) of the cluster-size distribution n_k / N; with
-    `normalize`, divided by log k so 1 = perfectly balanced and 0 = one
-    cluster (NaN for n_clusters = 1). NaN if a label is out of range."""
+    `normalize`, divided by log k (k: the clusters `active`, all without a
+    mask) so 1 = perfectly balanced and 0 = one cluster (NaN for k = 1). NaN
+    if a label is out of range."""
     h = _entropy(cluster_sizes(labels, n_clusters) / labels.shape[0])
     if normalize:
-        h = h / jnp.log(n_clusters) if n_clusters > 1 else jnp.nan
+        k = _n_active(n_clusters, active)
+        h = jnp.where(k > 1, h / jnp.log(jnp.maximum(k, 2)), jnp.nan)
     return jnp.where(_labels_in_range(labels, n_clusters), h, jnp.nan)
 
 
 @_jit
-def count_empty_clusters(labels: Array, n_clusters: int) -> Array:
-    """Number of clusters with no point (float, so that out-of-range labels
-    can give NaN)."""
-    empty = jnp.sum(cluster_sizes(labels, n_clusters) == 0).astype(jnp.float32)
-    return jnp.where(_labels_in_range(labels, n_clusters), empty, jnp.nan)
+def count_empty_clusters(labels: Array, n_clusters: int, active: Optional[Array] = None) -> Array:
+    """Number of clusters with no point, among the `active` ones (a dead
+    cluster is not an empty one). Float, so that out-of-range labels can give NaN."""
+    empty = cluster_sizes(labels, n_clusters) == 0
+    if active is not None:
+        empty = empty & active
+    return jnp.where(_labels_in_range(labels, n_clusters), jnp.sum(empty).astype(jnp.float32), jnp.nan)
 
 
 @_jit
 def count_tiny_clusters(labels: Array, n_clusters: int,
-                        tiny_fraction: float = TINY_CLUSTER_FRACTION) -> Array:
+                        tiny_fraction: float = TINY_CLUSTER_FRACTION, active: Optional[Array] = None) -> Array:
     """Number of non-empty clusters with fewer than tiny_fraction * N / k
-    points (default 10% of the balanced size); empty clusters are counted by
-    `count_empty_clusters`, not here. Float; NaN if a label is out of range."""
+    points (default 10% of the balanced size; k: the clusters `active`);
+    empty clusters are counted by `count_empty_clusters`, not here. Float;
+    NaN if a label is out of range."""
     sizes = cluster_sizes(labels, n_clusters)
-    threshold = tiny_fraction * labels.shape[0] / n_clusters
+    threshold = tiny_fraction * labels.shape[0] / _n_active(n_clusters, active)
     tiny = jnp.sum((sizes > 0) & (sizes < threshold)).astype(jnp.float32)
     return jnp.where(_labels_in_range(labels, n_clusters), tiny, jnp.nan)
 
@@ -440,12 +455,15 @@ def mean_max_probability(probs: Array) -> Array:
 
 
 @_jit
-def mean_assignment_entropy(probs: Array, normalize: bool = False) -> Array:
+def mean_assignment_entropy(probs: Array, normalize: bool = False, active: Optional[Array] = None) -> Array:
     """Mean over points of the entropy (nats) of the soft assignment; with
-    `normalize`, divided by log k (0 = one-hot, 1 = uniform)."""
+    `normalize`, divided by log k, k the clusters `active` (all columns
+    without a mask): 0 = one-hot, 1 = uniform over the clusters alive."""
     h = jnp.mean(_entropy(probs))
-    k = probs.shape[-1]
-    return (h / jnp.log(k) if k > 1 else jnp.nan) if normalize else h
+    if not normalize:
+        return h
+    k = _n_active(probs.shape[-1], active)
+    return jnp.where(k > 1, h / jnp.log(jnp.maximum(k, 2)), jnp.nan)
 
 
 @jax.jit
@@ -530,11 +548,12 @@ def label_free_scores(z: Array, labels: Array, n_clusters: int, probs: Optional[
                       x: Optional[Array] = None, x_rec: Optional[Array] = None, *,
                       silhouette_sample_size: Optional[int] = None, key: Optional[Array] = None,
                       chunk_size: int = SILHOUETTE_CHUNK,
-                      tiny_fraction: float = TINY_CLUSTER_FRACTION) -> dict:
+                      tiny_fraction: float = TINY_CLUSTER_FRACTION, active: Optional[Array] = None) -> dict:
     """Every score that needs no ground truth, for one checkpoint; the keys are
     the evaluation table's columns and are always all present (NaN where an
     input is missing: `probs` for the soft-assignment scores, `x` and `x_rec`
-    for the reconstruction error).
+    for the reconstruction error). `active`: the (k,) mask of clusters alive,
+    for a run that removes clusters (see the module's conventions).
 
     The silhouette is exact unless `silhouette_sample_size` is given; then it
     is `silhouette_sampled` with that many points and `key`, and
@@ -554,11 +573,12 @@ def label_free_scores(z: Array, labels: Array, n_clusters: int, probs: Optional[
         "davies_bouldin": davies_bouldin(z, labels, n_clusters),
         "within_dispersion": within_cluster_dispersion(z, labels, n_clusters),
         "between_dispersion": between_cluster_dispersion(z, labels, n_clusters),
-        "size_entropy": cluster_size_entropy(labels, n_clusters, normalize=True),
-        "n_empty_clusters": count_empty_clusters(labels, n_clusters),
-        "n_tiny_clusters": count_tiny_clusters(labels, n_clusters, tiny_fraction),
+        "size_entropy": cluster_size_entropy(labels, n_clusters, normalize=True, active=active),
+        "n_empty_clusters": count_empty_clusters(labels, n_clusters, active),
+        "n_tiny_clusters": count_tiny_clusters(labels, n_clusters, tiny_fraction, active),
         "mean_max_prob": nan if probs is None else mean_max_probability(probs),
-        "mean_assignment_entropy": nan if probs is None else mean_assignment_entropy(probs, normalize=True),
+        "mean_assignment_entropy": nan if probs is None else mean_assignment_entropy(probs, normalize=True,
+                                                                                      active=active),
         "effective_rank": effective_rank(z),
         "reconstruction_mse": nan if x is None or x_rec is None else reconstruction_mse(x, x_rec),
     }

@@ -48,14 +48,16 @@ import numpy as np
 import pandas as pd
 from scipy import signal, stats
 
-from dcjax import checkpointing, data, evaluate, metrics, train
+from dcjax import checkpointing, data, evaluate, methods, metrics, train
 
 log = logging.getLogger(__name__)
 
 # Evaluation-table columns the selection may read (all label-free).
+# `n_active_clusters` is constant in a fixed-k run and falls as UNSEEN's clusters die.
 SCORE_COLUMNS = ["silhouette", "simplified_silhouette", "calinski_harabasz", "davies_bouldin",
                  "within_dispersion", "between_dispersion", "size_entropy", "n_empty_clusters",
-                 "n_tiny_clusters", "mean_max_prob", "mean_assignment_entropy", "effective_rank"]
+                 "n_tiny_clusters", "mean_max_prob", "mean_assignment_entropy", "effective_rank",
+                 "n_active_clusters"]
 STABILITY, AGREEMENT = evaluate.STABILITY, evaluate.AGREEMENT
 POOLED = ["pooled_silhouette", "pooled_calinski_harabasz", "pooled_davies_bouldin"]
 LABEL_BASED = evaluate.LABEL_BASED
@@ -90,7 +92,7 @@ def selection_phase(workdir) -> str:
 
 def run_info(workdir) -> dict:
     config = checkpointing.load_config(workdir)
-    return {"run": str(workdir), "dataset": str(config.dataset.name), "algorithm": str(config.algorithm),
+    return {"run": str(workdir), "dataset": str(config.dataset.name), "algorithm": methods.algorithm_label(config),
             "phase": selection_phase(workdir)}
 
 
@@ -214,9 +216,10 @@ def ace_aggregate(scores: np.ndarray, admissible: np.ndarray) -> tuple[np.ndarra
 
 
 def _n_clusters(config) -> int:
-    # As evaluate.py: the configured k, else the data set's number of classes
-    # (k is an input of every method here; the labels themselves are dropped).
-    return int(config.dataset.n_clusters) or data.load_dataset(config.dataset).n_clusters
+    # As evaluate.py: the run's number of centers: the configured k, else the
+    # data set's number of classes (k is an input of every method here; the
+    # labels themselves are dropped), or UNSEEN's k_init.
+    return methods.n_centers(config, int(config.dataset.n_clusters) or data.load_dataset(config.dataset).n_clusters)
 
 
 def snapshot_table(workdir, phase: str, *, points: int = POOLED_POINTS, every: int = POOLED_EVERY) -> pd.DataFrame:

@@ -52,12 +52,13 @@ from sklearn.cluster import KMeans
 
 from dcjax import checkpointing, data, methods
 from dcjax.config import ConfigError
-from dcjax.methods.base import LossInputs, no_center_rule
+from dcjax.methods.base import EpochEnd, LossInputs, no_center_rule
 from dcjax.models import make_autoencoder
 
 log = logging.getLogger(__name__)
 
 PRETRAIN, CLUSTERING = 1, 2  # folded into the seed key: one random stream per phase
+EPOCH_END = 4                # the stream of end-of-epoch rules (evaluate.py's k-means uses 3)
 
 
 def kmeans_host(z: np.ndarray, seed: np.ndarray, n_clusters: int, n_init: int):
@@ -72,7 +73,7 @@ class Trainer:
     """Seed-vmapped, jitted functions of one configuration. State leaves have
     the seed axis first; `x` (N, d) is shared by all seeds."""
     config: ml_collections.ConfigDict
-    n_clusters: int
+    n_clusters: int               # centers per seed (UNSEEN: k_init; state['active'] says which are alive)
     init_pretrain: Callable       # keys -> state
     pretrain_epoch: Callable      # (state, x) -> (state, out)
     init_clustering: Callable     # (pretrain params, keys, x) -> (state, out)
@@ -80,7 +81,8 @@ class Trainer:
     pretrain_snapshot: Callable   # (state, x) -> snapshot
     cluster_snapshot: Callable    # (state, x) -> snapshot
     train: Callable               # (keys, x) -> (pretrain state, clustering state, history)
-                                  # history["assignments"]: (S, epochs + 1, N), epoch 0 = k-means
+                                  # history["assignments"]: (S, epochs + 1, N), epoch 0 = k-means;
+                                  # history["active"]: (S, epochs + 1, k), the clusters alive
     embed: Callable               # (ae params, x) -> (S, N, e)
 
 
@@ -112,9 +114,14 @@ def resolve_seed_parallelism(setting: str) -> str:
 
 
 def make_train(config: ml_collections.ConfigDict, n: int, d: int, n_clusters: int) -> Trainer:
+    """`n_clusters`: the data set's (or configured) k. A method that starts
+    from an upper bound (UNSEEN) keeps `methods.n_centers(config, k)` centers instead."""
     model = make_autoencoder(d, config.model)
     parallelism = resolve_seed_parallelism(config.seed_parallelism)
+    if methods.unseen_enabled(config):
+        methods.unseen.check(config, n_samples=n)
     method = methods.get_method(config)
+    n_clusters = methods.n_centers(config, n_clusters)
     batch_size = int(config.batch_size)
     # Equal chunks of at most eval_chunk rows: the least padding for that many chunks.
     chunk = -(-n // -(-n // min(int(config.eval_chunk), n)))
@@ -163,12 +170,18 @@ def make_train(config: ml_collections.ConfigDict, n: int, d: int, n_clusters: in
         return state, {"losses": losses, **pretrain_snapshot(state, x)}
 
     # -- clustering ----------------------------------------------------------
-    def cluster_snapshot(state, x):
-        z = embed(state["params"]["ae"], x)
-        centers = state["params"]["centers"]
-        labels = method.assign(centers, z)
+    # The clustering state holds `active`, a (k,) bool mask of the clusters
+    # alive: all True unless the method's end-of-epoch rule removes some
+    # (UNSEEN). Shapes never change; a dead center is masked everywhere.
+    def snapshot_of(state, z):
+        centers, active = state["params"]["centers"], state["active"]
+        labels = method.assign(centers, z, active)
         return {"embedding": z.astype(snapshot_dtype), "assignments": labels, "centers": centers,
-                "cluster_sizes": jnp.bincount(labels, length=n_clusters).astype(jnp.int32)}
+                "cluster_sizes": jnp.bincount(labels, length=n_clusters).astype(jnp.int32),
+                "active": active}
+
+    def cluster_snapshot(state, x):
+        return snapshot_of(state, embed(state["params"]["ae"], x))
 
     def init_clustering(ae_params, key, x):
         z = embed(ae_params, x)
@@ -180,13 +193,13 @@ def make_train(config: ml_collections.ConfigDict, n: int, d: int, n_clusters: in
             shapes, z, seed, vmap_method="sequential")
         params = {"ae": ae_params, "centers": centers}
         state = {"params": params, "opt_state": cluster_tx.init(params), "key": key,
-                 "extras": method.init(z, centers, labels), "epoch": jnp.zeros((), jnp.int32)}
-        return state, cluster_snapshot(state, x)
+                 "extras": method.init(z, centers, labels), "epoch": jnp.zeros((), jnp.int32),
+                 "active": jnp.ones((n_clusters,), bool)}
+        return state, snapshot_of(state, z)
 
     def cluster_epoch(state, x):
-        epoch = state["epoch"]
-        params = state["params"]
-        extras = method.begin_epoch(state["extras"], params["centers"], embed(params["ae"], x), epoch)
+        epoch, params, active = state["epoch"], state["params"], state["active"]
+        extras = method.begin_epoch(state["extras"], params["centers"], embed(params["ae"], x), epoch, active)
 
         def step(carry, idx):
             params, opt_state, extras = carry
@@ -198,21 +211,30 @@ def make_train(config: ml_collections.ConfigDict, n: int, d: int, n_clusters: in
                     z, x_rec = model.apply({"params": p["ae"]}, xb)
                 else:
                     z, x_rec = encode(p["ae"], xb), None
-                return method.loss(LossInputs(z, xb, x_rec, centers, extras, idx, epoch))
+                return method.loss(LossInputs(z, xb, x_rec, centers, extras, idx, epoch, active))
 
             (_, parts), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
             updates, opt_state = cluster_tx.update(grads, opt_state, params)
+            # A dead center has no gradient, but Adam's momentum would still move it: it stays put.
+            updates = {**updates, "centers": jnp.where(active[:, None], updates["centers"], 0.0)}
             params = optax.apply_updates(params, updates)
             if method.after_step is not no_center_rule:
-                extras, centers = method.after_step(extras, params["centers"], encode(params["ae"], xb), idx)
+                extras, centers = method.after_step(extras, params["centers"], encode(params["ae"], xb), idx,
+                                                    active)
                 params = {**params, "centers": centers}
             return (params, opt_state, extras), parts
 
         batches = epoch_batches(state["key"], CLUSTERING, epoch)
         (params, opt_state, extras), losses = jax.lax.scan(
             step, (params, state["opt_state"], extras), batches)
-        state = {**state, "params": params, "opt_state": opt_state, "extras": extras, "epoch": epoch + 1}
-        return state, {"losses": losses, **cluster_snapshot(state, x)}
+        z = embed(params["ae"], x)   # once: for the end-of-epoch rule and the snapshot
+        if method.end_epoch is not None:
+            key = jax.random.fold_in(jax.random.fold_in(state["key"], EPOCH_END), epoch + 1)
+            extras, centers, active = method.end_epoch(EpochEnd(z, params["centers"], active, extras, epoch + 1, key))
+            params = {**params, "centers": centers}
+        state = {**state, "params": params, "opt_state": opt_state, "extras": extras, "epoch": epoch + 1,
+                 "active": active}
+        return state, {"losses": losses, **snapshot_of(state, z)}
 
     if parallelism == "vmap":
         def over_seeds(f, axes):
@@ -237,12 +259,13 @@ def make_train(config: ml_collections.ConfigDict, n: int, d: int, n_clusters: in
         pstate = trainer.init_pretrain(keys)
         for _ in range(int(config.pretrain.epochs)):
             pstate, _ = trainer.pretrain_epoch(pstate, x)
+        kept = ("assignments", "active")   # not the embeddings: they would pile up over the epochs
         cstate, snap = trainer.init_clustering(pstate["params"], keys, x)
-        history = [snap["assignments"]]
+        history = [{name: snap[name] for name in kept}]
         for _ in range(int(config.clustering.epochs)):
             cstate, out = trainer.cluster_epoch(cstate, x)
-            history.append(out["assignments"])
-        return pstate, cstate, {"assignments": jnp.stack(history, axis=1)}
+            history.append({name: out[name] for name in kept})
+        return pstate, cstate, {name: jnp.stack([h[name] for h in history], axis=1) for name in kept}
 
     trainer = Trainer(
         config=config, n_clusters=n_clusters,
@@ -535,13 +558,15 @@ def diverged_seeds(workdir) -> dict[int, dict]:
     return out
 
 
-def _record(epoch: int, seconds: float, losses: dict, sizes=None, diverged=None) -> dict:
+def _record(epoch: int, seconds: float, losses: dict, sizes=None, active=None, diverged=None) -> dict:
     losses = {name: np.asarray(v, np.float64) for name, v in losses.items()}  # (S, batches)
     rec = {"epoch": epoch, "seconds": seconds,
            "loss": {k: v.mean(axis=1).tolist() for k, v in losses.items()},
            "batch_loss": {k: v.tolist() for k, v in losses.items()}}
     if sizes is not None:
         rec["cluster_sizes"] = np.asarray(sizes).tolist()
+    if active is not None:   # (S, k) mask -> clusters alive per seed (UNSEEN removes some)
+        rec["active_clusters"] = np.asarray(active).sum(axis=-1).tolist()
     if diverged is not None:
         rec["diverged"] = [bool(d) for d in diverged]
     return rec
@@ -583,7 +608,8 @@ def _run_phase(name: str, ckpts: checkpointing.PhaseCheckpoints, state, epoch_fn
         # Seeds frozen before this epoch have no loss of their own in it.
         losses = {k: np.where(was_alive[:, None], v, np.nan) for k, v in losses.items()}
         now = time.perf_counter()
-        record = _record(epoch, now - last_done, losses, to_host(out.get("cluster_sizes")), diverged=~is_alive)
+        record = _record(epoch, now - last_done, losses, to_host(out.get("cluster_sizes")), to_host(out.get("active")),
+                         diverged=~is_alive)
         last_done = now
         ckpts.save(epoch, epoch_state, out, record, last=epoch == n_epochs)
         bar.update(1)
@@ -700,27 +726,35 @@ def _pretrained_params(config, keys, trainer, x):
 
 def summarize(config, dataset, trainer, cstate, x, workdir: Path, diverged: dict | None = None) -> dict:
     """Per-seed scores of the final epoch: the algorithm's own assignment and,
-    as ClustPy reports, a k-means re-clustering of the final embedding. A
-    diverged seed (`diverged_seeds`) is scored at the epoch it stayed at,
-    flagged, and left out of the means."""
+    as ClustPy reports, a k-means re-clustering of the final embedding with
+    the number of clusters still active (the data set's k for a fixed-k
+    method; UNSEEN's estimate, `n_clusters`, otherwise). A diverged seed
+    (`diverged_seeds`) is scored at the epoch it stayed at, flagged, and left
+    out of the means."""
     from dcjax import metrics
 
     snap = jax.device_get(trainer.cluster_snapshot(cstate, x))
     k = trainer.n_clusters
+    n_classes = int(dataset.y.max()) + 1 if dataset.y is not None else None
     rows = []
     for i, seed in enumerate(seed_ids(config)):
         z = np.asarray(snap["embedding"][i], np.float64)
-        kmeans_labels = KMeans(n_clusters=k, n_init=int(config.kmeans.n_init), random_state=seed).fit_predict(z)
-        row = {"seed": seed, "epoch": int(np.asarray(cstate["epoch"])[i]),
+        n_active = int(np.sum(snap["active"][i]))
+        kmeans_labels = KMeans(n_clusters=n_active, n_init=int(config.kmeans.n_init),
+                               random_state=seed).fit_predict(z)
+        row = {"seed": seed, "epoch": int(np.asarray(cstate["epoch"])[i]), "n_clusters": n_active,
                "cluster_sizes": np.bincount(snap["assignments"][i], minlength=k).tolist(),
                "diverged": (diverged or {}).get(seed)}
         if dataset.y is not None:
-            for label, pred in (("algorithm", snap["assignments"][i]), ("kmeans_on_embedding", kmeans_labels)):
-                scores = metrics.label_based_scores(jnp.asarray(dataset.y), jnp.asarray(pred), k,
-                                                    n_classes=int(dataset.y.max()) + 1)
+            for label, pred, n_pred in (("algorithm", snap["assignments"][i], k),
+                                        ("kmeans_on_embedding", kmeans_labels, n_active)):
+                scores = metrics.label_based_scores(jnp.asarray(dataset.y), jnp.asarray(pred), n_pred,
+                                                    n_classes=n_classes)
                 row[label] = {name: float(v) for name, v in scores.items()}
         rows.append(row)
-    summary = {"algorithm": config.algorithm, "dataset": config.dataset.name, "seeds": rows,
+    summary = {"algorithm": methods.algorithm_label(config), "dataset": config.dataset.name, "seeds": rows,
+               "n_clusters_mean": float(np.mean([r["n_clusters"] for r in rows])),
+               "n_clusters_std": float(np.std([r["n_clusters"] for r in rows])),
                "diverged_seeds": sorted(diverged or {})}
     healthy = [r for r in rows if not r["diverged"]]
     if dataset.y is not None and healthy:
@@ -735,7 +769,7 @@ def summarize(config, dataset, trainer, cstate, x, workdir: Path, diverged: dict
 def format_summary(summary: dict, workdir: Path) -> str:
     lines = [f"{summary['algorithm']} on {summary['dataset']}: checkpoints in {workdir.absolute()}"]
     for row in summary["seeds"]:
-        parts = [f"seed {row['seed']:>3}"]
+        parts = [f"seed {row['seed']:>3}", f"k {row.get('n_clusters', '?')}"]
         if row.get("diverged"):
             d = row["diverged"]
             parts.append(f"[DIVERGED in {d['phase']} epoch {d['epoch']}: stayed at epoch {d['last_finite_epoch']}]")

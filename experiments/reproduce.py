@@ -108,6 +108,15 @@ def main():
              "ClustPy downloads (see shared/data/README.md). ClustPy itself on our file (`clustpy_usps.md`) and a "
              "one-start k-means ablation (`kmeans_init_usps_s5.md`) show what sets the USPS gap: the notes below.", ""
              ] + table(DATASETS)
+    from unseen_reproduce import table_one as unseen_table_one   # here: it imports this module's helpers
+    lines += ["", "## UNSEEN (Table I's UNSEEN columns)", "",
+              "Command: `python experiments/unseen_reproduce.py --queue` (trains, resumably) or "
+              "`python experiments/unseen_reproduce.py` (the tables, from the committed "
+              "`experiments/results/unseen/*.json`); details, RQ2, RQ3 and the reference code's behaviour in "
+              "`unseen.md`. ACC/NMI/ARI score a k-means with the surviving number of clusters on the final "
+              "embedding, as the paper reports; the method's own assignment is scored apart (last column). "
+              "Published: the paper's Table I ACC (NMI and ARI not given in the brief).", "",
+              *unseen_table_one()]
     path = RESULTS / "reproduction.md"
     write_report(path, lines)
 

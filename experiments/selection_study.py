@@ -481,8 +481,8 @@ def main():
     args = ap.parse_args()
     logging.getLogger("absl").setLevel(logging.ERROR)
     t0 = time.perf_counter()
-    if args.from_csv:
-        paths = sorted(SCORES.glob("*.csv"))
+    if args.from_csv:   # UNSEEN's tables are judged apart, as an unseen algorithm (experiments/unseen_selection.py)
+        paths = sorted(p for p in SCORES.glob("*.csv") if "_unseen_" not in p.name)
     else:
         paths = [write_run_csv(w) for w in args.runs]
         if args.csv_only:

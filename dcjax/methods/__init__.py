@@ -1,9 +1,14 @@
-"""Algorithms by name. Adding one is adding a module and a line here."""
+"""Algorithms by name. Adding one is adding a module and a line here.
+
+UNSEEN is not in the registry: it is a wrapper (`config.unseen.enabled`)
+that `get_method` puts around DCN, DEC or DKM (`dcjax.methods.unseen`).
+"""
 from dcjax.methods.ae_kmeans import make_ae_kmeans
-from dcjax.methods.base import Method
+from dcjax.methods.base import EpochEnd, Method
 from dcjax.methods.dcn import make_dcn
 from dcjax.methods.dec import make_dec, make_idec
 from dcjax.methods.dkm import make_dkm
+from dcjax.methods.unseen import make_unseen
 
 REGISTRY = {
     "ae_kmeans": make_ae_kmeans,
@@ -14,11 +19,31 @@ REGISTRY = {
 }
 
 
+def unseen_enabled(config) -> bool:
+    """Whether the run wraps its algorithm in UNSEEN (configs written before
+    UNSEEN existed have no `unseen` section: no)."""
+    section = config.get("unseen")
+    return bool(section is not None and section.get("enabled", False))
+
+
 def get_method(config) -> Method:
     name = config.algorithm
     if name not in REGISTRY:
         raise ValueError(f"unknown algorithm {name!r}; known: {', '.join(sorted(REGISTRY))}")
-    return REGISTRY[name](config)
+    method = REGISTRY[name](config)
+    return make_unseen(method, config) if unseen_enabled(config) else method
 
 
-__all__ = ["Method", "REGISTRY", "get_method"]
+def n_centers(config, n_clusters: int) -> int:
+    """How many centers a run keeps: `unseen.k_init` for UNSEEN (an upper
+    bound; the active mask says how many are alive), else the data set's
+    (or the configured) number of clusters."""
+    return int(config.unseen.k_init) if unseen_enabled(config) else int(n_clusters)
+
+
+def algorithm_label(config) -> str:
+    """The name results are filed under: 'unseen_dcn' for UNSEEN around DCN, else the algorithm."""
+    return f"unseen_{config.algorithm}" if unseen_enabled(config) else str(config.algorithm)
+
+
+__all__ = ["EpochEnd", "Method", "REGISTRY", "algorithm_label", "get_method", "n_centers", "unseen_enabled"]

@@ -4,10 +4,21 @@ Every deep-clustering method here is an autoencoder plus cluster centers. The
 loop in `dcjax.train` owns data, batching, optimiser and checkpoints; a method
 only says how to start (`init`), what to minimise (`loss`), how to move the
 centers outside of the gradient (`after_step`), what to refresh once per epoch
-(`begin_epoch`) and how to assign points (`assign`, `soft_assign`).
+(`begin_epoch`), what to decide once an epoch is over (`end_epoch`) and how to
+assign points (`assign`, `soft_assign`).
 
 All functions are pure and act on ONE seed: the loop maps them over seeds (vmap or lax.map).
-`extras` is the method's own per-seed state (e.g. DCN's counts and labels).
+`extras` is the method's own per-seed state (e.g. DCN's counts and labels); a
+function that returns it keeps the keys it does not own (a wrapper such as
+UNSEEN stores its own state there too).
+
+Active clusters. Shapes are static under jit, so a method that removes
+clusters (UNSEEN, `dcjax.methods.unseen`) keeps all k centers and a (k,) bool
+`active` mask in the training state. A center that is not active is never the
+nearest one, gets probability 0 in every soft assignment and adds nothing to
+any loss or gradient; the loop does not move it. Every function that sees
+centers therefore also takes `active`; None means all k are active, which is
+what a fixed-k method always has.
 """
 from typing import Any, Callable, NamedTuple, Optional
 
@@ -25,8 +36,12 @@ def squared_distances(z: Array, centers: Array) -> Array:
     return jnp.maximum(d2, 0.0)
 
 
-def nearest_center(z: Array, centers: Array) -> Array:
-    return jnp.argmin(squared_distances(z, centers), axis=1).astype(jnp.int32)
+def nearest_center(z: Array, centers: Array, active: Optional[Array] = None) -> Array:
+    """Index of the nearest active center of each row of z."""
+    d2 = squared_distances(z, centers)
+    if active is not None:
+        d2 = jnp.where(active[None, :], d2, jnp.inf)
+    return jnp.argmin(d2, axis=1).astype(jnp.int32)
 
 
 def mse(x: Array, x_rec: Array) -> Array:
@@ -42,6 +57,17 @@ class LossInputs(NamedTuple):
     extras: Extras      # the method's state
     batch_idx: Array    # (B,) row indices of the batch in the full data
     epoch: Array        # scalar int, 0-based clustering epoch
+    active: Optional[Array] = None   # (k,) bool; None: every center is active
+
+
+class EpochEnd(NamedTuple):
+    """What an end-of-epoch rule sees, for one seed, after the epoch's last step."""
+    z: Array            # (N, e) embedding of the whole data set by the updated network
+    centers: Array      # (k, e)
+    active: Array       # (k,) bool
+    extras: Extras      # the method's state
+    epoch: Array        # scalar int: the number of clustering epochs done (1 after the first)
+    key: Array          # a PRNG key of this seed and epoch, for rules that draw at random
 
 
 class Method(NamedTuple):
@@ -53,26 +79,32 @@ class Method(NamedTuple):
     init: Callable[[Array, Array, Array], Extras]
     # LossInputs -> (total, {name: value})
     loss: Callable[[LossInputs], tuple[Array, dict[str, Array]]]
-    # (extras, centers, z_full, epoch) -> extras   (once per epoch, before the batches)
-    begin_epoch: Callable[[Extras, Array, Array, Array], Extras]
-    # (extras, centers, z_batch_after_step, batch_idx) -> (extras, centers)
-    after_step: Callable[[Extras, Array, Array, Array], tuple[Extras, Array]]
-    # (centers, z, epoch) -> (N, k) probabilities, or None for hard-only methods
-    soft_assign: Optional[Callable[[Array, Array, Array], Array]] = None
+    # (extras, centers, z_full, epoch, active) -> extras   (once per epoch, before the batches)
+    begin_epoch: Callable[..., Extras]
+    # (extras, centers, z_batch_after_step, batch_idx, active) -> (extras, centers)
+    after_step: Callable[..., tuple[Extras, Array]]
+    # (centers, z, epoch, active) -> (N, k) probabilities, or None for hard-only methods
+    soft_assign: Optional[Callable[..., Array]] = None
+    # EpochEnd -> (extras, centers, active): once per epoch, after the batches and
+    # before the epoch's snapshot. The one place where a method may change its
+    # number of clusters (the mask), its state from the whole data set, or its
+    # centers outside of the optimiser (whose state carries on as it is).
+    # None: nothing happens at the end of an epoch.
+    end_epoch: Optional[Callable[[EpochEnd], tuple[Extras, Array, Array]]] = None
 
-    def assign(self, centers: Array, z: Array) -> Array:
-        """Hard assignment. For every method here it is the nearest center:
-        DEC's Student-t and DKM's softmax are both monotone in the distance."""
-        return nearest_center(z, centers)
+    def assign(self, centers: Array, z: Array, active: Optional[Array] = None) -> Array:
+        """Hard assignment. For every method here it is the nearest active
+        center: DEC's Student-t and DKM's softmax are both monotone in the distance."""
+        return nearest_center(z, centers, active)
 
 
 def no_extras(z_full, centers, labels) -> Extras:
     return {}
 
 
-def no_epoch_update(extras, centers, z_full, epoch) -> Extras:
+def no_epoch_update(extras, centers, z_full, epoch, active=None) -> Extras:
     return extras
 
 
-def no_center_rule(extras, centers, z_batch, batch_idx):
+def no_center_rule(extras, centers, z_batch, batch_idx, active=None):
     return extras, centers

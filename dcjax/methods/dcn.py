@@ -32,15 +32,15 @@ def make_dcn(config) -> Method:
         total = lambda_rec * rec + 0.5 * lambda_clust * clust
         return total, {"total": total, "reconstruction": rec, "clustering": clust}
 
-    def after_step(extras, centers, z_batch, batch_idx):
+    def after_step(extras, centers, z_batch, batch_idx, active=None):
         k = centers.shape[0]
-        labels = nearest_center(z_batch, centers)
+        labels = nearest_center(z_batch, centers, active)   # an inactive center gets no point, so it stays
         one_hot = jax.nn.one_hot(labels, k, dtype=z_batch.dtype)      # (B, k)
         batch_counts = jnp.sum(one_hot, axis=0)                         # (k,)
         batch_sums = one_hot.T @ z_batch                                # (k, e)
         counts = extras["counts"] + batch_counts
         centers = centers + (batch_sums - batch_counts[:, None] * centers) / counts[:, None]
-        extras = {"labels": extras["labels"].at[batch_idx].set(labels), "counts": counts}
+        extras = {**extras, "labels": extras["labels"].at[batch_idx].set(labels), "counts": counts}
         return extras, centers
 
     return Method(name="dcn", learn_centers=False, uses_decoder=True,

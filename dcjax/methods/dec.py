@@ -18,15 +18,19 @@ import jax.numpy as jnp
 from dcjax.methods.base import LossInputs, Method, mse, no_center_rule, squared_distances
 
 
-def student_t(z, centers, alpha):
-    """DEC's soft assignment Q (N, k)."""
+def student_t(z, centers, alpha, active=None):
+    """DEC's soft assignment Q (N, k); an inactive center gets exactly 0 (and no gradient)."""
     q = (1.0 + squared_distances(z, centers) / alpha) ** (-(alpha + 1.0) / 2.0)
+    if active is not None:
+        q = jnp.where(active[None, :], q, 0.0)
     return q / jnp.sum(q, axis=1, keepdims=True)
 
 
 def target_distribution(q):
-    """DEC's sharpened target P: square, divide by cluster frequency, renormalise."""
-    weight = q ** 2 / jnp.sum(q, axis=0)
+    """DEC's sharpened target P: square, divide by cluster frequency, renormalise.
+    A column of zeros (an inactive center) stays zero instead of 0/0."""
+    frequency = jnp.sum(q, axis=0)
+    weight = jnp.where(frequency > 0, q ** 2 / jnp.where(frequency > 0, frequency, 1.0), 0.0)
     return weight / jnp.sum(weight, axis=1, keepdims=True)
 
 
@@ -48,13 +52,13 @@ def make(cfg, reconstruction_weight: float, cluster_weight: float, name: str) ->
             return {"target": target_distribution(student_t(z_full, centers, alpha))}
         return {}
 
-    def begin_epoch(extras, centers, z_full, epoch):
-        if target_mode == "epoch":
-            return {"target": target_distribution(student_t(z_full, centers, alpha))}
+    def begin_epoch(extras, centers, z_full, epoch, active=None):
+        if target_mode == "epoch":   # a wrapper's state in extras (UNSEEN) is kept
+            return {**extras, "target": target_distribution(student_t(z_full, centers, alpha, active))}
         return extras
 
     def loss(inp: LossInputs):
-        q = student_t(inp.z, inp.centers, alpha)
+        q = student_t(inp.z, inp.centers, alpha, inp.active)
         p = inp.extras["target"][inp.batch_idx] if target_mode == "epoch" else target_distribution(q)
         kl = kl_divergence(p, q)
         parts = {"clustering": kl}
@@ -69,7 +73,7 @@ def make(cfg, reconstruction_weight: float, cluster_weight: float, name: str) ->
         name=name, learn_centers=True, uses_decoder=uses_decoder,
         loss_names=("total", "clustering") + (("reconstruction",) if uses_decoder else ()),
         init=init, loss=loss, begin_epoch=begin_epoch, after_step=no_center_rule,
-        soft_assign=lambda centers, z, epoch: student_t(z, centers, alpha))
+        soft_assign=lambda centers, z, epoch, active=None: student_t(z, centers, alpha, active))
 
 
 def make_dec(config) -> Method:

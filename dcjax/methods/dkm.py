@@ -40,14 +40,23 @@ def make_dkm(config) -> Method:
         i = jnp.minimum(epoch * alphas.shape[0] // n_epochs, alphas.shape[0] - 1)
         return alphas[i]
 
-    def soft_assign(centers, z, epoch):
-        # softmax is shift-invariant, which keeps exp(-α d²) from underflowing
-        return jax.nn.softmax(-alpha_at(epoch) * squared_distances(z, centers), axis=1)
+    def probabilities(d2, epoch, active):
+        # softmax is shift-invariant, which keeps exp(-α d²) from underflowing;
+        # an inactive center gets logit -inf: probability exactly 0, no gradient
+        logits = -alpha_at(epoch) * d2
+        if active is not None:
+            logits = jnp.where(active[None, :], logits, -jnp.inf)
+        return jax.nn.softmax(logits, axis=1)
+
+    def soft_assign(centers, z, epoch, active=None):
+        return probabilities(squared_distances(z, centers), epoch, active)
 
     def loss(inp: LossInputs):
         d2 = squared_distances(inp.z, inp.centers)
-        probs = jax.nn.softmax(-alpha_at(inp.epoch) * d2, axis=1)
+        probs = probabilities(d2, inp.epoch, inp.active)
         f = d2 if cfg.distance == "squared" else jnp.sqrt(d2 + 1e-12)
+        if inp.active is not None:   # 0 · f, not 0 · inf or a gradient through a dead center's f
+            f = jnp.where(inp.active[None, :], f, 0.0)
         clust = jnp.mean(jnp.sum(probs * f, axis=1))
         rec = mse(inp.x, inp.x_rec)
         total = lambda_rec * rec + lambda_clust * clust

@@ -1,0 +1,7 @@
+"""UNSEEN around dkm on usps: k_init = 35 clusters to start from, a cluster dies below
+t = 0.5 of its reference size (dcjax/methods/unseen.py); the dkm protocol otherwise."""
+from dcjax.config import make_config
+
+
+def get_config(arg=None):
+    return make_config("unseen_dkm", "usps", arg)

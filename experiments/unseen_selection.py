@@ -1,0 +1,157 @@
+"""Label-free epoch selection on UNSEEN runs, an algorithm no assessor was trained on.
+
+    python experiments/unseen_selection.py --csv        # score the finished UNSEEN runs (per-epoch tables)
+    python experiments/unseen_selection.py              # the report, from experiments/results/scores/
+
+1. `--csv`: every finished UNSEEN run of experiments/unseen_reproduce.py
+   (the paper's three variants, the run folders its JSON files name) gets
+   its per-epoch table in experiments/results/scores/<dataset>_unseen_<alg>[_s<first>].csv,
+   exactly as experiments/selection_study.py writes them (its `write_run_csv`).
+   The number of active clusters is a column there (and a feature).
+2. The report reads those tables only. It gives, per run, how far the final
+   epoch is from the best one (labels), and what the selectors choose: the
+   fixed ones of `dcjax.selection`, and the study's assessor
+   (experiments/results/assessor_selection.joblib, what `python -m
+   dcjax.select` uses), trained on the base algorithms' runs only: UNSEEN
+   is an algorithm it never saw. ACC is that of each epoch's own assignment
+   (nearest active center), so it moves as clusters die.
+   The tables go to experiments/results/selection_unseen.md, and a summary
+   to the notes of experiments/results/selection.md.
+
+experiments/selection_study.py leaves these tables out of its own study
+(their file names hold '_unseen_'), so its numbers do not change.
+"""
+import argparse
+import json
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+from dcjax import selection
+from protocol import write_report
+from selection_study import NOTES, PRIMARY, RESULTS, SCORES, markdown, pts, read_run_csv, write_run_csv
+from unseen_reproduce import OUT, PAPER
+
+ASSESSOR = RESULTS / "assessor_selection.joblib"
+BEGIN, END = "<!-- unseen selection: begin (experiments/unseen_selection.py) -->", "<!-- unseen selection: end -->"
+
+
+def finished_runs() -> list[Path]:
+    runs = []
+    for path in sorted(OUT.glob("*.json")):
+        for variant, summary in json.loads(path.read_text()).items():
+            if variant in PAPER and not path.stem.startswith("blobs"):
+                runs.append(Path(summary["run"]))
+    return runs
+
+
+def score_paths() -> list[Path]:
+    return sorted(SCORES.glob("*_unseen_*.csv"))
+
+
+def selections(runs, assessor) -> pd.DataFrame:
+    picks = []
+    for feats, _ in runs:
+        names = selection.available_selectors(feats) + ["assessor", "assessor_guarded"]
+        for name in names:
+            picks.append(selection.select(feats, name, assessor).assign(run=feats.attrs["run"], selector=name))
+    return pd.concat(picks, ignore_index=True)
+
+
+def report():
+    runs = []
+    for path in score_paths():
+        base, truth = read_run_csv(path)
+        runs.append((selection.features(base), truth))
+    if not runs:
+        print("no UNSEEN score tables yet: run with --csv first")
+        return
+    assessor = selection.load_assessor(ASSESSOR)
+    truth = pd.concat([t for _, t in runs], ignore_index=True)
+    info = pd.DataFrame([f.attrs for f, _ in runs])[["run", "dataset", "algorithm"]]
+    gaps = info.merge(selection.oracle_vs_final(truth), on="run")
+    out = selection.outcomes(selections(runs, assessor), truth).merge(info, on="run")
+    by_selector = selection.summarize(out, ["selector"]).sort_values("regret")
+    primary = selection.summarize(out[out.selector == "assessor_guarded"], ["dataset", "algorithm"])
+    alive = pd.concat([f[["seed", "epoch", "n_active_clusters"]].assign(run=f.attrs["run"]) for f, _ in runs])
+    final_k = alive[alive.epoch == alive.groupby(["run", "seed"]).epoch.transform("max")].groupby("run") \
+        .n_active_clusters.mean().rename("final clusters (mean)")
+    gaps = gaps.merge(final_k, on="run")
+    gap_table = gaps[["dataset", "algorithm", "run", "seeds", "final clusters (mean)", "differs",
+                      "differs_by_half_point", "mean_gain", "max_gain", "mean_epochs_apart", "oracle_epochs",
+                      "lag1_autocorr"]].copy()
+    for c in ("differs", "differs_by_half_point"):
+        gap_table[c] = gap_table[c].map(lambda v: f"{100 * v:.0f}%")
+    for c in ("mean_gain", "max_gain"):
+        gap_table[c] = gap_table[c].map(pts)
+    gap_table["lag1_autocorr"] = gap_table["lag1_autocorr"].map(lambda v: f"{v:+.2f}")
+    gap_table["mean_epochs_apart"] = gap_table["mean_epochs_apart"].map(lambda v: f"{v:.0f}")
+    gap_lines = markdown(gap_table.rename(columns={
+        "differs": "oracle ≠ final", "differs_by_half_point": "oracle beats final by > 0.5",
+        "mean_gain": "mean gain (pts)", "max_gain": "max gain (pts)",
+        "mean_epochs_apart": "final − oracle epoch (mean)", "oracle_epochs": "oracle epochs",
+        "lag1_autocorr": "ACC lag-1 autocorrelation"}))
+    selector_table = by_selector[["selector", "n", "acc_selected", "acc_final", "acc_oracle", "regret",
+                                  "gain_vs_final", "win", "do_no_harm"]].copy()
+    primary_table = primary[["dataset", "algorithm", "n", "acc_selected", "acc_final", "acc_oracle", "regret",
+                             "gain_vs_final", "do_no_harm"]].copy()
+    for table in (selector_table, primary_table):
+        for c in ("acc_selected", "acc_final", "acc_oracle"):
+            table[c] = table[c].map(lambda v: f"{100 * v:.2f}")
+        for c in ("regret", "gain_vs_final"):
+            table[c] = table[c].map(pts)
+        for c in [c for c in ("win", "do_no_harm") if c in table]:
+            table[c] = table[c].map(lambda v: f"{100 * v:.0f}%")
+    assessor_text = (f"`assessor_guarded` is the study's primary selector ({PRIMARY}'s model, trained on all "
+                     f"{len(assessor['trained_on'])} base-algorithm runs of selection.md, no UNSEEN run) with its "
+                     "margin guard; `assessor` is the same without the guard.")
+    lines = ["# Label-free epoch selection on UNSEEN runs", "",
+             "Command: `python experiments/unseen_selection.py` (reads "
+             "`experiments/results/scores/*_unseen_*.csv`; `--csv` writes them from the runs).", "",
+             "Candidates: clustering epochs 0..150 of UNSEEN+DCN/DEC/DKM (epoch 0: k-means with k_init = 35). "
+             "ACC/NMI/ARI of an epoch score its own assignment (nearest active center), in points. "
+             + assessor_text, "",
+             "## How far the final epoch is from the best one (oracle, labels)", "", *gap_lines, "",
+             "## Every selector, all UNSEEN runs (mean over run × seed)", "", *markdown(selector_table), "",
+             "## The guarded assessor per data set × variant", "", *markdown(primary_table), ""]
+    write_report(RESULTS / "selection_unseen.md", lines)
+    summary = [BEGIN, "### UNSEEN runs, scored as an algorithm the assessor never trained on", "",
+               f"From `experiments/results/selection_unseen.md` ({len(runs)} runs, "
+               f"{int(gaps.seeds.sum())} run × seed pairs; command there). Best (oracle) vs final epoch, "
+               "ACC of the method's own assignment:", "",
+               *markdown(gap_table[["dataset", "algorithm", "seeds", "differs", "mean_gain", "max_gain"]].rename(
+                   columns={"differs": "oracle ≠ final", "mean_gain": "mean gain (pts)",
+                            "max_gain": "max gain (pts)"})), "",
+               "Selectors on them (mean over run × seed):", "",
+               *markdown(selector_table[selector_table.selector.isin(
+                   ["last", "assessor", "assessor_guarded", "pooled_silhouette", "max_agreement_guarded",
+                    "min_loss"])]), "", END]
+    path = RESULTS / "selection.md"
+    text = path.read_text()
+    if BEGIN in text:
+        text = text[:text.index(BEGIN)] + "\n".join(summary) + text[text.index(END) + len(END):]
+    else:
+        if NOTES not in text:
+            text += f"\n{NOTES}\n"
+        text = text.rstrip("\n") + "\n\n" + "\n".join(summary) + "\n"
+    path.write_text(text)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--csv", action="store_true", help="write the per-epoch tables of finished runs first")
+    args = ap.parse_args()
+    logging.getLogger("absl").setLevel(logging.ERROR)
+    if args.csv:
+        done = {p.name for p in score_paths()}
+        for workdir in finished_runs():
+            config = json.loads((workdir / "config.json").read_text())
+            name = f"{config['dataset']['name']}_{workdir.name}" + (f"_s{config['seed']}" if config["seed"] else "")
+            if f"{name}.csv" not in done:   # a table is written once, when its run has finished
+                write_run_csv(workdir)
+    report()
+
+
+if __name__ == "__main__":
+    main()
