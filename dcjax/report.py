@@ -44,16 +44,14 @@ if "ipykernel" not in __import__("sys").modules:   # a notebook keeps its inline
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib import patheffects  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from dcjax import checkpointing, evaluate, selection, train  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+from dcjax import checkpointing, data, evaluate, launch, methods, metrics, select, selection, train  # noqa: E402
 
-DEFAULT_SELECTOR = "assessor_guarded"   # the study's primary, as `python -m dcjax.select`
-# The study's assessor, until it ships inside the package: found when the
-# package runs from a checkout of the repository.
-REPO_ASSESSOR = Path(__file__).resolve().parents[1] / "experiments" / "results" / "assessor_selection.joblib"
-FALLBACK_SELECTOR = "last"
+DEFAULT_SELECTOR = select.DEFAULT_SELECTOR   # as `python -m dcjax.select`: the shipped assessor, guarded
 
 MAX_POINTS = 5_000        # points per PCA scatter: more only paint over each other
 UMAP_POINTS = 2_000       # points per UMAP view (its cost grows with the points, ~1-3 s here)
@@ -75,10 +73,10 @@ class Run:
     """What the figures read from a workdir, each part read (or computed) on
     first use, so that drawing the losses does not score the run.
 
-    `selector`/`assessor` choose the epoch per seed as `python -m dcjax.select`
-    does (and, as it does, writes selection.json and keep_epochs.json);
-    without an assessor file the report falls back to the final epoch and
-    says so (`selection['note']`)."""
+    `selector`/`assessor` choose as `python -m dcjax.select` does (by
+    default the assessor shipped with dcjax), the epoch per seed and then the
+    launch's choice, and write what it writes (selection.json,
+    keep_epochs.json, selected_labels.npy)."""
 
     def __init__(self, workdir, *, selector: str = DEFAULT_SELECTOR, assessor=None, progress: bool = True):
         self.workdir = Path(workdir)
@@ -142,20 +140,13 @@ class Run:
 
     @functools.cached_property
     def selection(self) -> dict:
-        """`selection.select_run`'s result (it also writes selection.json),
-        plus 'note': how the selector was chosen."""
+        """What `python -m dcjax.select` chooses: `selection.select_run`'s
+        per-seed result, then `launch.select_launch`'s choice under 'launch'
+        (both write selection.json; whatever else select_run adds to it, such
+        as a 'chance' verdict, comes along)."""
         self.scores   # score first, with labels, so that select_run reuses the table
-        path = self.assessor or (REPO_ASSESSOR if REPO_ASSESSOR.exists() else None)
-        note = f"selector {self.selector}" + (f" with the assessor {path}" if path else "")
-        try:
-            result = selection.select_run(self.workdir, self.selector, path, progress=self.progress)
-        except ValueError as error:
-            if "needs a trained assessor" not in str(error):
-                raise
-            result = selection.select_run(self.workdir, FALLBACK_SELECTOR, None, progress=self.progress)
-            note = (f"no assessor file for the selector {self.selector} (looked for {REPO_ASSESSOR}; pass "
-                    f"--assessor PATH): fell back to the fixed rule '{FALLBACK_SELECTOR}', the final epoch")
-        return result | {"note": note}
+        result = selection.select_run(self.workdir, self.selector, self.assessor, progress=self.progress)
+        return result | {"launch": launch.select_launch(self.workdir, result)}
 
     @property
     def selected(self) -> dict[int, int]:
@@ -166,17 +157,32 @@ class Run:
         return int(self.scores.loc[self.scores.phase == self.phase, "epoch"].max())
 
     @functools.cached_property
+    def launch_scores(self) -> dict | None:
+        """ACC/NMI/ARI of the launch's chosen labels (selected_labels.npy)
+        against the ground truth, where the data set has it. Evaluation only."""
+        y = data.load_dataset(self.config.dataset).y
+        if y is None:
+            return None
+        chosen = np.load(self.selection["launch"]["labels"])
+        scores = metrics.label_based_scores(jnp.asarray(y), jnp.asarray(chosen), self.n_clusters, int(y.max()) + 1)
+        return {m: float(v) for m, v in scores.items()}
+
+    @functools.cached_property
     def oracle(self) -> dict[int, int]:
         """Per seed, the epoch of best ACC (labels: evaluation only)."""
         table = self.scores[self.scores.phase == self.phase]
         return {s: selection._best_epoch(rows, "acc") for s, rows in table.groupby("seed")}
 
     @functools.cached_property
+    def clustering_records(self) -> list[dict]:
+        return checkpointing.load_records(self.workdir, "clustering")
+
+    @functools.cached_property
     def cluster_sizes(self) -> tuple[np.ndarray, np.ndarray]:
         """(epochs (E,), sizes (E, S, k)) of the clustering phase: epoch 0 (the
         k-means initialisation) from its snapshot, the rest from records.jsonl.
         Empty when the clustering phase has no trained epochs (AE+k-means)."""
-        records = [r for r in checkpointing.load_records(self.workdir, "clustering") if "cluster_sizes" in r]
+        records = [r for r in self.clustering_records if "cluster_sizes" in r]
         if not records:
             return np.zeros(0, int), np.zeros((0, len(self.seeds), 0), int)
         epochs, sizes = [r["epoch"] for r in records], [r["cluster_sizes"] for r in records]
@@ -188,8 +194,21 @@ class Run:
 
     @functools.cached_property
     def n_clusters(self) -> int:
-        with evaluate._quiet_orbax():
-            return int(checkpointing.load_snapshot(self.workdir, 0)["centers"].shape[1])
+        """The run's number of centres (UNSEEN: its k_init, of which some die)."""
+        return selection._n_clusters(self.config)
+
+    @functools.cached_property
+    def active_clusters(self) -> np.ndarray | None:
+        """(E, S) clusters alive per clustering epoch, the epochs of
+        `cluster_sizes`, for a run whose clusters can die (UNSEEN); else None."""
+        epochs, _ = self.cluster_sizes
+        records = {r["epoch"]: r["active_clusters"] for r in self.clustering_records if "active_clusters" in r}
+        if not len(epochs) or not records or not methods.unseen_enabled(self.config):
+            return None
+        if epochs[0] == 0:   # the k-means initialisation: its snapshot's mask
+            with evaluate._quiet_orbax():
+                records[0] = np.asarray(checkpointing.load_snapshot(self.workdir, 0)["active"]).sum(axis=-1)
+        return np.asarray([records[int(e)] for e in epochs])
 
     def _load_snapshot(self, epoch: int) -> dict:
         """A selection-phase snapshot, all seeds. Pretraining snapshots hold no
@@ -291,18 +310,21 @@ def plot_curves(table: pd.DataFrame, column: str, *, marks: dict | None = None, 
         ax.ticklabel_format(axis="y", style="plain", useOffset=False)
     ax.set_title(title or _title(column), fontsize=9)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if column.startswith("n_"):   # a count: whole numbers on its axis
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch", fontsize=8)
     ax.tick_params(which="both", labelsize=7)
     ax.grid(alpha=0.25)
     return fig
 
 
-def plot_cluster_sizes(epochs, sizes, *, selected: int | None = None, ax=None, title=None) -> Figure:
+def plot_cluster_sizes(epochs, sizes, *, active=None, selected: int | None = None, ax=None, title=None) -> Figure:
     """Stacked area of the cluster sizes of one seed, as fractions of the
     points: epochs (E,), sizes (E, k). A cluster that empties is a band
     that thins to nothing; a red x on the axis marks the epoch from which it
     stays empty, the count at the end is in the title, and the selected
-    epoch gets a dashed line."""
+    epoch gets a dashed line. `active` (E,): for a run whose clusters die
+    (UNSEEN), the number still alive, a black step line on the right axis."""
     fig, ax = _axes(ax)
     epochs, sizes = np.asarray(epochs), np.asarray(sizes, float)
     k = sizes.shape[1]
@@ -317,8 +339,20 @@ def plot_cluster_sizes(epochs, sizes, *, selected: int | None = None, ax=None, t
         ax.plot([selected], [1.0], marker="v", color="black", markersize=6, clip_on=False)
     empty = int((sizes[-1] == 0).sum())
     smallest = fractions[-1][sizes[-1] > 0].min() if (sizes[-1] > 0).any() else 0.0
-    ax.set_title((title or "") + f"\nend: {k - empty}/{k} clusters non-empty, smallest {100 * smallest:.1f}%",
-                 fontsize=8, color="tab:red" if empty else "black")
+    if active is None:
+        end, alarm = f"{k - empty}/{k} clusters non-empty", empty > 0
+    else:   # dying is what UNSEEN does; an alive cluster left empty is the alarm
+        active = np.asarray(active)
+        right = ax.twinx()
+        right.step(epochs, active, where="post", color="black", lw=1.4,   # a white halo: readable on any band
+                   path_effects=[patheffects.withStroke(linewidth=3, foreground="white")])
+        right.set_ylim(0, k)
+        right.yaxis.set_major_locator(MaxNLocator(integer=True, nbins=5))
+        right.set_ylabel("active clusters", fontsize=7)
+        right.tick_params(labelsize=7)
+        end, alarm = f"{int(active[-1])} of {int(active[0])} clusters active", k - empty < active[-1]
+    ax.set_title((title or "") + f"\nend: {end}, smallest {100 * smallest:.1f}%",
+                 fontsize=8, color="tab:red" if alarm else "black")
     ax.set(xlim=(epochs[0], epochs[-1]), ylim=(0, 1))
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch", fontsize=8)
@@ -433,9 +467,11 @@ def cluster_sizes_figure(run) -> Figure | None:
     epochs, sizes = run.cluster_sizes
     if len(epochs) < 2:
         return None
+    active = run.active_clusters
     fig, axes = _grid(len(run.seeds), 5, panel=(2.9, 2.3))
     for i, (ax, seed) in enumerate(zip(axes, run.seeds)):
         plot_cluster_sizes(epochs, sizes[:, i], ax=ax, title=f"seed {seed}",
+                           active=None if active is None else active[:, i],
                            selected=run.selected.get(seed) if run.phase == "clustering" else None)
     return fig
 
@@ -463,9 +499,12 @@ def evaluation_figure(run) -> Figure:
     run = _run(run)
     table = run.scores[run.scores.phase == run.phase]
     fig, axes = _grid(3, 3, panel=(3.8, 2.8))
+    launch_scores = run.launch_scores or {}
     for ax, metric in zip(axes, evaluate.LABEL_BASED):
         plot_curves(table, metric, marks={"selected": run.selected, "oracle": run.oracle}, ax=ax,
                     title=metric.upper())
+        if metric in launch_scores:   # one partition for the launch: a level, not a curve
+            ax.axhline(launch_scores[metric], color="black", ls=":", lw=1.3, label="the launch's choice")
     _legend(fig, axes)
     return fig
 
@@ -480,6 +519,8 @@ img { max-width: 100%; border: 1px solid #eee; }
 table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0; }
 th, td { border: 1px solid #ddd; padding: 3px 7px; text-align: right; vertical-align: top; }
 th { background: #f4f4f4; } th:last-child { text-align: left; } td.why { text-align: left; max-width: 60em; font-size: 0.9em; }
+.chance { background: #fde2e2; border: 2px solid #c62828; color: #8e0000; font-weight: bold; font-size: 1.15em;
+          padding: 0.7em 1em; margin: 0.8em 0; }
 .warn { background: #fff4e0; border-left: 4px solid #e69500; padding: 0.5em 1em; margin: 0.6em 0; }
 .eval { background: #f3f6fb; border: 1px solid #c8d4ea; padding: 0 1em 1em; margin-top: 2em; }
 pre { background: #f7f7f7; padding: 0.6em; font-size: 0.8em; overflow-x: auto; }
@@ -565,13 +606,36 @@ def evaluation_rows(run: Run) -> list[dict]:
                  "regret (ACC points)": f"{100 * (means['acc'][2] - means['acc'][0]):.2f}",
                  "k-means on final embedding ACC": _pct(np.mean([kmeans.get(s, {}).get("acc", np.nan)
                                                                  for s in run.seeds]))})
+    if run.launch_scores:
+        rows.append({"seed": "launch's choice", "selected": run.selection["launch"]["candidate"], "oracle": "",
+                     **{f"{m.upper()} selected / final / oracle": _pct(run.launch_scores[m])
+                        for m in evaluate.LABEL_BASED},
+                     "regret (ACC points)": "", "k-means on final embedding ACC": ""})
     return rows
 
 
+def chance_verdict(run: Run) -> tuple[str, bool] | None:
+    """(message, looks like chance) of the run's chance test, when
+    selection.json has one (`dcjax.select` adds it; the report only shows it)."""
+    verdict = run.selection.get("chance")
+    if not verdict or not verdict.get("message"):
+        return None
+    alarm = verdict.get("looks_like_chance", verdict.get("better_than_chance") is False)
+    return str(verdict["message"]), bool(alarm)
+
+
 def warnings(run: Run) -> list[str]:
+    """What a reader must know before trusting a number on the page."""
     out = []
-    if "fell back" in run.selection["note"]:
-        out.append(run.selection["note"])
+    for s in run.selection["seeds"]:
+        if s.get("diverged"):
+            d = s["diverged"]
+            out.append(f"seed {s['seed']} diverged (non-finite loss) in {d['phase']} epoch {d['epoch']}: its state "
+                       f"stayed at epoch {d['last_finite_epoch']} of {d['phase']} (its later points on the curves "
+                       "are copies of that epoch), so later epochs are not candidates.")
+    if run.selection.get("damaged_epochs"):
+        out.append(f"epochs {run.selection['damaged_epochs']} of the {run.phase} phase left out: their snapshot is "
+                   "damaged (unreadable), so they are neither scored nor candidates.")
     noisy = [s for s in run.selection["seeds"] if s["noise_dominated"]]
     if noisy:
         out.append(f"noise-dominated seed(s) {', '.join(str(s['seed']) for s in noisy)}: the lag-1 "
@@ -579,12 +643,32 @@ def warnings(run: Run) -> list[str]:
                    "(" + ", ".join(f"{s['noise_autocorr']:.2f}" for s in noisy) + "), so their partitions change in "
                    "quality at random from epoch to epoch: no epoch of them can be told apart without labels.")
     epochs, sizes = run.cluster_sizes
-    if len(epochs):
-        empty = {s: int((sizes[-1, i] == 0).sum()) for i, s in enumerate(run.seeds)}
-        if any(empty.values()):
+    if len(epochs):   # UNSEEN's dead clusters are empty by design: only active ones count
+        alive = run.active_clusters[-1] if run.active_clusters is not None else [sizes.shape[2]] * len(run.seeds)
+        empty = {s: int(alive[i] - (sizes[-1, i] > 0).sum()) for i, s in enumerate(run.seeds)}
+        if any(n > 0 for n in empty.values()):
             out.append("empty clusters at the final epoch: " + ", ".join(
-                f"seed {s}: {n}" for s, n in empty.items() if n) + f" of {sizes.shape[2]}.")
+                f"seed {s}: {n}" for s, n in empty.items() if n > 0) + " of the "
+                + ("active ones." if run.active_clusters is not None else f"{sizes.shape[2]}."))
     return out
+
+
+def launch_part(run: Run) -> str:
+    """The launch's choice (`dcjax.launch`): which seed and epoch, or which
+    consensus, and why, as `python -m dcjax.select` prints it."""
+    choice = run.selection["launch"]
+    if choice["selector"] is None:
+        text = f"One seed: its selected epoch {choice['epoch']}."
+    else:
+        what = f"the {choice['candidate']}" if choice["seed"] == -1 else \
+            f"seed {choice['seed']}, epoch {choice['epoch']}"
+        text = (f"<b>{html.escape(what)}</b>, of {choice['n_candidates']} candidates (every seed x epoch of the "
+                f"{html.escape(run.phase)} phase and two consensus partitions), launch selector "
+                f"<code>{html.escape(choice['selector'])}</code>. Why: {html.escape(choice['why'])}.")
+    scores = choice.get("scores") or {}
+    return (f"<h2 id='launch'>The launch's choice (label-free)</h2><p>{text}</p>"
+            + _table([{k.replace("_", " "): "–" if v is None else f"{v:.4f}" for k, v in scores.items()}])
+            + f"<p class='note'>Its labels, one per data row: {html.escape(str(choice['labels']))}.</p>")
 
 
 def _figures(run: Run, umap: bool):
@@ -605,7 +689,10 @@ def _figures(run: Run, umap: bool):
          "Davies-Bouldin, ...) whatever the clustering's quality.", lambda: scores_figure(run)),
         ("cluster_sizes", "Cluster sizes over epochs", "Per seed, the fraction of the points in each cluster "
          "(stacked; a band that thins out is a dying cluster); red x: the epoch from which a cluster stays "
-         "empty; dashed line and triangle: the selected epoch. Epoch 0 is the k-means initialisation.", lambda: cluster_sizes_figure(run)),
+         "empty; dashed line and triangle: the selected epoch. Epoch 0 is the k-means initialisation."
+         + (" Black step line, right axis: the clusters still active (UNSEEN removes a cluster that falls below "
+            f"t = {run.config.unseen.t:g} of its reference size)." if methods.unseen_enabled(run.config) else ""),
+         lambda: cluster_sizes_figure(run)),
         *views,
     ]
 
@@ -646,21 +733,27 @@ def write_report(workdir, *, selector: str = DEFAULT_SELECTOR, assessor=None, um
     c = run.config
     trained = evaluate.training_seconds(run.workdir)
     n_points = run.snapshot(run.final_epoch)["embedding"].shape[1]
-    head = (f"<h1>dcjax run report: {html.escape(str(c.algorithm))} on {html.escape(str(c.dataset.name))}, "
+    head = (f"<h1>dcjax run report: {html.escape(methods.algorithm_label(c))} on {html.escape(str(c.dataset.name))}, "
             f"{len(run.seeds)} seed{'s' * (len(run.seeds) > 1)}</h1>"
             f"<p class='meta'>{html.escape(str(run.workdir.absolute()))} · {n_points:,} points · "
-            f"k = {run.n_clusters} · seeds {run.seeds[0]}–{run.seeds[-1]} · epochs: pretraining "
+            f"{'k_init' if methods.unseen_enabled(c) else 'k'} = {run.n_clusters} · seeds {run.seeds[0]}–{run.seeds[-1]} · epochs: pretraining "
             f"{c.pretrain.epochs}, clustering {c.clustering.epochs} · training time "
             + ", ".join(f"{p} {s / 60:.1f} min" for p, s in trained.items())
             + f" · report written {time.strftime('%Y-%m-%d %H:%M')}</p>")
-    nav = "<nav>" + "".join(f"<a href='#{fid}'>{html.escape(t)}</a>" for fid, t, _, _ in figures) \
-        + "<a href='#config'>Config</a></nav>"
+    nav = "<nav><a href='#selection'>Selection</a><a href='#launch'>Launch</a>" + "".join(
+        f"<a href='#{fid}'>{html.escape(t)}</a>" for fid, t, _, _ in figures) + "<a href='#config'>Config</a></nav>"
+    chance = chance_verdict(run)
     warn = "".join(f"<div class='warn'>⚠ {html.escape(w)}</div>" for w in warnings(run))
+    if chance and chance[1]:   # above everything: no number on the page means much then
+        warn = f"<div class='chance'>{html.escape(chance[0])}</div>" + warn
+    sel = run.selection
     selection_part = (f"<h2 id='selection'>Selected epochs (label-free)</h2><p class='note'>"
-                      f"{html.escape(run.selection['note'])}; candidates: the {run.phase} phase's epochs. "
-                      "Noise autocorr.: lag-1 autocorrelation of the pooled silhouette over epochs "
-                      f"(below {selection.NOISE_AUTOCORR}: noise-dominated, ⚠).</p>"
-                      + _table(seed_rows(run), {"why": "why"}))
+                      f"As <code>python -m dcjax.select --selector {html.escape(sel['selector'])}</code>"
+                      + (f" with the assessor {html.escape(sel['assessor'])}" if sel.get("assessor") else "")
+                      + f"; candidates: the {run.phase} phase's epochs. Noise autocorr.: lag-1 autocorrelation of "
+                      f"the pooled silhouette over epochs (below {selection.NOISE_AUTOCORR}: noise-dominated, ⚠)."
+                      + (f" {html.escape(chance[0])}." if chance and not chance[1] else "") + "</p>"
+                      + _table(seed_rows(run), {"why": "why"}) + launch_part(run))
     body = [section(fid, title, caption) for fid, title, caption, _ in figures if fid != "evaluation"]
     if run.has_labels:
         body.append("<div class='eval'><h2>Evaluation only: scores against the ground-truth labels</h2>"
@@ -691,7 +784,8 @@ def main(argv=None):
     ap.add_argument("--selector", default=DEFAULT_SELECTOR,
                     choices=[*selection.ASSESSOR_SELECTORS, *selection.SELECTORS],
                     help=f"how to choose the epoch per seed (default: {DEFAULT_SELECTOR}, as dcjax.select)")
-    ap.add_argument("--assessor", help=f"assessor file (default: {REPO_ASSESSOR} when it exists)")
+    ap.add_argument("--assessor", help="trained assessor file for the assessor selectors (default: the "
+                    "study's, shipped with dcjax, as dcjax.select)")
     ap.add_argument("--no-umap", dest="umap", action="store_false", default=None,
                     help="skip the UMAP views even when umap-learn is installed")
     ap.add_argument("--no-progress", dest="progress", action="store_false")

@@ -30,13 +30,15 @@ from pathlib import Path
 
 from dcjax import launch, selection
 
+DEFAULT_SELECTOR = "assessor_guarded"   # the study's primary
+
 
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m dcjax.select", description=__doc__.split("\n\n")[0])
     ap.add_argument("--workdir", required=True, help="the run (what dcjax.main wrote)")
-    ap.add_argument("--selector", default="assessor_guarded",
+    ap.add_argument("--selector", default=DEFAULT_SELECTOR,
                     choices=[*selection.ASSESSOR_SELECTORS, *selection.SELECTORS],
-                    help="how to choose (default: assessor_guarded, the study's primary)")
+                    help=f"how to choose (default: {DEFAULT_SELECTOR}, the study's primary)")
     ap.add_argument("--assessor", help="trained assessor file (.npz or .joblib) for the assessor "
                     "selectors (default: the study's, shipped with dcjax)")
     ap.add_argument("--progress", action="store_true", help="progress bar while scoring new epochs")

@@ -1,12 +1,15 @@
 """The run report. A tiny 2-seed DKM run written by `python -m dcjax.main
 --config.report=True` gets a page that holds every figure, each a PNG that
 decodes, the same as the files beside it. The figures scale to 10 seeds x
-250 epochs x 70,000 points (scatter plots subsample and say so). Without an
-assessor file the selection falls back to the final epoch and says so.
-Training never imports the selection or the report."""
+250 epochs x 70,000 points (scatter plots subsample and say so). The page
+chooses exactly as `python -m dcjax.select` does (per seed, then the launch)
+and flags what a reader must know: a diverged seed, damaged epochs, a run no
+better than chance, clusters that die. Training never imports the selection
+or the report."""
 import base64
 import importlib.util
 import io
+import json
 import os
 import subprocess
 import sys
@@ -80,14 +83,39 @@ def test_page_holds_every_figure_and_no_broken_image(workdir):
     for seed in range(SEEDS):   # the selection's why, per seed
         assert f"<td class=''>{seed}</td>" in page
     assert page.count("class='why'") == SEEDS
+    assert "The launch's choice (label-free)" in parsed.headings
+    assert "--selector assessor_guarded</code> with the assessor shipped" in page
 
 
-def test_selection_falls_back_to_the_final_epoch_without_an_assessor_and_says_so(workdir, monkeypatch):
-    monkeypatch.setattr(report, "REPO_ASSESSOR", workdir / "missing.joblib")
+def test_the_report_selects_as_dcjax_select(workdir):
+    """Same per-seed epochs, same launch choice and labels as the command, defaults and all."""
+    from_report = json.loads((workdir / "selection.json").read_text())
+    labels = np.load(workdir / "selected_labels.npy")
+    subprocess.run([sys.executable, "-m", "dcjax.select", "--workdir", str(workdir)], cwd=REPO, check=True,
+                   capture_output=True)
+    from_select = json.loads((workdir / "selection.json").read_text())
+    for key in ("selector", "assessor", "phase", "damaged_epochs"):
+        assert from_report[key] == from_select[key], key
+    assert [(s["seed"], s["epoch"], s["why"]) for s in from_report["seeds"]] == \
+        [(s["seed"], s["epoch"], s["why"]) for s in from_select["seeds"]]
+    assert {k: v for k, v in from_report["launch"].items()} == from_select["launch"]
+    np.testing.assert_array_equal(np.load(workdir / "selected_labels.npy"), labels)
+
+
+def test_warnings_flag_divergence_damage_and_chance(workdir):
     run = report.Run(workdir, progress=False)
-    assert "fell back" in run.selection["note"]
-    assert run.selected == {s: CLUSTERING_EPOCHS for s in range(SEEDS)}
-    assert any("fell back" in w for w in report.warnings(run))
+    seeds = [dict(s) for s in run.selection["seeds"]]
+    seeds[1]["diverged"] = {"phase": "clustering", "epoch": 3, "last_finite_epoch": 2}
+    run.selection = {**run.selection, "seeds": seeds, "damaged_epochs": [1, 2],
+                     "chance": {"looks_like_chance": True, "message": "WARNING: no better than chance"}}
+    said = report.warnings(run)
+    assert any(w.startswith("seed 1 diverged") and "clustering epoch 3" in w for w in said)
+    assert any(w.startswith("epochs [1, 2] of the clustering phase left out") for w in said)
+    assert report.chance_verdict(run) == ("WARNING: no better than chance", True)
+    run.selection = {**run.selection, "chance": {"looks_like_chance": False, "message": "more than chance"}}
+    assert report.chance_verdict(run) == ("more than chance", False)
+    run.selection = {k: v for k, v in run.selection.items() if k != "chance"}
+    assert report.chance_verdict(run) is None
 
 
 def test_figures_scale_to_10_seeds_250_epochs_and_70000_points():
@@ -113,6 +141,13 @@ def test_figures_scale_to_10_seeds_250_epochs_and_70000_points():
     sizes[200:, :2] = 0     # two clusters die at epoch 200
     fig = report.plot_cluster_sizes(np.arange(epochs), sizes, selected=150)
     assert "8/10 clusters non-empty" in fig.axes[0].get_title()
+    # A run whose clusters die (UNSEEN): how many are alive, on the right axis.
+    active = np.where(np.arange(epochs) < 200, k, k - 2)
+    fig = report.plot_cluster_sizes(np.arange(epochs), sizes, active=active)
+    assert "8 of 10 clusters active" in fig.axes[0].get_title()
+    assert fig.axes[0].title.get_color() == "black"   # dead clusters are empty by design: no alarm
+    (step,) = fig.axes[1].lines
+    np.testing.assert_array_equal(step.get_ydata(), active)
 
 
 def test_umap_view_when_installed():
