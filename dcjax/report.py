@@ -32,7 +32,6 @@ import functools
 import html
 import io
 import json
-import logging
 import math
 import time
 from pathlib import Path
@@ -779,18 +778,12 @@ def write_report(workdir, *, selector: str = DEFAULT_SELECTOR, assessor=None, um
 # ============================================================ command line
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m dcjax.report", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--workdir", required=True, help="the run (what dcjax.main wrote)")
-    ap.add_argument("--selector", default=DEFAULT_SELECTOR,
-                    choices=[*selection.ASSESSOR_SELECTORS, *selection.SELECTORS],
-                    help=f"how to choose the epoch per seed (default: {DEFAULT_SELECTOR}, as dcjax.select)")
-    ap.add_argument("--assessor", help="trained assessor file for the assessor selectors (default: the "
-                    "study's, shipped with dcjax, as dcjax.select)")
+    ap = select.selection_arguments(argparse.ArgumentParser(prog="python -m dcjax.report",
+                                                            description=__doc__.split("\n\n")[0]))
     ap.add_argument("--no-umap", dest="umap", action="store_false", default=None,
                     help="skip the UMAP views even when umap-learn is installed")
     ap.add_argument("--no-progress", dest="progress", action="store_false")
-    args = ap.parse_args(argv)
-    logging.getLogger("absl").setLevel(logging.ERROR)
+    args = select.parse_selection_arguments(ap, argv)
     path = write_report(args.workdir, selector=args.selector, assessor=args.assessor, umap=args.umap,
                         progress=args.progress)
     print(f"wrote {path} (figures in {path.parent / 'report'}/)")
