@@ -441,9 +441,12 @@ def loss_figure(run) -> Figure:
 
 def score_columns(run) -> list[str]:
     """The label-free columns this run has values for (the method decides,
-    e.g. hard methods have no soft-assignment confidence)."""
-    table = _run(run).label_free
-    return [c for c in SCORE_PANELS if c in table and table[c].notna().any()]
+    e.g. hard methods have no soft-assignment confidence); the number of
+    active clusters only where clusters can die (UNSEEN), else it is k throughout."""
+    run = _run(run)
+    table = run.label_free
+    dying = methods.unseen_enabled(run.config)
+    return [c for c in SCORE_PANELS if c in table and table[c].notna().any() and (dying or c != "n_active_clusters")]
 
 
 def scores_figure(run) -> Figure:
@@ -575,7 +578,7 @@ def seed_rows(run: Run) -> list[dict]:
             "smallest cluster % (selected / final)": " / ".join(
                 _pct(sizes[e][sizes[e] > 0].min() / sizes[e].sum()) for e in (s["epoch"], s["final_epoch"])),
             "noise autocorr.": "–" if ac is None else f"{ac:.2f}" + (" ⚠" if s["noise_dominated"] else ""),
-            "full state kept": "yes" if s["state_present"] else "snapshot only",
+            "model state": "stored" if s["state_present"] else "replayed on load",
             "why": _why(s["why"])})
     return rows
 
