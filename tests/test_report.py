@@ -7,6 +7,7 @@ and flags what a reader must know: a diverged seed, damaged epochs, a run no
 better than chance, clusters that die. Training never imports the selection
 or the report."""
 import base64
+import html
 import importlib.util
 import io
 import json
@@ -162,3 +163,14 @@ def test_training_imports_neither_the_selection_nor_the_report():
                           "print(sorted(m for m in sys.modules if m in ('dcjax.selection', 'dcjax.report', "
                           "'matplotlib')))"], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_run_like_chance_is_said_first_in_red(workdir, monkeypatch, tmp_path):
+    """The page shows selection.json's chance verdict above everything when it
+    says the run looks like chance (the report computes no verdict itself)."""
+    select_run = report.selection.select_run
+    message = "WARNING: no better than chance: the 2 seeds agree at ARI 0.010 < 0.3"
+    monkeypatch.setattr(report.selection, "select_run", lambda *a, **k: select_run(*a, **k) | {
+        "chance": {"looks_like_chance": True, "message": message}})
+    page = report.write_report(workdir, umap=False, progress=False).read_text()
+    assert page.index(f"<div class='chance'>{html.escape(message)}</div>") < page.index("<h2 id='selection'>")
