@@ -309,7 +309,9 @@ def plot_curves(table: pd.DataFrame, column: str, *, marks: dict | None = None, 
         ax.ticklabel_format(axis="y", style="plain", useOffset=False)
     ax.set_title(title or _title(column), fontsize=9)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    if column.startswith("n_"):   # a count: whole numbers on its axis
+    if column.startswith("n_") and len(values):   # a count: whole numbers on its axis, at least two
+        if values.max() - values.min() < 2:
+            ax.set_ylim(values.min() - 0.5, values.max() + 1.5)
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch", fontsize=8)
     ax.tick_params(which="both", labelsize=7)
