@@ -17,7 +17,10 @@ the final epoch unless the chosen one is predicted clearly better;
 seed (measured: it costs regret and buys no do-no-harm, selection.md).
 Whatever the selector, a seed whose partitions change in quality at random
 from epoch to epoch is flagged ('noise_dominated' in selection.json, and a
-warning here): no epoch of it can be told apart without labels.
+warning here): no epoch of it can be told apart without labels. And the run
+as a whole is tested against chance (`dcjax.chance`: do the seeds' chosen
+partitions agree more than structureless data lets them? 'chance' in
+selection.json, and a line here).
 """
 import argparse
 import logging
@@ -46,6 +49,7 @@ def main(argv=None):
             print(f"    warning: seed {s['seed']} is noise-dominated (lag-1 autocorrelation of the "
                   f"{selection.NOISE_COLUMN} {s['noise_autocorr']:.2f} < {selection.NOISE_AUTOCORR}): "
                   "its epochs differ in quality at random, no selector can tell them apart without labels")
+    print(f"  {result['chance']['message']} (the chosen epochs)")
     print(f"wrote {args.workdir}/selection.json and {args.workdir}/keep_epochs.json")
     return result
 

@@ -1,0 +1,117 @@
+"""DECCS: its ensemble, its weights, and a run killed between rounds."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from sklearn.datasets import make_blobs
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+from dcjax import checkpointing
+from dcjax.methods import deccs
+from test_train import REPO, kill_when, leaves, output
+
+# Tiny DECCS through the command line. min_gain=1 makes the stopping rule fire
+# at a known round whatever the data: round 1 (end of epoch 1, which has
+# nothing to train on yet) gains from nothing, rounds 2 and 3 cannot, so round
+# 4 (patience 3) stops: epochs 2-4 update the representation, 5-6 do nothing.
+DECCS_ARGS = ["--config", "configs/deccs_digits.py:smoke", "--config.dataset.subsample=300",
+              "--config.batch_size=64", "--config.seeds=1", "--config.pretrain.epochs=2",
+              "--config.clustering.epochs=6", "--config.kmeans.n_init=2", "--config.progress=False",
+              "--config.deccs.steps_per_round=10", "--config.deccs.min_gain=1.0",
+              "--config.checkpoint.resume_every=2"]
+
+
+def start_deccs(workdir):
+    log = open(f"{workdir}.log", "a+")
+    return subprocess.Popen([sys.executable, "-m", "dcjax.main", *DECCS_ARGS, f"--workdir={workdir}"],
+                            cwd=REPO, stdout=log, stderr=subprocess.STDOUT, text=True)
+
+
+@pytest.fixture(scope="module")
+def deccs_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("deccs") / "reference"
+    assert start_deccs(workdir).wait(timeout=300) == 0, output(workdir)
+    return workdir
+
+
+def test_each_member_recovers_well_separated_blobs():
+    z, truth = make_blobs(n_samples=240, centers=4, n_features=5, cluster_std=0.5, random_state=0)
+    labels = deccs.cluster_with_members(z, 4, seed=0)
+    assert labels.shape == (len(deccs.MEMBERS), 240)
+    for name, member in zip(deccs.MEMBERS, labels):
+        assert adjusted_rand_score(truth, member) == pytest.approx(1.0), name
+    # all agree, so every weight is 1
+    np.testing.assert_allclose(deccs.member_weights(labels), 1.0)
+
+
+def test_tiny_clusters_leave_the_round_in_every_member_until_none_is_left():
+    a = np.array([0] * 10 + [1] * 10 + [2] * 6)
+    b = np.array([0] * 10 + [1] * 5 + [2] * 11)          # b's cluster 1 (5 rows) is tiny
+    labels = deccs.drop_tiny_clusters(np.stack([a, b]), min_size=5)
+    kept = labels[0] != deccs.UNLABELLED
+    np.testing.assert_array_equal(kept, (labels[1] != deccs.UNLABELLED))
+    # rows 10-14 go first; that leaves a's cluster 1 with 5 rows, so 15-19 go too
+    np.testing.assert_array_equal(np.flatnonzero(~kept), np.arange(10, 20))
+
+
+@pytest.mark.parametrize("n_classes", [2, 4])
+def test_classifiers_predict_what_scikit_learn_predicts(n_classes):
+    z, y = make_blobs(n_samples=200, centers=n_classes, n_features=3, cluster_std=3.0, random_state=1)
+    labels = np.stack([np.where(y == 0, 5, y), y])        # member 0 has classes {1.., 5}: gaps are kept
+    labels[1, :7] = deccs.UNLABELLED
+    weights, bias, present = deccs.fit_classifiers(z, labels, 6, c=1.0)
+    for i, target in enumerate(labels):
+        rows = target != deccs.UNLABELLED
+        want = LogisticRegression(C=1.0, max_iter=1000).fit(z[rows], target[rows]).predict(z)
+        logits = np.where(present[i], z @ weights[i] + bias[i], deccs.ABSENT_LOGIT)
+        np.testing.assert_array_equal(logits.argmax(1), want)
+        assert present[i].sum() == n_classes
+
+
+def test_member_weights_equal_scikit_learn_nmi(deccs_run):
+    """w_i is the mean NMI of member i with the others on the round's kept
+    sample rows; recomputed here from what the run stored."""
+    for epoch in (1, 2):
+        state = checkpointing.load_state(deccs_run, epoch)
+        labels, weights = state["extras"]["sample_labels"][0], state["extras"]["weights"][0]
+        kept = labels[:, (labels != deccs.UNLABELLED).all(axis=0)]
+        assert kept.shape[1] > 0.5 * labels.shape[1]
+        want = [np.mean([normalized_mutual_info_score(kept[i], kept[j]) for j in range(4) if j != i])
+                for i in range(4)]
+        np.testing.assert_allclose(weights, want, rtol=1e-6)
+        snap = checkpointing.load_snapshot(deccs_run, epoch)
+        np.testing.assert_allclose(snap["member_weights"][0], want, rtol=1e-6)
+        assert snap["agreement"][0] == pytest.approx(np.mean(want), rel=1e-6)
+        # the consensus partition is the member that agrees most with the others
+        consensus = int(np.argmax(want))
+        np.testing.assert_array_equal(snap["assignments"][0], snap["member_assignments"][0, consensus])
+
+
+def test_deccs_stops_when_agreement_stops_gaining(deccs_run):
+    snaps = [checkpointing.load_snapshot(deccs_run, e) for e in range(7)]
+    assert [int(s["rounds"][0]) for s in snaps] == [0, 1, 2, 3, 4, 4, 4]
+    assert [bool(s["stopped"][0]) for s in snaps] == [False] * 4 + [True] * 3
+    states = [checkpointing.load_state(deccs_run, e) for e in range(7)]
+
+    def same(a, b):
+        return all(np.array_equal(u, v) for u, v in zip(leaves(a), leaves(b)))
+    assert same(states[0]["params"]["ae"], states[1]["params"]["ae"])       # epoch 1 only clusters
+    assert not same(states[1]["params"]["ae"], states[2]["params"]["ae"])
+    for later in states[5:]:   # frozen after round 4, its classifiers kept
+        assert same(states[4]["params"], later["params"])
+    np.testing.assert_array_equal(snaps[4]["member_assignments"], snaps[6]["member_assignments"])
+
+
+def test_deccs_killed_between_rounds_resumes_to_the_uninterrupted_result(deccs_run, tmp_path):
+    killed = tmp_path / "killed"
+    kill_when(start_deccs(killed), killed / "clustering" / "resume", 2)   # after round 2 (epochs 0, 2 saved)
+    assert start_deccs(killed).wait(timeout=300) == 0, output(killed)
+    assert checkpointing.list_epochs(killed) == checkpointing.list_epochs(deccs_run) == list(range(7))
+    for epoch in (3, 6):
+        a, b = checkpointing.load_state(killed, epoch), checkpointing.load_state(deccs_run, epoch)
+        for u, v in zip(leaves(a), leaves(b)):
+            np.testing.assert_array_equal(u, v)
+    a, b = checkpointing.load_records(killed), checkpointing.load_records(deccs_run)
+    assert [r["batch_loss"] for r in a] == [r["batch_loss"] for r in b]
