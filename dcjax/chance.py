@@ -35,12 +35,13 @@ AGREEMENT_THRESHOLD = 0.3   # mean pairwise ARI across seeds below this: no bett
 MIN_EFFECTIVE_CLUSTERS = 2.0
 
 
-def verdict(agreement: float, effective_clusters: float, seeds: int) -> dict:
+def verdict(agreement: float, effective_clusters: float, seeds: int, agreement_nmi: float = float("nan")) -> dict:
     """The test's outcome as a plain dict: the number, the threshold, whether
     the run is better than chance (None: cannot tell), and a sentence."""
     finite = math.isfinite(agreement)
     out = {"agreement_ari": agreement if finite else None,   # JSON has no NaN
-           "threshold": AGREEMENT_THRESHOLD, "seeds": seeds, "effective_clusters": effective_clusters}
+           "threshold": AGREEMENT_THRESHOLD, "seeds": seeds, "effective_clusters": effective_clusters,
+           "agreement_nmi": agreement_nmi if math.isfinite(agreement_nmi) else None}   # for reading only
     if seeds < 2 or not finite:
         return out | {"better_than_chance": None,
                       "message": "chance test: needs at least 2 seeds (cross-seed agreement); not tested"}
@@ -60,9 +61,10 @@ def verdict(agreement: float, effective_clusters: float, seeds: int) -> dict:
 def chance_test(partitions, n_clusters: int) -> dict:
     """`verdict` for partitions (S, N), one row per seed, of the same rows."""
     partitions = jnp.asarray(partitions, jnp.int32)
-    agreement = float(metrics.seed_agreement(partitions, n_clusters)["mean_pairwise_ari"])
+    agreement = metrics.seed_agreement(partitions, n_clusters)
     entropy = np.asarray([metrics.cluster_size_entropy(p, n_clusters) for p in partitions], np.float64)
-    return verdict(agreement, float(np.mean(np.exp(entropy))), len(partitions))
+    return verdict(float(agreement["mean_pairwise_ari"]), float(np.mean(np.exp(entropy))), len(partitions),
+                   float(agreement["mean_pairwise_nmi"]))
 
 
 def chance_test_table(table: pd.DataFrame, n_clusters: int) -> pd.DataFrame:
@@ -72,6 +74,7 @@ def chance_test_table(table: pd.DataFrame, n_clusters: int) -> pd.DataFrame:
     rows = []
     for (phase, epoch), g in table.groupby(["phase", "epoch"], sort=False):
         effective = float(np.mean(np.power(float(n_clusters), g["size_entropy"].to_numpy(np.float64))))
-        result = verdict(float(g["mean_pairwise_ari"].mean()), effective, g["seed"].nunique())
+        result = verdict(float(g["mean_pairwise_ari"].mean()), effective, g["seed"].nunique(),
+                         float(g["mean_pairwise_nmi"].mean()))
         rows.append({"phase": phase, "epoch": epoch, **{k: v for k, v in result.items() if k != "message"}})
     return pd.DataFrame(rows)

@@ -62,7 +62,7 @@ def run_controls(runs: Path, seeds: int) -> pd.DataFrame:
             scores = evaluate.evaluate_run(workdir, progress=False)
             rows.append({"dataset": dataset, "algorithm": algorithm, "phase": test["phase"],
                          "agreement_ari": test["agreement_ari"], "effective_clusters": test["effective_clusters"],
-                         "seeds": test["seeds"],
+                         "seeds": test["seeds"], "agreement_nmi": test["agreement_nmi"],
                          "silhouette": float(scores[scores.phase == test["phase"]].groupby("epoch")
                                              .silhouette.mean().iloc[-1]),
                          "nmi_to_labels": float(scores[scores.phase == test["phase"]].groupby("epoch")
@@ -99,10 +99,12 @@ def write(controls: pd.DataFrame, committed: pd.DataFrame):
              f"{chance.AGREEMENT_THRESHOLD}, or essentially one cluster (exp of the size entropy < "
              f"{chance.MIN_EFFECTIVE_CLUSTERS:g}), it warns 'no better than chance'.", "",
              "## Controls without cluster structure (it should warn on every one)", "",
-             "| data | algorithm | phase | agreement (ARI) | effective clusters | silhouette | NMI to labels | warns |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| data | algorithm | phase | agreement (ARI) | (NMI) | effective clusters | silhouette | NMI to labels "
+             "| warns |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in controls.itertuples():
-        lines.append(f"| {r.dataset} | {r.algorithm} | {r.phase} | {r.agreement_ari:.3f} | {r.effective_clusters:.1f} "
+        lines.append(f"| {r.dataset} | {r.algorithm} | {r.phase} | {r.agreement_ari:.3f} | {r.agreement_nmi:.3f} "
+                     f"| {r.effective_clusters:.1f} "
                      f"| {r.silhouette:.3f} | {r.nmi_to_labels:.3f} | {'yes' if r.warns else '**no**'} |")
     lines += ["", f"Warnings: {rate(controls.warns)} control runs; highest control agreement "
               f"{controls.agreement_ari.max():.3f}.", "",

@@ -25,7 +25,8 @@ def test_verdicts_on_made_up_partitions():
 
 def test_the_table_version_reads_the_evaluation_columns():
     table = pd.DataFrame({"phase": "clustering", "seed": [0, 1, 0, 1], "epoch": [0, 0, 1, 1],
-                          "mean_pairwise_ari": [0.1, 0.1, 0.8, 0.8], "size_entropy": [1.0, 1.0, 0.0, 0.0]})
+                          "mean_pairwise_ari": [0.1, 0.1, 0.8, 0.8], "mean_pairwise_nmi": [0.2, 0.2, 0.9, 0.9],
+                          "size_entropy": [1.0, 1.0, 0.0, 0.0]})
     out = chance.chance_test_table(table, 10)
     assert out.better_than_chance.tolist() == [False, False]      # low agreement; then one cluster
     assert out.effective_clusters.tolist() == pytest.approx([10.0, 1.0])

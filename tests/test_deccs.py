@@ -7,6 +7,7 @@ import pytest
 from sklearn.datasets import make_blobs
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+from sklearn.preprocessing import StandardScaler
 
 from dcjax import checkpointing
 from dcjax.methods import deccs
@@ -56,15 +57,19 @@ def test_tiny_clusters_leave_the_round_in_every_member_until_none_is_left():
     np.testing.assert_array_equal(np.flatnonzero(~kept), np.arange(10, 20))
 
 
-@pytest.mark.parametrize("n_classes", [2, 4])
-def test_classifiers_predict_what_scikit_learn_predicts(n_classes):
+@pytest.mark.parametrize("n_classes, scale", [(2, 1.0), (4, 1.0), (4, 1e-3)])
+def test_classifiers_predict_what_scikit_learn_predicts(n_classes, scale):
+    """On the standardised embedding: a tiny one (a barely trained
+    autoencoder) gets the same classifiers, not ones flattened by the L2 penalty."""
     z, y = make_blobs(n_samples=200, centers=n_classes, n_features=3, cluster_std=3.0, random_state=1)
+    z = z * scale
     labels = np.stack([np.where(y == 0, 5, y), y])        # member 0 has classes {1.., 5}: gaps are kept
     labels[1, :7] = deccs.UNLABELLED
     weights, bias, present = deccs.fit_classifiers(z, labels, 6, c=1.0)
     for i, target in enumerate(labels):
         rows = target != deccs.UNLABELLED
-        want = LogisticRegression(C=1.0, max_iter=1000).fit(z[rows], target[rows]).predict(z)
+        scaled = StandardScaler().fit(z).transform(z)
+        want = LogisticRegression(C=1.0, max_iter=1000).fit(scaled[rows], target[rows]).predict(scaled)
         logits = np.where(present[i], z @ weights[i] + bias[i], deccs.ABSENT_LOGIT)
         np.testing.assert_array_equal(logits.argmax(1), want)
         assert present[i].sum() == n_classes

@@ -11,7 +11,7 @@ Each round:
 3. Weight member i by its mean NMI with the other members; the agreement is
    the mean weight (the mean pairwise NMI).
 4. Fit one linear classifier per member (logistic regression, i.e. cross-
-   entropy) on half of the sample's (unstandardised) embedding.
+   entropy) on half of the sample; it acts on the unstandardised embedding.
 5. Update the autoencoder and the classifiers together with
    [Σ w_i·CE_i + ramp·Σ w_i·pull_i] / M + (1 − agreement)·reconstruction,
    where pull_i pulls each point towards its cluster's mean, weighted by the
@@ -122,8 +122,15 @@ def member_weights(labels: np.ndarray) -> np.ndarray:
 def fit_classifiers(z: np.ndarray, labels: np.ndarray, n_clusters: int, c: float):
     """One multinomial logistic regression per member on (z, labels[i]), rows
     with a label only. Returns weights (M, e, k), bias (M, k) and which of the
-    k classes each member has (M, k); an absent class gets no weights."""
+    k classes each member has (M, k); an absent class gets no weights.
+
+    Fitted on the standardised z, then written for the raw z: the L2 penalty
+    then means the same at any scale of the embedding (on a barely trained
+    autoencoder's tiny embedding it would otherwise flatten every classifier
+    to its largest class)."""
     m, e = len(labels), z.shape[1]
+    scaler = StandardScaler().fit(np.asarray(z, np.float64))
+    scaled = scaler.transform(np.asarray(z, np.float64))
     weights = np.zeros((m, e, n_clusters), np.float32)
     bias = np.zeros((m, n_clusters), np.float32)
     present = np.zeros((m, n_clusters), bool)
@@ -133,12 +140,13 @@ def fit_classifiers(z: np.ndarray, labels: np.ndarray, n_clusters: int, c: float
         present[i, classes] = True
         if len(classes) < 2:    # nothing to tell apart: the one class wins everywhere
             continue
-        clf = LogisticRegression(C=c, max_iter=1000).fit(np.asarray(z[rows], np.float64), y[rows])
+        clf = LogisticRegression(C=c, max_iter=1000).fit(scaled[rows], y[rows])
         coef, intercept = clf.coef_, clf.intercept_
         if len(classes) == 2:   # scikit-learn keeps one row for two classes: logit(b) - logit(a)
             coef, intercept = np.stack([-coef[0] / 2, coef[0] / 2]), np.array([-intercept[0] / 2, intercept[0] / 2])
+        coef = coef / scaler.scale_                        # (z - mean) / scale @ coef.T  ->  z @ W + b
         weights[i][:, classes] = coef.T
-        bias[i, classes] = intercept
+        bias[i, classes] = intercept - coef @ scaler.mean_
     return weights, bias, present
 
 
