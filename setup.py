@@ -8,6 +8,9 @@ setup(
     long_description=open("README.md").read() if __import__("os").path.exists("README.md") else "",
     long_description_content_type="text/markdown",
     packages=find_packages(include=["dcjax", "dcjax.*"]),
+    # The study's assessor as arrays (dcjax/shipped_assessor.py), so that
+    # `python -m dcjax.select` works from an installed package.
+    package_data={"dcjax": ["assessors/*.npz"]},
     python_requires=">=3.11",
     install_requires=[
         "jax>=0.6",

@@ -35,25 +35,31 @@ AGREEMENT_THRESHOLD = 0.3   # mean pairwise ARI across seeds below this: no bett
 MIN_EFFECTIVE_CLUSTERS = 2.0
 
 
+STATISTIC = "mean pairwise ARI across seeds"
+
+
 def verdict(agreement: float, effective_clusters: float, seeds: int, agreement_nmi: float = float("nan")) -> dict:
-    """The test's outcome as a plain dict: the number, the threshold, whether
-    the run is better than chance (None: cannot tell), and a sentence."""
+    """The test's outcome as a plain dict (JSON-ready; selection.json and
+    summary.json keep it under 'chance'): `statistic` and its `value`, the
+    `threshold` below which it warns, `looks_like_chance` (None: cannot
+    tell), a one-line `message`, and what else was read."""
     finite = math.isfinite(agreement)
-    out = {"agreement_ari": agreement if finite else None,   # JSON has no NaN
+    out = {"statistic": STATISTIC, "value": agreement if finite else None,   # JSON has no NaN
            "threshold": AGREEMENT_THRESHOLD, "seeds": seeds, "effective_clusters": effective_clusters,
+           "min_effective_clusters": MIN_EFFECTIVE_CLUSTERS,
            "agreement_nmi": agreement_nmi if math.isfinite(agreement_nmi) else None}   # for reading only
     if seeds < 2 or not finite:
-        return out | {"better_than_chance": None,
+        return out | {"looks_like_chance": None,
                       "message": "chance test: needs at least 2 seeds (cross-seed agreement); not tested"}
     if effective_clusters < MIN_EFFECTIVE_CLUSTERS:
-        return out | {"better_than_chance": False,
+        return out | {"looks_like_chance": True,
                       "message": f"WARNING: no better than chance: the partitions are essentially one cluster "
                                  f"(effective number of clusters {effective_clusters:.2f} < {MIN_EFFECTIVE_CLUSTERS:g})"}
     if agreement < AGREEMENT_THRESHOLD:
-        return out | {"better_than_chance": False,
+        return out | {"looks_like_chance": True,
                       "message": f"WARNING: no better than chance: the {seeds} seeds agree at ARI {agreement:.3f} "
                                  f"< {AGREEMENT_THRESHOLD} (structureless data reaches this; see dcjax/chance.py)"}
-    return out | {"better_than_chance": True,
+    return out | {"looks_like_chance": False,
                   "message": f"chance test: the {seeds} seeds agree at ARI {agreement:.3f} >= {AGREEMENT_THRESHOLD}: "
                              "more structure than chance"}
 

@@ -2,40 +2,62 @@
 
 A run's workdir holds, per phase (`pretrain`, `clustering`):
 
-    <phase>/epochs/<epoch>/      one orbax item per epoch, {'state': ..., 'snapshot': ...}:
-                                 the model state (params and centers, method
-                                 state, seed keys; no optimiser) and the snapshot
-                                 below. The default, when every epoch is kept:
-                                 one save instead of two costs less CPU (USPS,
-                                 2 cores: 0.068 s instead of 0.081 s per epoch,
-                                 experiments/probe_save_cost.py).
-    <phase>/state/<epoch>/       instead of epochs/, when retention is asked for
-    <phase>/snapshots/<epoch>/   (`max_to_keep` > 0): the model state and the
-                                 snapshot as separate items, so that orbax's
-                                 retention (`max_to_keep`, `keep_period`, epochs
-                                 a selector asked for) prunes states while every
-                                 snapshot stays. Runs written before epochs/
-                                 existed have this layout too; both are read.
-    <phase>/resume/<epoch>/      the full training state, optimiser included, every
-                                 `resume_every` epochs and at the phase's last
-                                 epoch; the newest two are kept. A killed run
-                                 resumes from the newest and replays the epochs
-                                 after it (training is deterministic, so the
-                                 replay gives the same numbers). Writing the
-                                 optimiser's two moments only every few epochs
-                                 cuts the bytes saved per epoch by about 3x.
-    snapshot                     what rebuilds that epoch's clustering without
-                                 the network: full-data embedding, and in the
-                                 clustering phase hard assignments, centers and
-                                 cluster sizes. Always kept: epoch selection reads it.
+    <phase>/snapshots/<epoch>/   every epoch: what rebuilds that epoch's clustering
+                                 without the network: full-data embedding, and in
+                                 the clustering phase hard assignments, centers and
+                                 cluster sizes. Epoch selection reads it.
+    <phase>/resume/<epoch>/      the full training state (params and centers, method
+                                 state, seed keys, optimiser) every `resume_every`
+                                 epochs and at the phase's last epoch. Kept: the
+                                 newest two (a kill or a damaged file in the newest
+                                 leaves the one before), and for good every
+                                 `keep_resume_every`-th epoch's. A killed run
+                                 resumes from the newest intact one and replays the
+                                 epochs after it.
     <phase>/records.jsonl        one line per epoch: loss components per batch and
-                                 per epoch, cluster sizes, seconds — for every seed.
+                                 per epoch, cluster sizes, seconds, which seeds
+                                 diverged — for every seed.
+
+The model state of any epoch comes back from `load_state`: read where it is
+stored (a resume point), else rebuilt by replaying the deterministic training
+from the newest resume point before it (see "Replay" below). That is the
+default (`checkpoint.model_states='replay'`) because a model state is ~150x a
+snapshot on digits: keeping one per epoch made the README's first command
+write 2.76 GB, and selection needs only the snapshots.
+
+`checkpoint.model_states='every_epoch'` (or any `max_to_keep` > 0, as before)
+also stores every epoch's model state (no optimiser):
+
+    <phase>/epochs/<epoch>/      without retention: one item per epoch,
+                                 {'state': ..., 'snapshot': ...}; one save instead
+                                 of two costs less CPU (USPS, 2 cores: 0.068 s
+                                 instead of 0.081 s per epoch,
+                                 experiments/probe_save_cost.py). It replaces
+                                 snapshots/.
+    <phase>/state/<epoch>/       with retention (`max_to_keep` > 0), beside
+                                 snapshots/: orbax prunes states (`max_to_keep`,
+                                 `keep_period`, epochs a selector asked for) while
+                                 every snapshot stays.
+
+A run keeps the layout it was started with; all three are read.
+
+Faults. Orbax writes an item into a temporary directory and renames it when
+complete, so a kill or a full disk leaves complete items and temporaries that
+readers ignore and the next writer removes. An item that exists but cannot be
+read back (a truncated or deleted file) raises `DamagedCheckpointError` from
+every reader here, never returns data; resuming skips a damaged resume point
+for the one before it. A save that would not fit on the disk raises
+`DiskFullError` before it writes.
 
 Every array has the seed axis first. Clustering epoch 0 is the k-means
 initialisation on the pretrained embedding.
 """
 import contextlib
+import errno
+import importlib
 import json
+import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -44,33 +66,86 @@ import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
+log = logging.getLogger(__name__)
+
 PHASES = ("pretrain", "clustering")
 OPTIMIZER = "opt_state"   # the part of a training state that only resuming needs
-RESUME_KEEP = 2           # resume points kept: the newest survives a kill during the next save
+RESUME_KEEP = 2           # newest resume points kept: one damaged or half-written leaves the one before
 JOINT = "epochs"          # the directory of the one-item-per-epoch layout
+LAYOUTS = ("replay", "joint", "split")   # snapshots only; epochs/ (state + snapshot); state/ + snapshots/
+MODEL_STATES = ("replay", "every_epoch")
+# Bytes orbax adds to an item besides its arrays (metadata files): measured with
+# du -sb on the digits run, 26.6 kB for a 1-array snapshot, 29.5 kB for 4
+# arrays, 66-72 kB for resume points of 38-51 arrays.
+ITEM_OVERHEAD, ARRAY_OVERHEAD = 25_000, 1_000
+
+# Replay: rebuilding a pruned epoch needs the trainer, and checkpointing knows
+# nothing of the loop. So the dependency goes through one named entry point,
+# imported only when an epoch is not stored: `replay(workdir, phase,
+# start_epoch, read_start, epoch)` reads the full training state of the resume
+# point at `start_epoch` with `read_start(abstract_state)` (None: start from
+# the phase's initial state), trains to `epoch` exactly as the run did, and
+# returns that epoch's model state (numpy). Checkpointing does the disk (which
+# resume point; a damaged one is skipped for the one before); the trainer
+# does the compute, and supplies the abstract target that restores optax's
+# state types. Importing dcjax.train at the top instead would make this leaf
+# module, which evaluate, selection and notebooks import, pull in the loop,
+# the methods and the data loaders for every stored read.
+REPLAY_ENTRY_POINT = "dcjax.train:replay_to_epoch"
+
+
+class DamagedCheckpointError(RuntimeError):
+    """An epoch's item is on disk but cannot be read back (a truncated or missing file)."""
+
+
+class DiskFullError(OSError):
+    """The disk holding the workdir cannot take the next save."""
+
+    def __init__(self, message: str):
+        super().__init__(errno.ENOSPC, message)
+
+    def __str__(self):
+        return self.strerror
 
 
 def model_state(state: dict) -> dict:
-    """A training state without its optimiser: what state/<epoch> holds."""
+    """A training state without its optimiser: what a per-epoch state holds."""
     return {k: v for k, v in state.items() if k != OPTIMIZER}
 
 
-def _options(max_to_keep: int = 0, keep_period: int = 0, keep_epochs=(), read_only: bool = False):
+def tree_bytes(tree) -> int:
+    """Bytes of the arrays (or shape structs) of a pytree."""
+    return int(sum(np.prod(leaf.shape) * np.dtype(leaf.dtype).itemsize for leaf in jax.tree.leaves(tree)))
+
+
+def item_bytes(tree) -> int:
+    """What saving `tree` as one uncompressed orbax item takes on disk (estimate)."""
+    return tree_bytes(tree) + ITEM_OVERHEAD + ARRAY_OVERHEAD * len(jax.tree.leaves(tree))
+
+
+def _options(max_to_keep: int = 0, keep_period: int = 0, keep_epochs=(), newest: int = 0,
+             read_only: bool = False, barrier_prefix: str | None = None):
     # One place builds the options, so writer and reader always agree on the
     # step directory format (a mismatch makes orbax see no steps at all).
-    # With max_to_keep = 0 every epoch is kept. Otherwise orbax keeps the
-    # newest `max_to_keep`, every `keep_period`-th, and the epochs a selector
-    # asked for (keep_epochs.json); its preservation policies express that union.
+    # Per-epoch states: with max_to_keep = 0 every epoch is kept. Otherwise orbax
+    # keeps the newest `max_to_keep`, every `keep_period`-th, and the epochs a
+    # selector asked for (keep_epochs.json). Resume points: the `newest` ones and
+    # every `keep_period`-th. Orbax's preservation policies express these unions.
     preservation = None
-    if max_to_keep:
+    if max_to_keep or newest:
         preservation = policies.AnyPreservationPolicy([
-            policies.LatestN(n=max_to_keep),
+            policies.LatestN(n=max_to_keep or newest),
             *([policies.EveryNSteps(interval_steps=keep_period)] if keep_period else []),
             policies.CustomSteps(steps=sorted(keep_epochs))])
+    # Under jax.distributed orbax syncs the processes with barriers named by
+    # the step; the managers of one phase save the same step concurrently, so
+    # each gets its own prefix (else: "Barrier _async_commit_complete.3 is
+    # already ongoing").
     return ocp.CheckpointManagerOptions(
         preservation_policy=preservation,
         create=not read_only, read_only=read_only, cleanup_tmp_directories=not read_only,
-        step_format_fixed_length=None)
+        step_format_fixed_length=None,
+        multiprocessing_options=ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=barrier_prefix))
 
 
 def _manager(directory: Path, compress: bool = False, **kw) -> ocp.CheckpointManager:
@@ -78,7 +153,8 @@ def _manager(directory: Path, compress: bool = False, **kw) -> ocp.CheckpointMan
     # Orbax compresses with zstd by default: on a 2-core machine that costs
     # ~0.1 s per USPS state save, more than the rest of the save, while float
     # weights shrink only ~25%. Off unless `checkpoint.compress` asks for it.
-    return ocp.CheckpointManager(directory.absolute(), options=_options(**kw),
+    return ocp.CheckpointManager(directory.absolute(),
+                                 options=_options(barrier_prefix=f"{directory.parent.name}_{directory.name}", **kw),
                                  item_handlers=ocp.PyTreeCheckpointHandler(use_compression=compress))
 
 
@@ -93,7 +169,7 @@ def _restore_args(target) -> ocp.args.PyTreeRestore:
 
 def _local_target(manager: ocp.CheckpointManager, step: int):
     """An abstract target from the checkpoint's own metadata, on one local
-    device: a run saved sharded over several devices reads anywhere."""
+    device: a run saved sharded over several devices or processes reads anywhere."""
     meta = manager.item_metadata(step)
     meta = getattr(meta, "tree", meta)
     device = jax.sharding.SingleDeviceSharding(jax.local_devices(backend="cpu")[0])
@@ -104,89 +180,160 @@ def _restore(manager: ocp.CheckpointManager, step: int, target, part: str | None
     """The arrays `target` names, from a whole item or from its `part`
     ('state', 'snapshot') of a joint item. Orbax's partial restore reads only
     those arrays, so a target may be a subset of what is on disk: e.g. the
-    model state of a run whose final 'state' item also holds the optimiser."""
+    model state of a resume point, without its optimiser."""
     item = target if part is None else {part: target}
     restored = manager.restore(step, args=ocp.args.PyTreeRestore(
         item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item), partial_restore=True))
     return restored if part is None else restored[part]
 
 
-def _restore_numpy(manager: ocp.CheckpointManager, step: int, part: str | None = None):
+def _restore_numpy(manager: ocp.CheckpointManager, step: int, part: str | None = None, model_only=False):
     target = _local_target(manager, step)
-    return jax.tree.map(np.asarray, _restore(manager, step, target if part is None else target[part], part))
+    target = target if part is None else target[part]
+    if model_only:
+        target = model_state(target)
+    return jax.tree.map(np.asarray, _restore(manager, step, target, part))
+
+
+def _checked(manager: ocp.CheckpointManager, step: int, what: str, read):
+    """`read()`, with an absent epoch a FileNotFoundError and an unreadable
+    one a DamagedCheckpointError. Orbax and tensorstore fail in many ways on a
+    damaged item (OUT_OF_RANGE, NOT_FOUND, a JSON error, a TypeError on missing
+    metadata), so anything raised while reading an item that is there counts."""
+    if step not in manager.all_steps():
+        raise FileNotFoundError(f"no {what} for epoch {step} in {manager.directory}")
+    try:
+        return read()
+    except Exception as e:   # noqa: BLE001 -- see the docstring
+        cause = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+        raise DamagedCheckpointError(f"the {what} of epoch {step} ({manager.directory / str(step)}) is damaged "
+                                     f"and was not read: {type(e).__name__}: {cause}") from e
+
+
+def _layout_on_disk(root: Path) -> str | None:
+    if (root / JOINT).exists():
+        return "joint"
+    if (root / "state").exists():
+        return "split"
+    if (root / "snapshots").exists():
+        return "replay"
+    return None
+
+
+def _is_primary() -> bool:
+    """One process writes the plain files (records); orbax coordinates its own."""
+    return jax.process_index() == 0
 
 
 class PhaseCheckpoints:
     """Writes and resumes one phase of a run. Saves are asynchronous."""
 
     def __init__(self, workdir: Path, phase: str, max_to_keep: int = 0, keep_period: int = 0,
-                 compress: bool = False, resume_every: int = 1):
+                 compress: bool = False, resume_every: int = 1, model_states: str = "replay",
+                 keep_resume_every: int = 0):
         if phase not in PHASES:
             raise ValueError(f"phase must be one of {PHASES}, got {phase!r}")
         if resume_every < 1:
             raise ValueError(f"resume_every must be >= 1, got {resume_every}")
+        if model_states not in MODEL_STATES:
+            raise ValueError(f"checkpoint.model_states must be one of {MODEL_STATES}, got {model_states!r}")
         self.root = Path(workdir) / phase
         if (self.root / "state").exists() and not (self.root / "resume").exists():
             raise ValueError(f"{self.root} was written by dcjax before resume points existed (its full "
                              "states are in state/, there is no resume/): continue it with that version, "
                              "or start a new --workdir")
         self.resume_every = resume_every
+        on_disk = _layout_on_disk(self.root)
         # A run keeps the layout it was started with.
-        if max_to_keep and (self.root / JOINT).exists():
+        if max_to_keep and on_disk == "joint":
             raise ValueError(f"{self.root} was started keeping every epoch (one item per epoch in {JOINT}/); "
                              "retention (checkpoint.max_to_keep) cannot be turned on while continuing it")
-        self.joint = max_to_keep == 0 and not (self.root / "snapshots").exists()
-        if self.joint and (self.root / "state").exists():
-            raise ValueError(f"{self.root} holds per-epoch states in state/ but no snapshots/; "
-                             "it was not written by this version of dcjax")
-        if self.joint:
+        wanted = "split" if max_to_keep else ("joint" if model_states == "every_epoch" else "replay")
+        self.layout = on_disk or wanted
+        self.epochs = self.state = self.snapshots = None
+        if self.layout == "joint":
             self.epochs = _manager(self.root / JOINT, compress=compress)
-            self.state = self.snapshots = None
         else:
-            self.epochs = None
+            self.snapshots = _manager(self.root / "snapshots", compress=compress)
+        if self.layout == "split":
             self.state = _manager(self.root / "state", max_to_keep=max_to_keep, keep_period=keep_period,
                                   keep_epochs=kept_epochs(workdir, phase), compress=compress)
-            self.snapshots = _manager(self.root / "snapshots", compress=compress)
-        self.resume = _manager(self.root / "resume", max_to_keep=RESUME_KEEP, compress=compress)
+        self.keep_resume_every = keep_resume_every
+        self.resume = _manager(self.root / "resume", newest=RESUME_KEEP, keep_period=keep_resume_every,
+                               compress=compress)
         self.records_path = self.root / "records.jsonl"
+
+    @classmethod
+    def from_settings(cls, workdir: Path, phase: str, settings) -> "PhaseCheckpoints":
+        """From a config's `checkpoint` section."""
+        return cls(workdir, phase, max_to_keep=int(settings.max_to_keep), keep_period=int(settings.keep_period),
+                   compress=bool(settings.get("compress", False)), resume_every=int(settings.get("resume_every", 1)),
+                   model_states=str(settings.get("model_states", "replay")),
+                   keep_resume_every=int(settings.get("keep_resume_every", 0)))
+
+    def is_resume_point(self, epoch: int, last: bool = False) -> bool:
+        return last or epoch % self.resume_every == 0
 
     def save(self, epoch: int, state: Any, snapshot: dict, record: dict | None, last: bool = False):
         """Everything of one epoch; the full state too when `epoch` is a resume
-        point (a multiple of resume_every, or the phase's `last` epoch)."""
+        point (a multiple of resume_every, or the phase's `last` epoch). Raises
+        a failed earlier save's error, and DiskFullError before writing what
+        the disk cannot take."""
+        for manager in self._managers():   # an asynchronous save that failed stops the run here
+            manager.check_for_errors()
+        resume = self.is_resume_point(epoch, last)
+        self._check_room(item_bytes(snapshot) + (item_bytes(model_state(state)) if self.layout != "replay" else 0)
+                         + (item_bytes(state) if resume else 0), epoch)
         # The record goes first: a state that exists always has its record.
-        if record is not None:
+        if record is not None and _is_primary():
             with open(self.records_path, "a") as f:
                 f.write(json.dumps(record) + "\n")
         self._write_epoch(epoch, state, lambda: snapshot)
-        if last or epoch % self.resume_every == 0:
+        if resume:
             self.resume.save(epoch, args=_save_args(state))
+
+    def _check_room(self, nbytes: int, epoch: int):
+        # Twice the item: asynchronous saves still in flight have not taken their space yet.
+        free = shutil.disk_usage(self.root.parent).free
+        if free < 2 * nbytes:
+            raise DiskFullError(f"{free / 1e6:.1f} MB free on the disk holding {self.root.parent}, and the "
+                                f"{self.root.name} epoch {epoch} checkpoint needs {nbytes / 1e6:.1f} MB; "
+                                "nothing of that epoch was written")
+
+    def resume_epochs(self) -> list[int]:
+        """The resume points on disk, oldest first."""
+        return sorted(self.resume.all_steps())
 
     def latest_epoch(self) -> int | None:
         """The newest resume point."""
         return self.resume.latest_step()
 
     def restore(self, epoch: int, abstract_state: Any) -> Any:
-        return self.resume.restore(epoch, args=_restore_args(abstract_state))
+        """The full training state of a resume point; DamagedCheckpointError if unreadable."""
+        return _checked(self.resume, epoch, f"{self.root.name} resume point",
+                        lambda: self.resume.restore(epoch, args=_restore_args(abstract_state)))
 
     def _write_epoch(self, epoch: int, state: Any, snapshot_fn, model: bool = True, snapshot: bool = True):
-        """An epoch's model state and/or snapshot, in this run's layout (the
-        joint item always holds both)."""
-        if self.joint:
+        """An epoch's model state (where this layout keeps one) and/or snapshot
+        (the joint item always holds both)."""
+        if self.layout == "joint":
             self.epochs.save(epoch, args=_save_args({"state": model_state(state), "snapshot": snapshot_fn()}))
             return
         if snapshot:
             self.snapshots.save(epoch, args=_save_args(snapshot_fn()))
-        if model:
+        if model and self.state is not None:
             self.state.save(epoch, args=_save_args(model_state(state)))
 
     def ensure_epoch(self, epoch: int, state: Any, snapshot_fn):
         """Write the model state and snapshot of a resume point's epoch if a
-        kill lost them (they are written after the resume point's state)."""
-        if self.joint:
+        kill lost them (they are written before the resume point's state, but
+        asynchronously)."""
+        if self.layout == "joint":
             if epoch not in self.epochs.all_steps():
                 self._write_epoch(epoch, state, snapshot_fn)
             return
-        model, snapshot = epoch not in self.state.all_steps(), epoch not in self.snapshots.all_steps()
+        model = self.state is not None and epoch not in self.state.all_steps()
+        snapshot = epoch not in self.snapshots.all_steps()
         if model or snapshot:
             self._write_epoch(epoch, state, snapshot_fn, model=model, snapshot=snapshot)
 
@@ -199,10 +346,9 @@ class PhaseCheckpoints:
             for step in manager.all_steps():
                 if step > epoch:
                     manager.delete(step)
-        if self.records_path.exists():
-            kept = [line for line in self.records_path.read_text().splitlines()
-                    if line and json.loads(line)["epoch"] <= epoch]
-            self.records_path.write_text("".join(line + "\n" for line in kept))
+        if _is_primary() and self.records_path.exists():
+            kept = [json.dumps(r) for r in _read_records(self.records_path) if r["epoch"] <= epoch]
+            write_text_atomic(self.records_path, "".join(line + "\n" for line in kept))
 
     def wait(self):
         for manager in self._managers():
@@ -212,11 +358,52 @@ class PhaseCheckpoints:
         for manager in self._managers():
             manager.close()
 
+    def planned_bytes(self, done: int, last: int, state, snapshot, record_bytes: int) -> dict[str, int]:
+        """What epochs done+1 .. last will add to the disk, by kind: `state`
+        and `snapshot` are the (abstract) full training state and snapshot of
+        one epoch. The arrays' bytes are exact (uncompressed saves); orbax's
+        metadata is estimated (`item_bytes`)."""
+        epochs = range(done + 1, last + 1)
+        resumes = [e for e in epochs if self.is_resume_point(e, e == last)]
+        kept = [e for e in resumes if self.keep_resume_every and e % self.keep_resume_every == 0]
+        need = {"snapshots": len(epochs) * item_bytes(snapshot),
+                "resume points": (len(set(kept) | set(resumes[-RESUME_KEEP:]))) * item_bytes(state),
+                "records": len(epochs) * record_bytes}
+        if self.layout != "replay":   # retention may prune some: the estimate is the upper bound
+            need["model states"] = len(epochs) * item_bytes(model_state(state))
+        return need
+
+    def remove_unfinished(self):
+        """Delete the temporaries of saves that did not complete (after a
+        failure): readers ignore them, but they hold disk space."""
+        for path in self.root.glob("*/*.orbax-checkpoint-tmp*"):
+            shutil.rmtree(path, ignore_errors=True)
+
 
 def kept_epochs(workdir, phase: str) -> list[int]:
-    """Epochs whose full state retention must keep (written by dcjax.select)."""
+    """Epochs whose model state retention must keep (written by dcjax.select)."""
     path = Path(workdir) / "keep_epochs.json"
     return [int(e) for e in json.loads(path.read_text()).get(phase, [])] if path.exists() else []
+
+
+def write_text_atomic(path: Path, text: str):
+    """Replace a file in one rename, so a kill or a full disk leaves the old
+    content or the new, never half of it."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def _read_records(path: Path) -> list[dict]:
+    records = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line:
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:   # a line cut short by a kill or a full disk: ignored
+            log.warning("%s: line %d is incomplete and is ignored", path, number)
+    return records
 
 
 # ----------------------------------------------------------------------------
@@ -226,8 +413,8 @@ _PARTS = {"snapshots": "snapshot", "state": "state"}   # kind -> its part of a j
 
 
 def _location(workdir, phase: str, kind: str) -> tuple[Path, str | None]:
-    """Where `kind` lives, and the part of its items to read (None: the whole
-    item): epochs/ in the joint layout, else `kind`/."""
+    """Where `kind` ('snapshots', 'state': per-epoch model states, 'resume')
+    lives, and the part of its items to read (None: the whole item)."""
     root = Path(workdir) / phase
     if kind in _PARTS and (root / JOINT).exists():
         return root / JOINT, _PARTS[kind]
@@ -242,25 +429,42 @@ def _reader(workdir, phase: str, kind: str) -> tuple[ocp.CheckpointManager, str 
     return _manager(path, read_only=True), part
 
 
-def epoch_dir(workdir, epoch: int, phase: str = "clustering", kind: str = "snapshots") -> Path:
-    """The orbax directory that holds an epoch's snapshot or model state
-    (both the same directory in the joint layout)."""
-    return _location(workdir, phase, kind)[0] / str(epoch)
+def _steps(workdir, phase: str, kind: str) -> list[int]:
+    try:
+        manager, _ = _reader(workdir, phase, kind)
+    except FileNotFoundError:
+        return []
+    with manager as m:
+        return sorted(m.all_steps())
 
 
 def list_epochs(workdir, phase: str = "clustering", kind: str = "snapshots") -> list[int]:
-    """Epochs that have a snapshot (kind='snapshots'), a model state
-    (kind='state') or a full training state to resume from (kind='resume')."""
+    """Epochs that have a snapshot (kind='snapshots'), a stored model state
+    (kind='state': a per-epoch state or a resume point; `load_state` rebuilds
+    the others) or a full training state to resume from (kind='resume')."""
+    if kind == "state":
+        stored = sorted(set(_steps(workdir, phase, "state")) | set(_steps(workdir, phase, "resume")))
+        if not stored and not (Path(workdir) / phase).exists():
+            raise FileNotFoundError(f"no phase {phase!r} in {workdir}")
+        return stored
     manager, _ = _reader(workdir, phase, kind)
     with manager as m:
         return sorted(m.all_steps())
 
 
+def epoch_dir(workdir, epoch: int, phase: str = "clustering", kind: str = "snapshots") -> Path:
+    """The orbax directory that holds an epoch's snapshot or stored model
+    state (a per-epoch state, else its resume point)."""
+    if kind == "state" and epoch not in _steps(workdir, phase, "state"):
+        kind = "resume"
+    return _location(workdir, phase, kind)[0] / str(epoch)
+
+
 def load_snapshot(workdir, epoch: int, phase: str = "clustering") -> dict[str, np.ndarray]:
-    """{'embedding': (S, N, e), 'assignments': (S, N), 'centers': (S, k, e), ...}"""
-    manager, part = _reader(workdir, phase, "snapshots")
-    with manager as m:
-        return _restore_numpy(m, epoch, part)
+    """{'embedding': (S, N, e), 'assignments': (S, N), 'centers': (S, k, e), ...}
+    DamagedCheckpointError when the epoch's snapshot is on disk but unreadable."""
+    with snapshot_reader(workdir, phase) as load:
+        return load(epoch)
 
 
 @contextlib.contextmanager
@@ -269,29 +473,65 @@ def snapshot_reader(workdir, phase: str = "clustering"):
     open, since opening one costs most of a small snapshot's load time."""
     manager, part = _reader(workdir, phase, "snapshots")
     with manager as m:
-        yield lambda epoch: _restore_numpy(m, epoch, part)
+        yield lambda epoch: _checked(m, epoch, f"{phase} snapshot", lambda: _restore_numpy(m, epoch, part))
 
 
 def load_state(workdir, epoch: int, phase: str = "clustering", target: Any = None, kind: str = "state") -> dict:
-    """The model state of an epoch: params (['params']['ae'] in the clustering
-    phase, ['params'] in pretraining), centers (['params']['centers']), method
-    state, seed keys. kind='resume' reads a resume point instead: the same
+    """The model state of any trained epoch: params (['params']['ae'] in the
+    clustering phase, ['params'] in pretraining), centers
+    (['params']['centers']), method state, seed keys. Read where it is stored
+    (a per-epoch state or a resume point), else replayed from the newest
+    intact resume point before it (pretraining: from the initial state); see
+    REPLAY_ENTRY_POINT. kind='resume' reads a resume point instead: the same
     plus the optimiser ('opt_state'). Without `target` (an abstract pytree)
-    everything comes back as numpy."""
+    everything comes back as numpy. A stored state that cannot be read
+    raises DamagedCheckpointError."""
     if kind not in ("state", "resume"):
         raise ValueError(f"kind must be 'state' or 'resume', got {kind!r}")
-    manager, part = _reader(workdir, phase, kind)
-    with manager as m:
-        if target is None:
-            return _restore_numpy(m, epoch, part)
-        return _restore(m, epoch, target, part)
+    kinds = ["resume"] if kind == "resume" else ["state", "resume"]
+    for source in kinds:
+        if epoch in _steps(workdir, phase, source):
+            manager, part = _reader(workdir, phase, source)
+            what = f"{phase} {'resume point' if source == 'resume' else 'model state'}"
+            with manager as m:
+                if target is None:
+                    return _checked(m, epoch, what, lambda: _restore_numpy(
+                        m, epoch, part, model_only=kind == "state" and source == "resume"))
+                return _checked(m, epoch, what, lambda: _restore(m, epoch, target, part))
+    if kind == "resume":
+        raise FileNotFoundError(f"no {phase} resume point for epoch {epoch} in {workdir}")
+    state = _replay(workdir, phase, epoch)
+    if target is None:
+        return state
+    return jax.tree.map(lambda t, a: jax.device_put(a, getattr(t, "sharding", None)), target, model_state(state))
+
+
+def _replay(workdir, phase: str, epoch: int) -> dict:
+    """An epoch's model state that is not stored, rebuilt through REPLAY_ENTRY_POINT."""
+    trained = _steps(workdir, phase, "snapshots")
+    if epoch not in trained:
+        raise FileNotFoundError(f"epoch {epoch} of phase {phase!r} was not trained in {workdir} "
+                                f"(snapshots: {trained[:1]}..{trained[-1:]})")
+    module, name = REPLAY_ENTRY_POINT.split(":")
+    replay = getattr(importlib.import_module(module), name)
+    for start in reversed([e for e in _steps(workdir, phase, "resume") if e <= epoch]):
+        def read_start(target, start=start):
+            return load_state(workdir, start, phase, target=target, kind="resume")
+        try:
+            log.info("replaying %s epochs %d..%d of %s", phase, start + 1, epoch, workdir)
+            return replay(Path(workdir), phase, start, read_start, epoch)
+        except DamagedCheckpointError as e:
+            log.warning("%s; replaying from an older one", e)
+    if phase != "pretrain":
+        raise DamagedCheckpointError(f"no intact {phase} resume point at or before epoch {epoch} in {workdir} "
+                                     "to replay it from")
+    return replay(Path(workdir), phase, 0, None, epoch)
 
 
 def load_records(workdir, phase: str = "clustering") -> list[dict]:
+    """The records of a phase; a line cut short (a kill, a full disk) is skipped."""
     path = Path(workdir) / phase / "records.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line]
+    return _read_records(path) if path.exists() else []
 
 
 def load_config(workdir):

@@ -1,10 +1,28 @@
-"""Default configuration and the presets the files in `configs/` are made of.
+"""Default configuration, the presets, the named configs, and the checks.
 
 A config file is `get_config(arg)` returning an `ml_collections.ConfigDict`;
 `arg` (after the colon on the command line, `--config configs/dec_usps.py:smoke`)
 selects presets, e.g. `smoke` for a seconds-long run.
+
+The files in the repository's `configs/` are one line each,
+`make_config(algorithm, dataset, arg)`, so a config can also be named:
+`--config dkm_usps`, `--config dkm` (the algorithm on digits, for your own
+data via `--config.dataset.name=data.csv`) or `--config default`
+(`config_from_name`). Names work from any folder after `pip install`.
+
+`validate(config)` refuses, before any compute, values no run can use;
+`ConfigError` says which field and what to do.
 """
 import ml_collections
+
+
+class ConfigError(ValueError):
+    """A setting a person must change. `field` names it (dotted), when there
+    is one; command lines print the message as one line and exit with status 2."""
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
 
 # Dataset names the config files exist for, and how their inputs are normalised.
 DATASETS = ("digits", "usps", "optdigits", "pendigits", "mnist", "fmnist")
@@ -26,8 +44,11 @@ def get_default_config() -> ml_collections.ConfigDict:
     c.seed_parallelism = "auto"
 
     c.dataset = ml_collections.ConfigDict(dict(
+        # name: a data set (DATASETS, 'blobs', 'tfds:<name>') or a file,
+        # .csv/.tsv/.npy/.npz (dcjax/data.py: what each may hold).
         name="digits", data_dir="", normalize="auto", n_clusters=0,
         subsample=0, subsample_seed=0,
+        label_column="",   # CSV/TSV: the column holding labels (evaluation only)
         # only for 'blobs'; blob_seed also seeds 'uniform' and 'shuffled:<name>'
         n_samples=1000, n_features=10, blob_clusters=5, cluster_std=1.0, blob_seed=0))
 
@@ -76,15 +97,25 @@ def get_default_config() -> ml_collections.ConfigDict:
         classifier_c=1.0))           # inverse L2 strength of the members' logistic regressions
 
     c.checkpoint = ml_collections.ConfigDict(dict(
-        # Retention of the per-epoch model state (params, centers; orbax's own
-        # options). 0 = keep all. Per-epoch snapshots (embedding, assignments,
-        # centers) and records are always kept: epoch selection needs them.
-        max_to_keep=0, keep_period=0,
-        # The full state, optimiser included, for resuming a killed run: every
-        # resume_every epochs and at the last (epochs after it are replayed).
-        resume_every=10,
+        # Per-epoch snapshots (embedding, assignments, centers) and records are
+        # always kept: epoch selection needs them. Model states (params,
+        # centers): 'replay' stores them only at resume points, and
+        # checkpointing.load_state rebuilds any other epoch's by replaying the
+        # deterministic training from the resume point before it (bit-identical);
+        # 'every_epoch' stores every epoch's (~10 MB per seed-epoch at the
+        # default network), thinned by orbax's retention when max_to_keep > 0
+        # (the newest max_to_keep, every keep_period-th; max_to_keep > 0 alone
+        # implies 'every_epoch').
+        model_states="replay", max_to_keep=0, keep_period=0,
+        # The full state, optimiser included: every resume_every epochs and at
+        # the last. A killed run resumes from the newest and replays the epochs
+        # after it. The newest two are kept, and for good every
+        # keep_resume_every-th (a multiple of resume_every): restoring a
+        # pruned epoch replays at most keep_resume_every - 1 epochs.
+        resume_every=10, keep_resume_every=50,
         embedding_dtype="float32",  # 'float16' halves the snapshot size
-        compress=False))  # zstd: ~25% smaller states, ~0.1 s more CPU per USPS save
+        compress=False,  # zstd: ~25% smaller states, ~0.1 s more CPU per USPS save
+        check_disk=True))  # refuse a run whose checkpoints would not fit the free disk
     c.eval_chunk = 2048   # rows per chunk when embedding the whole data set
     c.progress = True
     return c
@@ -97,10 +128,11 @@ def apply_presets(c: ml_collections.ConfigDict, arg: str | None) -> ml_collectio
             c.pretrain.epochs, c.clustering.epochs = 3, 3
             c.model.hidden_dims = (64, 64, 128)
             c.deccs.steps_per_round = 20
-        elif item.startswith("seeds="):
+        elif item.startswith("seeds=") and item[len("seeds="):].isdigit():
             c.seeds = int(item.split("=", 1)[1])
         else:
-            raise ValueError(f"unknown config preset {item!r}; known: smoke, seeds=N")
+            raise ConfigError(f"unknown config preset {item!r}; known presets: smoke, seeds=N "
+                              "(after a colon: --config dkm_usps:smoke,seeds=4)")
     return c
 
 
@@ -109,8 +141,8 @@ def make_config(algorithm: str, dataset: str, arg: str | None = None) -> ml_coll
     unseen = algorithm.startswith(UNSEEN_PREFIX)
     base = algorithm[len(UNSEEN_PREFIX):] if unseen else algorithm
     if base not in ALGORITHMS:
-        raise ValueError(f"unknown algorithm {algorithm!r}; known: {', '.join(ALGORITHMS)}, "
-                         f"and {UNSEEN_PREFIX}<algorithm> for UNSEEN around dcn, dec or dkm")
+        raise ConfigError(f"unknown algorithm {algorithm!r}; known: {', '.join(ALGORITHMS)}, "
+                          f"and {UNSEEN_PREFIX}<algorithm> for UNSEEN around dcn, dec or dkm", "algorithm")
     c = get_default_config()
     c.algorithm = base
     c.unseen.enabled = unseen
@@ -122,3 +154,86 @@ def make_config(algorithm: str, dataset: str, arg: str | None = None) -> ml_coll
     if base == "ae_kmeans":
         c.clustering.epochs = 0
     return c
+
+
+# ----------------------------------------------------------------------------
+# Configs by name
+
+NAMED_DATASETS = (*DATASETS, "blobs")
+
+
+def config_names() -> list[str]:
+    return ["default", *ALGORITHMS, *(f"{a}_{d}" for a in ALGORITHMS for d in NAMED_DATASETS)]
+
+
+def config_from_name(name: str, arg: str | None = None) -> ml_collections.ConfigDict:
+    """'default' (DEC on digits, as configs/default.py), '<algorithm>' (on
+    digits) or '<algorithm>_<dataset>' (as configs/<algorithm>_<dataset>.py),
+    with presets `arg`."""
+    if name == "default":
+        return make_config("dec", "digits", arg)
+    for algorithm in sorted(ALGORITHMS, key=len, reverse=True):   # 'ae_kmeans' before a shorter prefix
+        if name == algorithm:
+            return make_config(algorithm, "digits", arg)
+        if name.startswith(algorithm + "_") and name[len(algorithm) + 1:] in NAMED_DATASETS:
+            return make_config(algorithm, name[len(algorithm) + 1:], arg)
+    raise ConfigError(f"unknown config {name!r}: name a config file (.py), 'default', an algorithm "
+                      f"({', '.join(ALGORITHMS)}) or <algorithm>_<dataset> with a data set of "
+                      f"{', '.join(NAMED_DATASETS)}, e.g. dkm_usps")
+
+
+# ----------------------------------------------------------------------------
+# Checks, before any compute
+
+def _leaves(c, prefix: str = "") -> dict:
+    out = {}
+    for key, value in c.items():
+        if isinstance(value, ml_collections.ConfigDict):
+            out.update(_leaves(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+# field: (test, what the value must be)
+_RULES = {
+    "seeds": (lambda v: v >= 1, "an integer >= 1 (seeds trained together)"),
+    "seed": (lambda v: v >= 0, "an integer >= 0 (the first seed)"),
+    "batch_size": (lambda v: v >= 1, "an integer >= 1"),
+    "pretrain.epochs": (lambda v: v >= 0, "an integer >= 0"),
+    "clustering.epochs": (lambda v: v >= 0, "an integer >= 0"),
+    "pretrain.learning_rate": (lambda v: v > 0, "a number > 0"),
+    "clustering.learning_rate": (lambda v: v > 0, "a number > 0"),
+    "kmeans.n_init": (lambda v: v >= 1, "an integer >= 1"),
+    "eval_chunk": (lambda v: v >= 1, "an integer >= 1"),
+    "dataset.n_clusters": (lambda v: v >= 0, "an integer >= 0 (0: the number of label classes)"),
+    "dataset.subsample": (lambda v: v >= 0, "an integer >= 0 (0: every row)"),
+    "model.embedding_dim": (lambda v: v >= 1, "an integer >= 1"),
+}
+_CHOICES = {
+    "algorithm": ALGORITHMS,
+    "seed_parallelism": ("auto", "vmap", "loop"),
+    "dataset.normalize": ("auto", "feature", "channel", "none", "tabular", "image"),
+}
+
+
+def validate(c: ml_collections.ConfigDict) -> None:
+    """Raise ConfigError for the first value no run can use: a field the
+    default config does not have (a typo in a config file), a count or rate
+    out of range, an unknown choice."""
+    known = _leaves(get_default_config())
+    if c.get("algorithm") in ALGORITHMS:   # an algorithm's config may add fields of its own
+        known |= _leaves(make_config(c.algorithm, "digits"))
+    for field, value in _leaves(c).items():
+        if field not in known:
+            raise ConfigError(f"unknown config field {field!r}; see dcjax/config.py for the fields", field)
+        if field in _CHOICES and value not in _CHOICES[field]:
+            raise ConfigError(f"{field} = {value!r} is not one of {', '.join(map(str, _CHOICES[field]))}", field)
+        if field in _RULES:
+            test, must = _RULES[field]
+            integer = must.startswith("an integer")
+            if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)) or not test(value):
+                raise ConfigError(f"{field} = {value!r} is invalid: it must be {must}", field)
+    if any(not isinstance(h, int) or h < 1 for h in c.model.hidden_dims):
+        raise ConfigError(f"model.hidden_dims = {tuple(c.model.hidden_dims)!r}: each width must be an integer >= 1",
+                          "model.hidden_dims")

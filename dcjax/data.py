@@ -6,13 +6,31 @@ Read top to bottom:
 2. The sources: `digits` and `blobs` (made by scikit-learn, work anywhere),
    the real benchmark sets stored as `<data_dir>/<name>.npz` (fetched from
    their public source on first use when missing), and `tfds:<name>`.
-3. `normalize`, `validate`: preprocessing and the checks that fail fast with
+3. Your own data: a path as the name (`load_file`), see below.
+4. `normalize`, `validate`: preprocessing and the checks that fail fast with
    a clear message instead of a NaN loss an hour later.
-4. `batch_indices`, `eval_batches`: index arrays for training and evaluation
+5. `batch_indices`, `eval_batches`: index arrays for training and evaluation
    passes (the data itself stays on the host or device as one array).
 
-Every `.npz` holds `x` (N, d) and `y` (N,), the training set followed by the
-test set, values exactly as in the source (see `shared/data/README.md`).
+Every benchmark `.npz` holds `x` (N, d) and `y` (N,), the training set
+followed by the test set, values exactly as in the source (see
+`shared/data/README.md`).
+
+Files: `dataset.name` may be a path ending in .csv, .tsv, .npy or .npz.
+- CSV/TSV: one row per sample; every column is a feature, except the one
+  `dataset.label_column` names (by header name, or 1-based number in a file
+  without header), whose values (any text) are labels. The first line is a
+  header when any of its fields is not a number.
+- .npy: one array, memory-mapped. .npz: `x`, and labels `y` if present.
+  (N, d) arrays are tabular; (N, H, W) and (N, H, W, C) (channels last) images.
+- Labels serve evaluation only; without them `dataset.n_clusters` is required.
+- Refused before any compute, naming the file and the line/row and column: an
+  empty file, a single row, a ragged row, duplicate column names, a
+  non-numeric or empty value, NaN or inf (`DataError`).
+- Normalisation (`dataset.normalize='auto'`): tabular data is z-scored per
+  feature (columns have unrelated units), images per channel (one mean and
+  sd per colour channel, over all pixels: the pixels keep their relative
+  scale); 'feature', 'channel' or 'none' choose explicitly.
 """
 from __future__ import annotations
 
@@ -32,6 +50,11 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 
+class DataError(ValueError):
+    """Data that cannot be clustered as given: the message names the file or
+    data set, and the row and column where there is one."""
+
+
 class Dataset(NamedTuple):
     x: np.ndarray          # (N, d) float32, already preprocessed
     y: np.ndarray | None   # (N,) int64 labels, or None when unlabelled
@@ -42,7 +65,7 @@ class Dataset(NamedTuple):
 
 # Optional config fields and their defaults (`name` is required).
 DEFAULTS = dict(
-    data_dir="", normalize="auto", n_clusters=0, subsample=0, subsample_seed=0,
+    data_dir="", normalize="auto", n_clusters=0, subsample=0, subsample_seed=0, label_column="",
     n_samples=1000, n_features=10, blob_clusters=5, cluster_std=1.0, blob_seed=0)
 # blob_seed also seeds 'uniform' and the column permutations of 'shuffled:<name>'.
 
@@ -68,24 +91,25 @@ def load_dataset(cfg) -> Dataset:
     name = str(cfg["name"])
 
     x, y, kind = _load_raw(name, opt)
+    channels = x.shape[-1] if kind == "image" and x.ndim == 4 else 1   # (N, H, W, C): channels last
     x = x.reshape(len(x), -1)
     _check_finite(x)
     y = None if y is None else np.asarray(y, np.int64).reshape(-1)
     if y is not None and len(y) != len(x):
-        raise ValueError(f"data set {name!r}: {len(x)} rows in x but {len(y)} labels in y")
+        raise DataError(f"data set {name!r}: {len(x)} rows in x but {len(y)} labels in y")
 
     n_clusters = int(opt["n_clusters"])
     if n_clusters <= 0:
         if y is None:
-            raise ValueError(f"data set {name!r} has no labels: set n_clusters > 0")
+            raise DataError(f"data set {name!r} has no labels, so the number of clusters is "
+                            "unknown: set dataset.n_clusters")
         n_clusters = len(np.unique(y))   # of the whole set, before subsampling
 
     if int(opt["subsample"]) > 0:
         rows = subsample_rows(y, len(x), int(opt["subsample"]), int(opt["subsample_seed"]))
         x, y = x[rows], None if y is None else y[rows]
 
-    mode = kind if opt["normalize"] == "auto" else opt["normalize"]
-    return Dataset(normalize(x, mode), y, n_clusters, name, kind)
+    return Dataset(normalize(x, normalize_mode(opt["normalize"], kind), channels), y, n_clusters, name, kind)
 
 
 def data_dir(configured: str = "") -> Path:
@@ -146,8 +170,10 @@ def _load_raw(name: str, opt: dict) -> tuple[np.ndarray, np.ndarray | None, str]
         return x, y, SOURCES[key].kind
     if key.startswith("tfds:"):
         return load_tfds(name.strip()[len("tfds:"):], opt["data_dir"])
+    if is_file_name(name):
+        return load_file(name, opt["label_column"])
     known = ", ".join(["blobs", "digits", "uniform", *sorted(SOURCES), "tfds:<name>", "shuffled:<name>"])
-    raise ValueError(f"unknown data set {name!r}; known: {known}")
+    raise DataError(f"unknown data set {name!r}; known: {known}, or a file ({', '.join(FILE_SUFFIXES)})")
 
 
 # Parsers: bytes of the (already gunzipped) source files -> (x, y).
@@ -296,32 +322,212 @@ def load_tfds(spec: str, folder: str = "") -> tuple[np.ndarray, np.ndarray, str]
 
 
 # --------------------------------------------------------------------------
-# 3. Preprocessing and checks
+# 3. Your own data: files
+# --------------------------------------------------------------------------
+
+FILE_SUFFIXES = (".csv", ".tsv", ".npy", ".npz")
+
+
+def is_file_name(name: str) -> bool:
+    return Path(str(name)).suffix.lower() in FILE_SUFFIXES
+
+
+def load_file(path, label_column: str = "") -> tuple[np.ndarray, np.ndarray | None, str]:
+    """(x, y or None, kind) of a .csv/.tsv/.npy/.npz file, checked (module docstring)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    if suffix in (".csv", ".tsv"):
+        x, y = load_table(path, "\t" if suffix == ".tsv" else ",", str(label_column))
+        return x, y, "tabular"
+    if label_column:
+        raise DataError(f"{path}: dataset.label_column is for CSV/TSV files; a .npz holds labels as 'y'")
+    try:
+        if suffix == ".npy":
+            x, y = np.load(path, mmap_mode="r", allow_pickle=False), None
+        else:
+            with np.load(path, allow_pickle=False) as f:
+                if "x" not in f.files:
+                    raise DataError(f"{path}: no array 'x' (it has {', '.join(f.files) or 'none'}); "
+                                    "save the data as x= and optional labels as y=")
+                x, y = f["x"], (f["y"] if "y" in f.files else None)
+    except (ValueError, OSError, EOFError) as e:
+        if isinstance(e, DataError):
+            raise
+        raise DataError(f"{path}: not a readable NumPy file without pickled objects ({e})") from None
+    _check_array(path, x, y)
+    return x, y, "image" if x.ndim >= 3 else "tabular"
+
+
+def _check_array(path: Path, x: np.ndarray, y: np.ndarray | None) -> None:
+    if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)
+            or x.dtype == np.bool_):
+        raise DataError(f"{path}: the data are {x.dtype}, not numbers")
+    if x.ndim < 2 or x.ndim > 4:
+        raise DataError(f"{path}: an array of shape {x.shape}; expected (N, d) rows of features, "
+                        "or (N, H, W) / (N, H, W, C) images")
+    if len(x) == 0 or x[0].size == 0:
+        raise DataError(f"{path}: the array is empty (shape {x.shape})")
+    if len(x) == 1:
+        raise DataError(f"{path}: a single row; clustering needs at least 2")
+    if y is not None and np.shape(y) != (len(x),):
+        raise DataError(f"{path}: y has shape {np.shape(y)}, expected ({len(x)},): one label per row of x")
+    bad = first_non_finite(x.reshape(len(x), -1))
+    if bad is not None:
+        row, col = bad
+        raise DataError(f"{path}: row {row}, column {col} (0-based, flattened) is "
+                        f"{x.reshape(len(x), -1)[row, col]}; remove or impute NaN/inf values first")
+
+
+def load_table(path: Path, delimiter: str, label_column: str = "") -> tuple[np.ndarray, np.ndarray | None]:
+    """(x float64, y int64 or None) of a CSV/TSV file. Errors name the file,
+    the line (1-based, as an editor shows it) and the column."""
+    import csv
+
+    with open(path, newline="") as f:
+        reader = csv.reader(f, delimiter=delimiter)
+        rows = [(reader.line_num, row) for row in reader if any(field.strip() for field in row)]
+    if not rows:
+        raise DataError(f"{path}: the file is empty")
+    first_line, first = rows[0]
+    header = any(field.strip() and not _is_number(field) for field in first)
+    names = [field.strip() for field in first] if header else [f"column {i + 1}" for i in range(len(first))]
+    data = rows[1:] if header else rows
+    seen = {}
+    for i, name in enumerate(names):
+        if name in seen:
+            raise DataError(f"{path}: duplicate column name {name!r} (columns {seen[name] + 1} and {i + 1}); "
+                            "rename one")
+        seen[name] = i
+    if not data:
+        raise DataError(f"{path}: a header but no data rows")
+    if len(data) == 1:
+        raise DataError(f"{path}: a single data row (line {data[0][0]}); clustering needs at least 2")
+    for line, row in data:
+        if len(row) != len(names):
+            raise DataError(f"{path} line {line}: {len(row)} field{'s' * (len(row) != 1)}, but {len(names)} in "
+                            f"{'the header' if header else f'line {first_line}'} (a ragged row)")
+    label = _label_index(path, names, label_column, header)
+    features = [j for j in range(len(names)) if j != label]
+    if not features:
+        raise DataError(f"{path}: no feature columns besides the label column")
+    cells = np.array([row for _, row in data], dtype=object)
+    try:
+        x = cells[:, features].astype(np.float64)
+    except ValueError:
+        for j in features:
+            for (line, row) in data:
+                if not _is_number(row[j]):
+                    what = "an empty value" if not row[j].strip() else f"{row[j]!r}, not a number"
+                    raise DataError(f"{path} line {line}, column {names[j]!r}: {what}; every column but "
+                                    "dataset.label_column must be numeric (drop the column, or impute the value)")
+        raise
+    bad = first_non_finite(x)
+    if bad is not None:
+        row, col = bad
+        raise DataError(f"{path} line {data[row][0]}, column {names[features[col]]!r}: {x[row, col]}; "
+                        "remove or impute NaN/inf values first")
+    if label is None:
+        return x, None
+    values = [row[label].strip() for _, row in data]
+    empty = next((line for (line, _), v in zip(data, values) if not v), None)
+    if empty is not None:
+        raise DataError(f"{path} line {empty}, column {names[label]!r}: an empty label")
+    _, y = np.unique(values, return_inverse=True)
+    return x, y.astype(np.int64)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+def _label_index(path: Path, names: list[str], label_column: str, header: bool) -> int | None:
+    if not label_column:
+        return None
+    if label_column in names:
+        return names.index(label_column)
+    if not header and label_column.isdigit() and 1 <= int(label_column) <= len(names):
+        return int(label_column) - 1
+    raise DataError(f"{path}: no column {label_column!r} for dataset.label_column; the columns are "
+                    + ", ".join(map(repr, names)))
+
+
+def first_non_finite(x: np.ndarray, rows_per_chunk: int = 65536) -> tuple[int, int] | None:
+    """(row, column) of the first NaN/inf of a 2-D array, or None. In chunks
+    of rows, so a memory-mapped file is never copied whole."""
+    if not np.issubdtype(x.dtype, np.floating):
+        return None
+    for start in range(0, len(x), rows_per_chunk):
+        bad = ~np.isfinite(x[start:start + rows_per_chunk])
+        if bad.any():
+            row, col = np.argwhere(bad)[0]
+            return start + int(row), int(col)
+    return None
+
+
+# --------------------------------------------------------------------------
+# 4. Preprocessing and checks
 # --------------------------------------------------------------------------
 
 _MODES = {"image": "channel", "tabular": "feature", "channel": "channel",
           "feature": "feature", "none": "none"}
 
 
-def normalize(x: np.ndarray, kind_or_mode: str) -> np.ndarray:
-    """z-score `x` as float32.
+def normalize_mode(setting: str, kind: str) -> str:
+    """The normalisation that runs: the data kind's rule under 'auto'."""
+    return kind if setting == "auto" else setting
 
-    'channel' (default for 'image'): one mean and std over all values, which is
-    channel-wise for these grayscale sets and keeps the pixels' relative scale.
-    'feature' (default for 'tabular'): per column, since columns have unrelated
-    units; constant columns become 0 rather than NaN. 'none': only cast.
+
+class Normalization(NamedTuple):
+    """A fitted z-score: kept by the estimators to embed new data as the training data were."""
+    mean: np.ndarray
+    std: np.ndarray
+    constant: np.ndarray   # features (or channels) with one value: they map to 0, not NaN
+    channels: int          # > 1: x is (N, H*W*C), channels last, with per-channel statistics
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, np.float32)
+        if self.channels > 1:
+            return self._apply(x.reshape(len(x), -1, self.channels)).reshape(len(x), -1)
+        return self._apply(x)
+
+    def _apply(self, x):
+        return np.where(self.constant, np.float32(0), (x - self.mean) / np.where(self.constant, 1, self.std))
+
+
+def fit_normalization(x: np.ndarray, kind_or_mode: str, channels: int = 1) -> Normalization | None:
+    """The z-score statistics of `x` (N, d), or None for 'none'.
+
+    'channel' (default for 'image'): one mean and std per channel over all
+    pixels (the grayscale sets have one channel), which keeps the pixels'
+    relative scale. 'feature' (default for 'tabular'): per column, since
+    columns have unrelated units; constant columns become 0 rather than NaN.
     """
     if kind_or_mode not in _MODES:
-        raise ValueError(f"unknown normalisation {kind_or_mode!r}; known: auto, {', '.join(_MODES)}")
+        raise DataError(f"unknown normalisation {kind_or_mode!r}; known: auto, {', '.join(_MODES)}")
     mode = _MODES[kind_or_mode]
     x = np.asarray(x, np.float32)
     if mode == "none" or x.size == 0:
-        return x
-    axis = None if mode == "channel" else 0
+        return None
+    if mode == "channel" and channels > 1:
+        x, axis = x.reshape(len(x), -1, channels), (0, 1)
+    else:
+        axis = None if mode == "channel" else 0
     mean = x.mean(axis=axis, dtype=np.float64).astype(np.float32)
     std = x.std(axis=axis, dtype=np.float64).astype(np.float32)
     constant = np.ptp(x, axis=axis) == 0   # exact, unlike std > 0 after rounding
-    return np.where(constant, np.float32(0), (x - mean) / np.where(constant, 1, std))
+    return Normalization(mean, std, constant, channels if mode == "channel" else 1)
+
+
+def normalize(x: np.ndarray, kind_or_mode: str, channels: int = 1) -> np.ndarray:
+    """z-score `x` as float32 by the rule of `fit_normalization`; 'none': only cast."""
+    fitted = fit_normalization(x, kind_or_mode, channels)
+    return np.asarray(x, np.float32) if fitted is None else fitted(x)
 
 
 def _check_finite(x: np.ndarray) -> None:
@@ -330,7 +536,7 @@ def _check_finite(x: np.ndarray) -> None:
     bad = ~np.isfinite(x)
     if bad.any():
         rows = np.flatnonzero(bad.any(axis=-1) if x.ndim > 1 else bad)
-        raise ValueError(f"x has {int(bad.sum())} NaN/inf values in {len(rows)} rows "
+        raise DataError(f"x has {int(bad.sum())} NaN/inf values in {len(rows)} rows "
                          f"(first row {int(rows[0])}); clean or impute them before clustering")
 
 
@@ -341,24 +547,25 @@ def validate(x, y, n_clusters: int, batch_size: int) -> None:
     """
     x = np.asarray(x)
     if x.ndim != 2 or len(x) == 0:
-        raise ValueError(f"x must be a non-empty (N, d) array, got shape {x.shape}")
+        raise DataError(f"x must be a non-empty (N, d) array, got shape {x.shape}")
     n, k = len(x), int(n_clusters)
     if y is not None and np.shape(y) != (n,):
-        raise ValueError(f"labels must have shape ({n},) to match x, got {np.shape(y)}")
+        raise DataError(f"labels must have shape ({n},) to match x, got {np.shape(y)}")
     if k < 2:
-        raise ValueError(f"n_clusters must be at least 2, got {k}")
+        raise DataError(f"n_clusters must be at least 2, got {k}")
     if k > n:
-        raise ValueError(f"n_clusters={k} is more than the {n} samples")
+        raise DataError(f"n_clusters={k} is more than the {n} samples")
     if n < 2 * k:
-        raise ValueError(f"{n} samples for {k} clusters is fewer than 2 per cluster on average; "
-                         f"use more data or fewer clusters")
+        raise DataError(f"{n} samples for {k} clusters is fewer than 2 per cluster on average; "
+                        f"use more data or fewer clusters")
     if batch_size < 1 or batch_size > n:
-        raise ValueError(f"batch_size={batch_size} must be between 1 and the {n} samples")
+        raise DataError(f"batch_size={batch_size} must be between 1 and the {n} samples: "
+                        f"set batch_size to at most {n}")
     _check_finite(x)
 
 
 # --------------------------------------------------------------------------
-# 4. Batching
+# 5. Batching
 # --------------------------------------------------------------------------
 
 def batch_indices(rng: jax.Array, n: int, batch_size: int) -> jnp.ndarray:

@@ -66,6 +66,8 @@ from jax import lax
 
 from dcjax import checkpointing, data, methods, metrics, train
 
+log = logging.getLogger(__name__)
+
 KEY = ["seed", "phase", "epoch"]
 STABILITY = ["ari_vs_previous", "nmi_vs_previous", "changed_fraction"]
 AGREEMENT = ["mean_pairwise_ari", "mean_pairwise_nmi"]
@@ -270,7 +272,9 @@ def evaluate_run(workdir, *, labels: bool = True, exact_silhouette: bool = False
     """Score the epochs of `workdir` not yet in `output` (default
     `<workdir>/scores.csv`), append them, and return the whole table sorted by
     phase, epoch, seed. `labels=False` withholds the ground truth.
-    `attrs['computed']` (epochs scored) and `attrs['seconds']` say what this call did."""
+    `attrs['computed']` (epochs scored), `attrs['damaged']` ((phase, epoch)
+    whose snapshot could not be read: left out, with a warning) and
+    `attrs['seconds']` say what this call did."""
     from tqdm.auto import tqdm
 
     t_start = time.perf_counter()
@@ -309,15 +313,24 @@ def evaluate_run(workdir, *, labels: bool = True, exact_silhouette: bool = False
         with _quiet_orbax():
             return snapshot_of[phase](epoch)
 
+    damaged = []    # (phase, epoch) whose snapshot is on disk but unreadable: left out, and said so
     for phase, epoch in tqdm(todo, desc="evaluate", unit="epoch", disable=not progress):
         t0 = time.perf_counter()
+        try:
+            snap = _snapshot(workdir, epoch, phase)
+        except checkpointing.DamagedCheckpointError as e:
+            log.warning("%s; epoch %d of %s is left out of %s", e, epoch, phase, output.name)
+            damaged.append((phase, epoch))
+            continue
         before = None
         if phase == "clustering" and epoch > 0:
             before = previous.pop(epoch - 1, None)
-            if before is None and epoch - 1 in _epochs(workdir, phase):   # first epoch of a resumed evaluation
-                before = jnp.asarray(_snapshot(workdir, epoch - 1, phase)["assignments"])
-        assignments, scores = label_free_epoch(setup, phase, epoch, _snapshot(workdir, epoch, phase), before)
-        previous[epoch] = assignments
+            if before is None and epoch - 1 in _epochs(workdir, phase) and (phase, epoch - 1) not in damaged:
+                with contextlib.suppress(checkpointing.DamagedCheckpointError):   # first epoch of a resumed evaluation
+                    before = jnp.asarray(_snapshot(workdir, epoch - 1, phase)["assignments"])
+        assignments, scores = label_free_epoch(setup, phase, epoch, snap, before)
+        if phase == "clustering":   # (a pretraining epoch is no clustering epoch's previous)
+            previous[epoch] = assignments
         if y is not None:
             scores |= label_based_columns(y, assignments, setup.n_clusters, n_classes)
         scores = {name: np.asarray(v, np.float64) for name, v in jax.device_get(scores).items()}
@@ -333,7 +346,7 @@ def evaluate_run(workdir, *, labels: bool = True, exact_silhouette: bool = False
     order = table["phase"].map({p: i for i, p in enumerate(checkpointing.PHASES)})
     table = (table.assign(_order=order).sort_values(["_order", "epoch", "seed"], kind="stable").drop(columns="_order")
              .drop_duplicates(KEY, keep="last").reset_index(drop=True))
-    table.attrs.update(computed=len(todo), seconds=time.perf_counter() - t_start)
+    table.attrs.update(computed=len(todo) - len(damaged), damaged=damaged, seconds=time.perf_counter() - t_start)
     return table
 
 
@@ -357,6 +370,8 @@ def main(argv):
                          silhouette_samples=FLAGS.silhouette_samples, output=FLAGS.output,
                          recompute=FLAGS.recompute, progress=FLAGS.progress)
     trained = training_seconds(FLAGS.workdir)
+    if table.attrs["damaged"]:
+        print("left out, their snapshot damaged: " + ", ".join(f"{p} epoch {e}" for p, e in table.attrs["damaged"]))
     print(f"{FLAGS.output or Path(FLAGS.workdir) / 'scores.csv'}: {len(table)} rows; scored "
           f"{table.attrs['computed']} epochs in {table.attrs['seconds']:.1f} s (training: "
           + ", ".join(f"{p} {s:.1f} s" for p, s in trained.items()) + ", from records.jsonl)")

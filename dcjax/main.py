@@ -1,39 +1,135 @@
-"""Command line: `python -m dcjax.main --config configs/dkm_usps.py [--workdir runs/x]`.
+"""Command line: `python -m dcjax.main --config dkm_usps [--workdir runs/x]`.
 
-Overrides: `--config.seeds=10 --config.clustering.epochs=20`; presets after a
-colon: `--config configs/dec_digits.py:smoke`. Re-running with the workdir of
-a killed run continues it.
+`--config` is a config name or a config file:
+- a name, resolved inside the installed package, so it works from any
+  folder: `default` (the default when --config is absent: DEC on digits),
+  an algorithm (`dkm`: on digits, the start for your own data) or
+  `<algorithm>_<dataset>` (`dkm_usps`), as `dcjax.config.config_from_name`;
+- a file with `get_config(arg)`: the repository's `configs/dkm_usps.py`, or
+  your own.
+Presets after a colon: `--config dkm_usps:smoke,seeds=4`. Overrides:
+`--config.seeds=10 --config.clustering.epochs=20`. Your own data:
+
+    python -m dcjax.main --config dkm --config.dataset.name=data.csv --config.dataset.n_clusters=3
+
+Re-running with the workdir of a killed run continues it. A mistake in the
+settings or the data prints one line (what is wrong, what to do) and exits
+with status 2, before any compute.
 """
 import logging as pylogging
+import re
+import sys
+from pathlib import Path
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from dcjax import methods, train
+from dcjax import config as config_lib
+from dcjax import methods
+
+NAMED_CONFIG_FILE = Path(__file__).resolve().with_name("named_config.py")
+PROG = "python -m dcjax.main"
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", "configs/default.py", "Training configuration file.", lock_config=True)
-flags.DEFINE_string("workdir", None, "Where checkpoints and records go (default: runs/<algorithm>_<dataset>, "
-                    "e.g. runs/unseen_dec_usps).")
-flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() first (several hosts; the "
-                  "coordinator comes from the environment, e.g. SLURM or JAX_COORDINATOR_ADDRESS).")
+flags.DEFINE_string("workdir", None, "Where checkpoints and records go (default: runs/<algorithm>_<dataset>).")
+flags.DEFINE_bool("distributed", False, "Several processes (hosts) train one launch, the seeds sharded over "
+                  "all their devices: jax.distributed.initialize() first. The coordinator comes from the "
+                  "cluster (SLURM, GKE) or JAX_COORDINATOR_ADDRESS, or from the three flags below.")
+flags.DEFINE_string("coordinator_address", None, "With --distributed: host:port of process 0.")
+flags.DEFINE_integer("num_processes", None, "With --distributed: how many processes.")
+flags.DEFINE_integer("process_id", None, "With --distributed: this process's index, 0 .. num_processes-1.")
+
+
+def fail(message) -> None:
+    """A user's mistake: one line on stderr, exit status 2 (as argparse), no traceback."""
+    lines = [line.strip() for line in str(message).strip().splitlines() if line.strip()]
+    print(f"{PROG}: error: {lines[-1] if lines else message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def config_argument(value: str) -> str:
+    """What ml_collections loads for `--config value`: a file as given, a
+    name through the packaged file that resolves it. Checked here, so an
+    unknown name, preset or file is one line, not a traceback."""
+    target, _, presets = value.partition(":")
+    if target.endswith(".py") or "/" in target:
+        if not Path(target).is_file():
+            raise config_lib.ConfigError(f"config file {target} not found; give a path to a .py file "
+                                         "with get_config(), or a config name such as dkm_usps")
+        return value
+    config_lib.config_from_name(target, presets or None)
+    return f"{NAMED_CONFIG_FILE}:{value}"
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing, with config names resolved and errors as one line."""
+    argv = list(argv)
+    try:
+        # Defined here, not at import: without --config, ml_collections loads
+        # the default and applies the --config.* overrides as it defines the flag.
+        config_flags.DEFINE_config_file(
+            "config", f"{NAMED_CONFIG_FILE}:default", "A config name (default, dkm, dkm_usps, ...) or "
+            "file (configs/dkm_usps.py), with presets after a colon.", lock_config=True)
+        for i, arg in enumerate(argv):
+            if arg in ("--config", "-config") and i + 1 < len(argv):
+                argv[i + 1] = config_argument(argv[i + 1])
+            elif arg.startswith(("--config=", "-config=")):
+                option, value = arg.split("=", 1)
+                argv[i] = f"{option}={config_argument(value)}"
+        return FLAGS(argv)
+    except (KeyError, AttributeError) as e:   # how ml_collections reports an unknown field
+        fail(unknown_field_message(str(e), argv))
+    except (flags.Error, ValueError, TypeError) as e:   # a failing get_config() carries its traceback
+        fail(e)
+
+
+def unknown_field_message(error: str, argv: list[str]) -> str:
+    """ml_collections' "'epoch' Did you mean "epochs"" as the override the user wrote."""
+    key = re.search(r"'([^'\\]+)", error)
+    hint = re.search(r'Did you mean "([^"]+)"', error)
+    fields = [arg.split("=", 1)[0].split(".", 1)[1] for arg in argv if re.match(r"--?config\.", arg)]
+    field = next((f for f in fields if key and key.group(1) in f.split(".")), key.group(1) if key else "?")
+    suggestion = f" (did you mean {field.rsplit('.', 1)[0] + '.' if '.' in field else ''}{hint.group(1)}?)" if hint else ""
+    return f"unknown config field {field!r}{suggestion}; the fields are listed in dcjax/config.py"
+
+
+def default_workdir(config) -> str:
+    name = str(config.dataset.name)
+    return f"runs/{methods.algorithm_label(config)}_{Path(name).stem if _is_file(name) else name}"
+
+
+def _is_file(name: str) -> bool:
+    return Path(name).suffix.lower() in (".csv", ".tsv", ".npy", ".npz") and not name.startswith("tfds:")
 
 
 def main(argv):
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if FLAGS.distributed:
-        import jax
-        jax.distributed.initialize()
+        fail(f"unexpected arguments {argv[1:]}; settings go in --config.<field>=<value>")
     config = FLAGS.config
-    workdir = FLAGS.workdir or f"runs/{methods.algorithm_label(config)}_{config.dataset.name}"
+    try:
+        config_lib.validate(config)
+    except config_lib.ConfigError as e:
+        fail(f"{e}; set it with --config.{e.field}=..." if e.field and "unknown" not in str(e) else e)
+    if _is_file(str(config.dataset.name)):   # absolute, so the run can be read from any folder
+        config.dataset.name = str(Path(config.dataset.name).expanduser().resolve())
+    workdir = FLAGS.workdir or default_workdir(config)
     # dcjax's own messages at INFO; orbax logs every save at INFO through absl,
     # which would bury the progress bar, so absl stays at WARNING.
     logging.set_verbosity(logging.WARNING)
     pylogging.getLogger("dcjax").setLevel(pylogging.INFO)
-    summary = train.train_and_evaluate(config, workdir)
-    print(train.format_summary(summary, __import__("pathlib").Path(workdir)))
+    from dcjax import checkpointing, data, train   # after the checks above: a mistake there is reported at once
+    if FLAGS.distributed:
+        train.start_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+    try:
+        summary = train.train_and_evaluate(config, workdir)
+    except (config_lib.ConfigError, data.DataError,   # raised before any compute
+            train.WorkdirBusyError, PermissionError, checkpointing.DiskFullError) as e:   # and a full disk
+        fail(e)
+    import jax
+    if jax.process_index() == 0:   # under --distributed, one process reports
+        print(train.format_summary(summary, Path(workdir)))
+        print(f"next, the best epoch without labels: python -m dcjax.select --workdir {workdir}")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

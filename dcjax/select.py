@@ -1,6 +1,6 @@
 """Choose, without labels, the epoch of a finished run that gave the best clusters.
 
-    python -m dcjax.select --workdir runs/x --assessor experiments/results/assessor_selection.joblib
+    python -m dcjax.select --workdir runs/x
     python -m dcjax.select --workdir runs/x --selector pooled_silhouette
 
 Scores the run first (`dcjax.evaluate`, cached in <workdir>/scores.csv; an
@@ -9,10 +9,12 @@ Then it prints, per seed, the chosen epoch and why. It writes
 <workdir>/selection.json (the choice, the why, whether the epoch's full
 state is still on disk) and adds the chosen epochs to
 <workdir>/keep_epochs.json, {phase: [epochs]}, for checkpoint retention.
-Selectors: see `dcjax.selection.SELECTORS`, plus three that need --assessor (a
-file written by experiments/selection_study.py): 'assessor', the epoch it
-rates best; 'assessor_guarded' (the default, the study's primary), which keeps
-the final epoch unless the chosen one is predicted clearly better;
+Selectors: see `dcjax.selection.SELECTORS`, plus three that use a trained
+assessor: by default the study's, shipped inside the package
+(`dcjax.shipped_assessor`), or --assessor FILE (written by
+experiments/selection_study.py): 'assessor', the epoch it rates best;
+'assessor_guarded' (the default, the study's primary), which keeps the final
+epoch unless the chosen one is predicted clearly better;
 'assessor_noise_guarded', which also keeps the final epoch of a noise-dominated
 seed (measured: it costs regret and buys no do-no-harm, selection.md).
 Whatever the selector, a seed whose partitions change in quality at random
@@ -21,11 +23,15 @@ warning here): no epoch of it can be told apart without labels. And the run
 as a whole is tested against chance (`dcjax.chance`: do the seeds' chosen
 partitions agree more than structureless data lets them? 'chance' in
 selection.json, and a line here).
+After the per-seed lines, the launch's choice (`dcjax.launch`): which seed
+and epoch of all the seeds, or their consensus, and why. It goes to
+selection.json ('launch'), its labels to <workdir>/selected_labels.npy.
 """
 import argparse
 import logging
+from pathlib import Path
 
-from dcjax import selection
+from dcjax import launch, selection
 
 
 def main(argv=None):
@@ -34,24 +40,50 @@ def main(argv=None):
     ap.add_argument("--selector", default="assessor_guarded",
                     choices=[*selection.ASSESSOR_SELECTORS, *selection.SELECTORS],
                     help="how to choose (default: assessor_guarded, the study's primary)")
-    ap.add_argument("--assessor", help="trained assessor file (.joblib) for --selector assessor")
+    ap.add_argument("--assessor", help="trained assessor file (.npz or .joblib) for the assessor "
+                    "selectors (default: the study's, shipped with dcjax)")
     ap.add_argument("--progress", action="store_true", help="progress bar while scoring new epochs")
     args = ap.parse_args(argv)
-    if args.selector.startswith("assessor") and not args.assessor:
-        ap.error("--selector assessor needs --assessor PATH (or pick another --selector)")
+    if not (Path(args.workdir) / "config.json").exists():
+        ap.error(f"{args.workdir} holds no run (no config.json): pass the --workdir that dcjax.main wrote")
+    if args.assessor and not Path(args.assessor).exists():
+        ap.error(f"assessor file {args.assessor} not found")
     logging.getLogger("absl").setLevel(logging.ERROR)
     result = selection.select_run(args.workdir, args.selector, args.assessor, progress=args.progress)
     print(f"{args.workdir}: selector {args.selector}, phase {result['phase']}")
     for s in result["seeds"]:
-        state = "full state kept" if s["state_present"] else "snapshot only (full state pruned)"
+        state = "model state stored" if s["state_present"] else "model state rebuilt on load (replay)"
         print(f"  seed {s['seed']}: epoch {s['epoch']} of {s['final_epoch']} [{state}]: {s['why']}")
+        if s.get("diverged"):
+            d = s["diverged"]
+            print(f"    warning: seed {s['seed']} diverged (non-finite loss) in {d['phase']} epoch {d['epoch']}; "
+                  f"its state stayed at epoch {d['last_finite_epoch']} of {d['phase']}, so later epochs are not candidates")
         if s["noise_dominated"]:
             print(f"    warning: seed {s['seed']} is noise-dominated (lag-1 autocorrelation of the "
                   f"{selection.NOISE_COLUMN} {s['noise_autocorr']:.2f} < {selection.NOISE_AUTOCORR}): "
                   "its epochs differ in quality at random, no selector can tell them apart without labels")
     print(f"  {result['chance']['message']} (the chosen epochs)")
-    print(f"wrote {args.workdir}/selection.json and {args.workdir}/keep_epochs.json")
+    if result["damaged_epochs"]:
+        print(f"  left out, their snapshot damaged (unreadable): epochs {result['damaged_epochs']}")
+    result["launch"] = report_launch(args.workdir, result)
+    print(f"wrote {args.workdir}/selection.json, {args.workdir}/keep_epochs.json and "
+          f"{args.workdir}/selected_labels.npy")
     return result
+
+
+def report_launch(workdir, result: dict) -> dict:
+    """The launch's choice among all seeds x epochs and their consensus
+    (`dcjax.launch`), printed after the per-seed lines."""
+    choice = launch.select_launch(workdir, result)
+    if choice["selector"] is None:
+        print(f"launch: one seed, so its selected epoch {choice['epoch']}")
+        return choice
+    what = (f"the {choice['candidate']}" if choice["seed"] == -1
+            else f"seed {choice['seed']}, epoch {choice['epoch']}")
+    print(f"launch ({len(result['seeds'])} seeds, {choice['n_candidates']} candidates, selector "
+          f"{choice['selector']}): {what}")
+    print(f"  why: {choice['why']}")
+    return choice
 
 
 if __name__ == "__main__":

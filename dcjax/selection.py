@@ -37,6 +37,7 @@ assessor on other runs (section 4) and to score selectors (section 6):
 """
 import functools
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Callable
@@ -48,6 +49,8 @@ import pandas as pd
 from scipy import signal, stats
 
 from dcjax import chance, checkpointing, data, evaluate, methods, metrics, train
+
+log = logging.getLogger(__name__)
 
 # Evaluation-table columns the selection may read (all label-free).
 # `n_active_clusters` is constant in a fixed-k run and falls as UNSEEN's clusters die.
@@ -197,7 +200,8 @@ def ace_aggregate(scores: np.ndarray, admissible: np.ndarray) -> tuple[np.ndarra
         return np.full(e, np.nan), weights
     ranks = stats.rankdata(scores[:, spaces], axis=0) / e
     if len(spaces) > 1:
-        rho = np.nan_to_num(np.corrcoef(ranks.T), nan=0.0)
+        with np.errstate(invalid="ignore", divide="ignore"):   # a constant space: NaN, set to 0 below
+            rho = np.nan_to_num(np.corrcoef(ranks.T), nan=0.0)
         tree = hierarchy.linkage((1 - rho)[np.triu_indices(len(spaces), 1)], method="average")
         groups = hierarchy.fcluster(tree, t=1 - ACE_GROUP_RHO, criterion="distance")
         largest = np.bincount(groups).argmax()
@@ -238,7 +242,11 @@ def snapshot_table(workdir, phase: str, *, points: int = POOLED_POINTS, every: i
     previous = None
     with checkpointing.snapshot_reader(workdir, phase) as load, evaluate._quiet_orbax():
         for epoch in epochs:
-            snap = load(epoch)
+            try:
+                snap = load(epoch)
+            except checkpointing.DamagedCheckpointError as e:   # left out, as evaluate leaves it out
+                log.warning("%s; epoch %d is not a candidate", e, epoch)
+                continue
             z = jnp.asarray(snap["embedding"], jnp.float32)
             if phase == "pretrain":
                 keys = jnp.stack([evaluate.kmeans_key(s, epoch) for s in seeds])
@@ -258,6 +266,7 @@ def snapshot_table(workdir, phase: str, *, points: int = POOLED_POINTS, every: i
                 ref_embeddings.append(z[:, sample])
     z_refs = jnp.stack(ref_embeddings)
     rows, per_epoch = [], []
+    epochs = [e for e in epochs if e in partitions]
     for epoch in epochs:
         per_ref = jax.device_get(reference_indices(z_refs, partitions[epoch], k))
         per_epoch.append(per_ref)
@@ -540,7 +549,7 @@ def _model(kind: str, seed: int = 0):
     raise ValueError(f"assessor kind must be one of {ASSESSOR_KINDS}, got {kind!r}")
 
 
-ASSESSOR_TARGETS = ("rank", "gap")
+ASSESSOR_TARGETS = ("rank", "gap", "pairwise")   # 'pairwise': `PairwiseRanker` (any kind), issue 20
 # The ensemble assessor: one model per target, their predictions turned into
 # within-seed ranks and averaged. The rank model orders the epochs of flat runs
 # (where the gap target is ~0 everywhere), the gap model weighs the runs whose
@@ -566,6 +575,41 @@ def assessor_target(acc: pd.Series, seeds: pd.Series, target: str) -> np.ndarray
     raise ValueError(f"assessor target must be one of {ASSESSOR_TARGETS}, got {target!r}")
 
 
+class PairwiseRanker:
+    """A pairwise ranking objective in place of rank regression (RankNet with a
+    linear score, Burges et al. 2005): logistic regression on x_i - x_j of
+    two epochs of one seed, labelled ACC_i > ACC_j, weighted by |ACC_i -
+    ACC_j| so that the pairs whose order costs most ACC count most. The score
+    of an epoch is w . x. Pairs are drawn at random, PAIRS_PER_ROW per epoch
+    (all pairs of a 151-epoch seed would be 11,325); near-ties are left out."""
+    PAIRS_PER_ROW = 10
+    MIN_GAP = 1e-3   # ACC: a tenth of a point
+
+    def __init__(self, seed: int = 0):
+        self.seed = seed
+
+    def fit(self, x: np.ndarray, y: np.ndarray, groups: np.ndarray) -> "PairwiseRanker":
+        from sklearn.linear_model import LogisticRegression
+        rng = np.random.default_rng(self.seed)
+        first, second = [], []
+        for rows in pd.Series(np.arange(len(y))).groupby(groups).indices.values():
+            i = np.repeat(rows, self.PAIRS_PER_ROW)
+            first.append(i)
+            second.append(rng.choice(rows, len(i)))
+        i, j = np.concatenate(first), np.concatenate(second)
+        gap = y[i] - y[j]
+        keep = np.abs(gap) > self.MIN_GAP
+        d, gap = x[i[keep]] - x[j[keep]], gap[keep]
+        # both orders of every pair: balanced classes, so the score needs no intercept
+        model = LogisticRegression(C=1.0, fit_intercept=False, max_iter=2000).fit(
+            np.concatenate([d, -d]), np.concatenate([gap > 0, gap < 0]), sample_weight=np.abs(np.concatenate([gap, gap])))
+        self.coef_ = model.coef_.ravel()
+        return self
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return x @ self.coef_
+
+
 def train_assessor(training: list[tuple[pd.DataFrame, pd.DataFrame]], kind: str = "gbr",
                    names: list[str] | None = None, target: str = "rank", seed: int = 0) -> dict:
     """Fit on (features of a run, its truth table: seed, epoch, acc) pairs
@@ -580,13 +624,14 @@ def train_assessor(training: list[tuple[pd.DataFrame, pd.DataFrame]], kind: str 
     trained_on = [f.attrs.get("run", "?") for f, _ in training]
     if target == "ensemble":
         return ensemble_of({t: train_assessor(training, kind, names, t, seed) for t in ENSEMBLE_TARGETS})
-    x, y = [], []
-    for feats, truth in training:
+    x, y, groups = [], [], []
+    for run, (feats, truth) in enumerate(training):
         acc = feats[ID].merge(truth[ID + ["acc"]], on=ID, how="left").acc
         x.append(rank_features(feats, names))
-        y.append(assessor_target(acc, feats["seed"], target))
-    x, y = np.concatenate(x), np.concatenate(y)
-    model = _model(kind, seed).fit(x, y)
+        y.append(acc.to_numpy(np.float64) if target == "pairwise" else assessor_target(acc, feats["seed"], target))
+        groups.append(run * 100_000 + feats["seed"].to_numpy())
+    x, y, groups = np.concatenate(x), np.concatenate(y), np.concatenate(groups)
+    model = (PairwiseRanker(seed).fit(x, y, groups) if target == "pairwise" else _model(kind, seed).fit(x, y))
     return {"model": model, "features": names, "kind": kind, "target": target,
             "trained_on": trained_on, "rows": int(len(y))}
 
@@ -607,7 +652,12 @@ def save_assessor(assessor: dict, path) -> Path:
     return path
 
 
-def load_assessor(path) -> dict:
+def load_assessor(path=None) -> dict:
+    """An assessor file: `.npz` (arrays, `dcjax.shipped_assessor`; any
+    scikit-learn version) or a joblib pickle. None: the study's primary, shipped."""
+    from dcjax import shipped_assessor
+    if path is None or str(path).endswith(".npz"):
+        return shipped_assessor.load(path or shipped_assessor.SHIPPED)
     import joblib
     return joblib.load(path)
 
@@ -743,9 +793,47 @@ def assessor_selector(assessor: dict, guard: float = 0.0,
     return select
 
 
+# Collapse from the k-means start (DKM with alpha = 1000: nearly hard
+# assignments). In its first epochs some clusters absorb others, the cluster
+# sizes become uneven, and ACC falls below the k-means initialisation it
+# started from; within a run no label-free score follows that fall, but
+# between seeds the fall of the normalised size entropy does (Spearman +0.64
+# over 46 DKM seeds, experiments/dkm_size_entropy.py). The rule: where the
+# chosen epoch's size entropy is more than COLLAPSE_ENTROPY_DROP below
+# clustering epoch 0's, take epoch 0. Pre-registered on 2026-11-28 from the
+# 184 clustering-phase seeds of the committed score tables (46 per algorithm),
+# before digits, Optdigits and Pendigits seeds 10+ were scored: applied to the
+# final epoch it gains +1.66 ACC points per DKM seed there (+1.55 to +1.80 for
+# drops of 0.03 to 0.075: 0.05 is the middle of that plateau, not an optimum),
+# harms 3 of 46 DKM seeds by more than half a point, and fires on none of the
+# 138 DEC, IDEC and DCN seeds. It reads no label and no algorithm name.
+COLLAPSE_ENTROPY_DROP = 0.05
+
+
+def collapse_guard(feats: pd.DataFrame, chosen: pd.DataFrame) -> pd.DataFrame:
+    """`chosen` (seed, epoch, why) with the collapse rule applied: a seed whose
+    chosen epoch's clusters are much less even than at its k-means start
+    (clustering epoch 0) gets epoch 0. Pretraining-phase runs are returned as
+    they are: they have no k-means start among their candidates."""
+    if feats.attrs.get("phase", "clustering") != "clustering" or "size_entropy" not in feats:
+        return chosen
+    entropy = feats.set_index(ID)["size_entropy"]
+    rows = []
+    for row in chosen.to_dict("records"):
+        start = entropy.get((row["seed"], 0), np.nan)
+        at = entropy.get((row["seed"], int(row["epoch"])), np.nan)
+        if np.isfinite(start) and np.isfinite(at) and at < start - COLLAPSE_ENTROPY_DROP:
+            row = row | {"epoch": 0, "why": f"{row['why']}; but its normalised size entropy {at:.3f} is "
+                         f"{start - at:.3f} below the k-means start's {start:.3f} (> {COLLAPSE_ENTROPY_DROP}): "
+                         "the clusters collapsed from the start, so clustering epoch 0 is taken"}
+        rows.append(row)
+    return pd.DataFrame(rows, columns=chosen.columns)
+
+
 # The selectors that need a trained assessor: free; with the margin guard (the
-# study's primary); with the margin guard and the noise guard.
-ASSESSOR_SELECTORS = ("assessor", "assessor_guarded", "assessor_noise_guarded")
+# study's primary); with the margin guard and the noise guard; with the margin
+# guard and the collapse guard.
+ASSESSOR_SELECTORS = ("assessor", "assessor_guarded", "assessor_noise_guarded", "assessor_collapse_guarded")
 
 
 def select(feats: pd.DataFrame, selector: str, assessor: dict | None = None) -> pd.DataFrame:
@@ -754,7 +842,8 @@ def select(feats: pd.DataFrame, selector: str, assessor: dict | None = None) -> 
         if assessor is None:
             raise ValueError(f"the {selector!r} selector needs a trained assessor (--assessor PATH)")
         guard = guard_margin(assessor) if selector != "assessor" else 0.0
-        return assessor_selector(assessor, guard, noise_guard=selector == "assessor_noise_guarded")(feats)
+        chosen = assessor_selector(assessor, guard, noise_guard=selector == "assessor_noise_guarded")(feats)
+        return collapse_guard(feats, chosen) if selector == "assessor_collapse_guarded" else chosen
     if selector not in SELECTORS:
         raise ValueError(f"unknown selector {selector!r}; choose from {[*ASSESSOR_SELECTORS, *SELECTORS]}")
     return SELECTORS[selector](feats)
@@ -806,26 +895,40 @@ def cross_fit(runs: list[tuple[pd.DataFrame, pd.DataFrame]], group: str, kind: s
 
 # ============================================================ 5. the command line's work
 
-def select_run(workdir, selector: str = "assessor", assessor_path=None, progress: bool = False) -> dict:
+def select_run(workdir, selector: str = "assessor", assessor_path=None, progress: bool = False,
+               feats: pd.DataFrame | None = None) -> dict:
     """Choose an epoch per seed without labels, write `<workdir>/selection.json`,
     and add the chosen epochs to `<workdir>/keep_epochs.json` ({phase: [epochs]},
-    the union over calls) so that retention can spare their full state.
+    the union over calls) so that retention of per-epoch states can spare them.
     Snapshots are never pruned, so every chosen epoch's clustering (assignments,
-    centers, embedding) stays readable even where its full state is gone."""
+    centers, embedding) stays readable; its model state is stored or replayed
+    (`checkpointing.load_state`). A seed that diverged is never given an
+    epoch after it (those are copies of its last finite one), and epochs
+    whose snapshot is damaged are no candidates (`damaged_epochs`).
+    The assessor selectors use `assessor_path`, by default the shipped one.
+    `feats`: the run's `run_features`, when the caller has computed them."""
     workdir = Path(workdir)
-    assessor = load_assessor(assessor_path) if selector.startswith("assessor") and assessor_path else None
-    feats = run_features(workdir, progress=progress)
+    assessor = load_assessor(assessor_path) if selector in ASSESSOR_SELECTORS else None
+    feats = run_features(workdir, progress=progress) if feats is None else feats
     phase = feats.attrs["phase"]
     chosen = select(feats, selector, assessor)
     noise = noise_dominated(feats).set_index("seed")   # a warning for any selector, label-free
     with evaluate._quiet_orbax():
         states = set(checkpointing.list_epochs(workdir, phase, kind="state"))
+        damaged = sorted(set(checkpointing.list_epochs(workdir, phase)) - set(feats.epoch))
+    diverged = train.diverged_seeds(workdir)
     seeds = []
     for row in chosen.to_dict("records"):
-        epoch = int(row["epoch"])
+        epoch, why = int(row["epoch"]), row["why"]
+        frozen = diverged.get(int(row["seed"]))
+        if frozen:   # its epochs from the divergence on are copies of the last finite one
+            last = frozen["last_finite_epoch"] if frozen["phase"] == phase else 0 if phase == "clustering" else epoch
+            if epoch > last:
+                epoch, why = last, f"diverged in {frozen['phase']} epoch {frozen['epoch']}: its last finite epoch, " \
+                                   f"instead of epoch {epoch} ({why})"
         autocorr = float(noise.at[row["seed"], "autocorr"])
         seeds.append({"seed": int(row["seed"]), "phase": phase, "epoch": epoch,
-                      "final_epoch": int(feats.epoch.max()), "why": row["why"],
+                      "final_epoch": int(feats.epoch.max()), "why": why, "diverged": frozen,
                       "noise_dominated": bool(noise.at[row["seed"], "noisy"]),
                       "noise_autocorr": round(autocorr, 4) if np.isfinite(autocorr) else None,   # JSON has no NaN
                       "top_features": row.get("top_features") if isinstance(row.get("top_features"), list) else [],
@@ -833,8 +936,9 @@ def select_run(workdir, selector: str = "assessor", assessor_path=None, progress
                       "state_present": epoch in states,
                       "state": str(checkpointing.epoch_dir(workdir, epoch, phase, "state")) if epoch in states else None})
     result = {"workdir": str(workdir), "phase": phase, "selector": selector,
-              "assessor": str(assessor_path) if assessor else None,
+              "assessor": (str(assessor_path or "shipped: dcjax/assessors/selection.npz") if assessor else None),
               "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "seeds": seeds,
+              "damaged_epochs": damaged,   # snapshots on disk that could not be read: not candidates
               "chance": run_chance_test(workdir, {s["seed"]: s["epoch"] for s in seeds}, phase)}
     (workdir / "selection.json").write_text(json.dumps(result, indent=2) + "\n")
     keep_path = workdir / "keep_epochs.json"

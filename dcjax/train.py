@@ -7,7 +7,12 @@ compiled program. `Trainer.train(keys, x)` is
 the whole run as a pure function of the seed keys (benchmarks, tests);
 `train_and_evaluate` drives the same compiled epoch functions from Python,
 writing an orbax checkpoint after every epoch, and resumes a killed run.
-Both give bit-identical numbers: they run the same executables.
+Both give bit-identical numbers: they run the same executables. So does
+`replay_to_epoch`, through which `checkpointing.load_state` rebuilds an
+epoch whose model state was not stored. The driver also refuses early what
+cannot finish (an unwritable or locked workdir, too little disk), freezes a
+seed whose loss goes non-finite while the others train on, and runs under
+`jax.distributed` (the seed axis over every process's devices).
 
 Seeds go through `vmap` (one batched program: what a GPU wants, and what
 shards the seed axis over devices) or `lax.map` ('loop': the one-seed program
@@ -24,9 +29,16 @@ Randomness: seed s uses `PRNGKey(s)`; the batch order of epoch e of phase p is
 drawn from `fold_in(fold_in(key, p), e)`, so a seed gives the same run alone
 or among others, and a resumed run the same as an uninterrupted one.
 """
+import contextlib
 import dataclasses
+import errno
+import fcntl
+import functools
 import json
 import logging
+import os
+import shutil
+import socket
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -40,6 +52,7 @@ from sklearn.cluster import KMeans
 
 from dcjax import checkpointing, data, methods
 from dcjax import config as config_lib
+from dcjax.config import ConfigError
 from dcjax.methods.base import EpochEnd, LossInputs, no_center_rule
 from dcjax.models import make_autoencoder
 
@@ -300,15 +313,48 @@ def make_train(config: ml_collections.ConfigDict, n: int, d: int, n_clusters: in
 
 
 def seed_sharding(n_seeds: int):
-    """Shard the seed axis over as many local devices as divide the seeds.
+    """Shard the seed axis over as many devices as divide the seeds.
 
-    With one device this is a no-op. The same code runs on several hosts
-    under `jax.distributed` (see `dcjax.main --distributed`)."""
+    With one device this is a no-op. Under `jax.distributed` (`dcjax.main
+    --distributed`) `jax.devices()` are every process's devices, so the mesh
+    is global; it must then reach every process."""
     devices = jax.devices()
     usable = max(g for g in range(1, len(devices) + 1) if n_seeds % g == 0)
+    processes = {d.process_index for d in devices[:usable]}
+    if len(processes) < jax.process_count():
+        raise ValueError(f"{n_seeds} seeds cannot be spread over the {len(devices)} devices of "
+                         f"{jax.process_count()} processes; use a multiple of {len(devices)} seeds")
     mesh = jax.sharding.Mesh(np.asarray(devices[:usable]), ("seeds",))
     return (jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("seeds")),
             jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+
+
+def place(tree, sharding):
+    """Host arrays (numpy) onto a sharding, which may span several processes:
+    each process gives the slices of its own devices (the same host data everywhere)."""
+    def one(value):
+        value = np.asarray(value)
+        return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
+    return jax.tree.map(one, tree)
+
+
+def to_host(tree):
+    """Device arrays as numpy, also where they are spread over several processes."""
+    if jax.process_count() == 1:
+        return jax.device_get(tree)
+    from jax.experimental import multihost_utils
+    return multihost_utils.process_allgather(tree, tiled=True)
+
+
+def start_distributed(coordinator_address: str | None = None, num_processes: int | None = None,
+                      process_id: int | None = None):
+    """`jax.distributed.initialize`. What is not given JAX reads from the
+    cluster (SLURM, Open MPI, Kubernetes, Cloud TPU) or, for the address,
+    JAX_COORDINATOR_ADDRESS. CPU processes exchange arrays through gloo;
+    accelerators use their own collectives, untouched by this."""
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
+                               process_id=process_id)
 
 
 def seed_keys(config) -> jax.Array:
@@ -321,10 +367,17 @@ def seed_ids(config) -> list[int]:
 
 
 # ----------------------------------------------------------------------------
-# The driver: per-epoch checkpoints, records, resume, summary.
+# The driver: per-epoch checkpoints, records, resume, faults, summary.
 
 # Settings that may differ when a killed or finished run is continued.
 _RESUMABLE_CHANGES = ("progress", "pretrain.epochs", "clustering.epochs", "checkpoint.", "eval_chunk")
+LOCK_FILE = "dcjax.lock"
+DISK_REFUSE = 0.9   # refuse a run whose estimated writes exceed this fraction of the free space
+DISK_WARN = 0.5     # warn above this fraction
+
+
+class WorkdirBusyError(RuntimeError):
+    """Another live process trains in this workdir."""
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -350,31 +403,203 @@ def _settle_seed_parallelism(config, workdir: Path):
     return config
 
 
+def changed_settings(before: dict, now: dict) -> list[str]:
+    """Dotted names of the settings that differ between two configs (as
+    dicts). A setting dcjax gained after `before` was written is no change
+    at its default: an older run stays resumable and reusable."""
+    before, now = _flatten(before), _flatten(now)
+    defaults = _flatten(json.loads(config_lib.get_default_config().to_json_best_effort()))
+    return sorted(k for k in set(before) | set(now)
+                  if before.get(k) != now.get(k)
+                  and not (k not in before and k in defaults and now[k] == defaults[k]))
+
+
 def _write_config(config, workdir: Path):
-    """Write config.json once; refuse to continue a run with another setup. A
-    setting that dcjax gained after the run started is no change at its default."""
+    """Write config.json once; refuse to continue a run with another setup."""
     path = workdir / "config.json"
     current = json.loads(config.to_json_best_effort())
     if path.exists():
-        before = _flatten(json.loads(path.read_text()))
-        now = _flatten(current)
-        defaults = _flatten(json.loads(config_lib.get_default_config().to_json_best_effort()))
-        changed = sorted(k for k in set(before) | set(now)
-                         if before.get(k) != now.get(k) and not k.startswith(_RESUMABLE_CHANGES)
-                         and not (k not in before and k in defaults and now[k] == defaults[k]))
+        changed = [k for k in changed_settings(json.loads(path.read_text()), current)
+                   if not k.startswith(_RESUMABLE_CHANGES)]
         if changed:
-            raise ValueError(f"{workdir} holds a run with a different configuration "
+            raise ConfigError(f"{workdir} holds a run with a different configuration "
                              f"({', '.join(changed)}); use a new --workdir")
-    path.write_text(json.dumps(current, indent=2))
+    if jax.process_index() == 0:
+        checkpointing.write_text_atomic(path, json.dumps(current, indent=2))
 
 
-def _record(epoch: int, seconds: float, losses: dict, sizes=None, active=None) -> dict:
+# -- refusing early what cannot run: an unwritable workdir, a second launch, too little disk
+
+def _check_writable(workdir: Path):
+    """Create the workdir and a file in it and in each folder a run writes
+    into, so that a read-only disk or folder is refused before any compute."""
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+        for folder in [workdir, *workdir.glob("*/"), *workdir.glob("*/*/")]:
+            probe = folder / f".dcjax-write-probe-{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+    except OSError as e:
+        raise PermissionError(f"cannot write to the workdir {workdir} ({e.strerror or e}); "
+                              "give it write permission or choose another --workdir") from e
+
+
+@contextlib.contextmanager
+def _workdir_lock(workdir: Path):
+    """Hold `<workdir>/dcjax.lock` (an exclusive flock, with our pid in the
+    file) while a run trains there. The kernel drops a flock when its process
+    dies, however it dies, so the lock of a killed run is stale by
+    construction and the next launch simply takes it over; a second launch
+    while the first lives refuses at once, naming the first's pid."""
+    path = workdir / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise WorkdirBusyError(f"{workdir} is in use by another dcjax run ({holder}); wait for it to finish "
+                               "or stop it, or choose another --workdir") from None
+    left = os.pread(fd, 4096, 0).decode(errors="replace").strip()
+    if left:   # written by a process that did not get to clear it: killed
+        log.warning("taking over the lock of %s in %s: that process no longer holds it", left, workdir)
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}"
+              .encode(), 0)
+    try:
+        yield
+    finally:
+        os.ftruncate(fd, 0)   # cleared: a clean end, not a stale lock
+        os.close(fd)          # releases the flock
+
+
+def _agree(problem: Exception | None):
+    """Raise `problem`; under jax.distributed, on every process when any
+    process has one, so that none waits forever for the others."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        failed = np.asarray(multihost_utils.process_allgather(np.int32(problem is not None)))
+        if failed.any() and problem is None:
+            raise RuntimeError(f"process(es) {np.flatnonzero(failed).tolist()} of this distributed run "
+                               "refused to start; their output says why")
+    if problem is not None:
+        raise problem
+
+
+@contextlib.contextmanager
+def _claim_workdir(workdir: Path):
+    """The workdir written to and locked, or a clear error before any compute."""
+    with contextlib.ExitStack() as stack:
+        problem = None
+        try:
+            _check_writable(workdir)
+            if jax.process_index() == 0:
+                stack.enter_context(_workdir_lock(workdir))
+        except (OSError, WorkdirBusyError) as e:
+            problem = e
+        _agree(problem)
+        yield
+
+
+def _check_disk(config, workdir: Path, plans: dict[str, dict[str, int]]):
+    """Refuse a run whose checkpoints would not fit the free space (or warn
+    when they would take much of it), saying what they are and how to lower them."""
+    need = {f"{phase} {kind}": n for phase, plan in plans.items() for kind, n in plan.items() if n}
+    total, free = sum(need.values()), shutil.disk_usage(workdir).free
+    parts = ", ".join(f"{name} {n / 1e6:,.1f} MB" for name, n in sorted(need.items(), key=lambda kv: -kv[1]))
+    message = (f"this run will write about {total / 1e6:,.1f} MB into {workdir} ({parts}); {free / 1e6:,.0f} MB "
+               "are free. To write less: --config.checkpoint.embedding_dtype=float16 (halves the snapshots), "
+               "--config.checkpoint.model_states=replay (model states only at resume points), a larger "
+               "--config.checkpoint.keep_resume_every (fewer resume points kept), fewer --config.seeds or epochs; "
+               "or free space, or another --workdir")
+    log.info("this run will write about %.1f MB (%s)", total / 1e6, parts)
+    if total > DISK_REFUSE * free and config.checkpoint.get("check_disk", True):
+        return checkpointing.DiskFullError(message + ". --config.checkpoint.check_disk=False runs it anyway.")
+    if total > DISK_WARN * free:
+        log.warning(message)
+    return None
+
+
+def disk_plans(config, trainer: Trainer, x, shapes, pre_ckpts, clu_ckpts) -> dict[str, dict[str, int]]:
+    """What the epochs still to train will write, per phase and kind of
+    checkpoint (`PhaseCheckpoints.planned_bytes`), from the abstract states
+    `shapes` (pretraining, clustering) and the epoch functions' outputs."""
+    def plan(ckpts, epoch_fn, state_shape, first, last):
+        out = jax.eval_shape(epoch_fn, state_shape, x)[1]
+        losses = out.pop("losses")
+        done = ckpts.latest_epoch()
+        return ckpts.planned_bytes(first - 1 if done is None else done, last, state_shape, out,
+                                   _record_bytes(losses, trainer.n_clusters))
+    plans = {"clustering": plan(clu_ckpts, trainer.cluster_epoch, shapes[1], 0, int(config.clustering.epochs))}
+    if not config.pretrained_from and clu_ckpts.latest_epoch() is None:
+        plans["pretrain"] = plan(pre_ckpts, trainer.pretrain_epoch, shapes[0], 1, int(config.pretrain.epochs))
+    return plans
+
+
+def _record_bytes(losses_shape: dict, n_clusters: int) -> int:
+    """Bytes of one records.jsonl line: ~24 characters per float in JSON."""
+    floats = sum(int(np.prod(s.shape)) + s.shape[0] for s in losses_shape.values())
+    return 24 * floats + 8 * n_clusters * next(iter(losses_shape.values())).shape[0] + 200
+
+
+def _is_disk_full(error: BaseException) -> bool:
+    """Whether a full disk is behind an error (orbax reports tensorstore's
+    RESOURCE_EXHAUSTED with the OS error code inside its message)."""
+    while error is not None:
+        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+            return True
+        if "No space left on device" in str(error) or "os_error_code='28'" in str(error):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+# -- one epoch of every seed; a seed whose loss goes non-finite is frozen, the others go on
+
+@jax.jit
+def _keep_finite(before, after, losses, alive):
+    """`after` for the seeds still alive whose epoch losses are all finite,
+    `before` (their last finite state) for the others, and the new alive mask.
+    On device and exact (a select), so the healthy seeds' numbers are
+    those of a launch without the diverging one."""
+    finite = alive
+    for loss in jax.tree.leaves(losses):
+        finite = finite & jnp.isfinite(loss).reshape(loss.shape[0], -1).all(axis=1)
+
+    def pick(new, old):
+        return jnp.where(finite.reshape((-1,) + (1,) * (new.ndim - 1)), new, old)
+    return jax.tree.map(pick, after, before), finite
+
+
+def _alive_at(workdir: Path, phase: str, epoch: int, n_seeds: int) -> np.ndarray:
+    """Seeds not diverged up to `epoch` of `phase`, by the records (a seed
+    frozen in pretraining stays frozen in clustering)."""
+    alive = np.ones(n_seeds, bool)
+    records = [r for p in checkpointing.PHASES[:checkpointing.PHASES.index(phase)]
+               for r in checkpointing.load_records(workdir, p)]
+    records += [r for r in checkpointing.load_records(workdir, phase) if r["epoch"] <= epoch]
+    for record in records:
+        alive &= ~np.asarray(record.get("diverged", [False] * n_seeds), bool)
+    return alive
+
+
+def diverged_seeds(workdir) -> dict[int, dict]:
+    """{seed: {'phase', 'epoch', 'last_finite_epoch'}} for the seeds whose loss
+    went non-finite: the epoch whose update was discarded, and the epoch (of
+    that phase) the seed's state stayed at. From the records."""
+    seeds = seed_ids(checkpointing.load_config(workdir))
+    out = {}
+    for phase in checkpointing.PHASES:
+        for record in checkpointing.load_records(workdir, phase):
+            for i, frozen in enumerate(record.get("diverged", [])):
+                if frozen and seeds[i] not in out:
+                    out[seeds[i]] = {"phase": phase, "epoch": record["epoch"],
+                                     "last_finite_epoch": record["epoch"] - 1}
+    return out
+
+
+def _record(epoch: int, seconds: float, losses: dict, sizes=None, active=None, diverged=None) -> dict:
     losses = {name: np.asarray(v, np.float64) for name, v in losses.items()}  # (S, batches)
-    for name, v in losses.items():
-        bad = np.where(~np.isfinite(v).all(axis=1))[0]
-        if bad.size:
-            raise FloatingPointError(f"non-finite {name} loss in epoch {epoch} for seed index(es) "
-                                     f"{bad.tolist()}; lower the learning rate or check the data")
     rec = {"epoch": epoch, "seconds": seconds,
            "loss": {k: v.mean(axis=1).tolist() for k, v in losses.items()},
            "batch_loss": {k: v.tolist() for k, v in losses.items()}}
@@ -382,12 +607,17 @@ def _record(epoch: int, seconds: float, losses: dict, sizes=None, active=None) -
         rec["cluster_sizes"] = np.asarray(sizes).tolist()
     if active is not None:   # (S, k) mask -> clusters alive per seed (UNSEEN removes some)
         rec["active_clusters"] = np.asarray(active).sum(axis=-1).tolist()
+    if diverged is not None:
+        rec["diverged"] = [bool(d) for d in diverged]
     return rec
 
 
 def _run_phase(name: str, ckpts: checkpointing.PhaseCheckpoints, state, epoch_fn, n_epochs: int,
-               x, progress: bool):
-    """Run epochs state.epoch+1 .. n_epochs, saving after each. Returns the state."""
+               x, progress: bool, alive=None, snapshot_fn=None, seeds=None):
+    """Run epochs state.epoch+1 .. n_epochs, saving after each. Returns the
+    state and the alive mask. A seed whose loss goes non-finite keeps its
+    last finite state (and snapshot, rebuilt by `snapshot_fn`) for the rest
+    of the run; FloatingPointError once every seed has."""
     from tqdm.auto import tqdm
 
     # Epoch e+1 is dispatched (JAX runs it asynchronously) before epoch e is
@@ -396,55 +626,132 @@ def _run_phase(name: str, ckpts: checkpointing.PhaseCheckpoints, state, epoch_fn
     # the device idle. Nothing is donated, so the saved arrays stay valid.
     # `seconds` is the time between two epochs' results: the epoch's cost
     # in a running loop, saves included.
-    start = int(np.asarray(state["epoch"]).reshape(-1)[0])
+    start = int(np.max(to_host(state["epoch"])))   # a frozen seed's own counter stays behind
+    n_seeds = jax.tree.leaves(state)[0].shape[0]
+    seeds = seeds or list(range(n_seeds))
+    if alive is None:
+        alive = place(np.ones(n_seeds, bool), state["epoch"].sharding)
     bar = tqdm(total=n_epochs, initial=start, desc=name, disable=not progress, unit="epoch")
     last_done = time.perf_counter()
 
-    def finish(epoch, epoch_state, out):
+    def finish(epoch, epoch_state, out, alive_before, alive_after):
         nonlocal last_done
         out = dict(out)
-        losses = jax.device_get(out.pop("losses"))
+        losses, was_alive, is_alive = to_host((out.pop("losses"), alive_before, alive_after))
+        if not is_alive.all() and snapshot_fn is not None:   # frozen seeds keep their last snapshot
+            kept = snapshot_fn(epoch_state, x)
+            out = {k: jnp.where(alive_after.reshape((-1,) + (1,) * (v.ndim - 1)), v, kept[k]) for k, v in out.items()}
+        for i in np.flatnonzero(was_alive & ~is_alive):
+            bad = [k for k, v in losses.items() if not np.isfinite(v[i]).all()]
+            log.warning("seed %d diverged in %s epoch %d (non-finite %s loss): its state stays at epoch %d, "
+                        "the other seeds go on", seeds[i], ckpts.root.name, epoch, "/".join(bad), epoch - 1)
+        # Seeds frozen before this epoch have no loss of their own in it.
+        losses = {k: np.where(was_alive[:, None], v, np.nan) for k, v in losses.items()}
         now = time.perf_counter()
-        record = _record(epoch, now - last_done, losses, out.get("cluster_sizes"), out.get("active"))
+        record = _record(epoch, now - last_done, losses, to_host(out.get("cluster_sizes")), to_host(out.get("active")),
+                         diverged=~is_alive)
         last_done = now
         ckpts.save(epoch, epoch_state, out, record, last=epoch == n_epochs)
         bar.update(1)
-        bar.set_postfix(loss=f"{np.mean(record['loss']['total' if 'total' in losses else 'reconstruction']):.4g}")
+        if is_alive.any():
+            bar.set_postfix(loss=f"{np.nanmean(record['loss']['total' if 'total' in losses else 'reconstruction']):.4g}")
+            return
+        bad = sorted({k for k, v in losses.items() if not np.isfinite(v[was_alive]).all()})
+        raise FloatingPointError(f"non-finite {'/'.join(bad)} loss in {ckpts.root.name} epoch {epoch}: every seed has "
+                                 "now diverged (see 'diverged' in records.jsonl); lower the learning rate or "
+                                 "check the data")
 
     pending = None
     for epoch in range(start + 1, n_epochs + 1):
-        state, out = epoch_fn(state, x)
+        new_state, out = epoch_fn(state, x)
+        state, alive_next = _keep_finite(state, new_state, out["losses"], alive)
         if pending is not None:
             finish(*pending)
-        pending = (epoch, state, out)
+        pending = (epoch, state, out, alive, alive_next)
+        alive = alive_next
     if pending is not None:
         finish(*pending)
     bar.close()
-    return state
+    return state, alive
 
 
 def _resume(ckpts: checkpointing.PhaseCheckpoints, abstract_state, snapshot_fn, x):
-    """Restore the newest resume point of a phase, or None. What a killed run
-    wrote after it (snapshots, model states, records) is dropped, to be
-    replayed; a snapshot or model state of that epoch lost in the kill is rewritten."""
-    epoch = ckpts.latest_epoch()
-    if epoch is None:   # nothing to resume from: what a run killed before its first resume point wrote goes
-        ckpts.discard_after(-1)
-        return None
-    state = ckpts.restore(epoch, abstract_state)
-    ckpts.discard_after(epoch)
-    ckpts.ensure_epoch(epoch, state, lambda: snapshot_fn(state, x))
-    log.info("resumed %s from epoch %d", ckpts.root.name, epoch)
-    return state
+    """Restore the newest intact resume point of a phase, or None. A damaged
+    one is skipped for the one before, with a warning. What a killed run
+    wrote after the restored point (snapshots, model states, records, damaged
+    resume points) is dropped, to be replayed; a snapshot or model state of
+    that epoch lost in the kill is rewritten."""
+    for epoch in reversed(ckpts.resume_epochs()):
+        try:
+            state = ckpts.restore(epoch, abstract_state)
+        except checkpointing.DamagedCheckpointError as e:
+            log.warning("%s; skipped: resuming from the resume point before it", e)
+            continue
+        ckpts.discard_after(epoch)
+        ckpts.ensure_epoch(epoch, state, lambda: snapshot_fn(state, x))
+        log.info("resumed %s from epoch %d", ckpts.root.name, epoch)
+        return state
+    # Nothing (intact) to resume from: what a run killed before its first resume point wrote goes.
+    ckpts.discard_after(-1)
+    return None
+
+
+def _state_shapes(trainer: Trainer, keys, x, per_seed):
+    """Abstract pretraining and clustering states on the seed mesh: the
+    targets orbax restores onto (with optax's state types)."""
+    def sharded(shapes):
+        return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=per_seed), shapes)
+    pstate = sharded(jax.eval_shape(trainer.init_pretrain, keys))
+    return pstate, sharded(jax.eval_shape(trainer.init_clustering, pstate["params"], keys, x)[0])
+
+
+# -- replay: any epoch's model state, rebuilt (checkpointing.load_state reaches this)
+
+@functools.lru_cache(maxsize=1)
+def _replay_setup(workdir: str, config_json: str):
+    """The run's trainer and data, kept for the next replay of the same run
+    (compiling is most of a short replay)."""
+    config = ml_collections.ConfigDict(json.loads(config_json))
+    dataset = data.load_dataset(config.dataset)
+    k = int(config.dataset.n_clusters) or dataset.n_clusters
+    trainer = make_train(config, *dataset.x.shape, k)
+    per_seed, replicated = seed_sharding(int(config.seeds))
+    return config, trainer, place(dataset.x, replicated), per_seed
+
+
+def replay_to_epoch(workdir: Path, phase: str, start_epoch: int, read_start, epoch: int) -> dict:
+    """checkpointing.REPLAY_ENTRY_POINT: the model state (numpy) of `epoch`,
+    trained from the resume point at `start_epoch` (`read_start(abstract
+    state)` reads it; None: the initial pretraining state) through the run's
+    own compiled epoch functions and divergence rule, as `train_and_evaluate`
+    trained it. On the same device layout it is the same program on the same
+    inputs: bit-identical (tested, loop and vmap). On another (e.g. a run
+    sharded over 4 devices, replayed on 1) vmapped seeds agree to float
+    round-off, as any launch with another number of seeds per device does
+    (README, Reproducibility)."""
+    config, trainer, x, per_seed = _replay_setup(str(workdir), (Path(workdir) / "config.json").read_text())
+    keys = place(seed_keys(config), per_seed)
+    if read_start is None:
+        state = trainer.init_pretrain(keys)
+    else:
+        state = read_start(_state_shapes(trainer, keys, x, per_seed)[phase == "clustering"])
+    epoch_fn = trainer.pretrain_epoch if phase == "pretrain" else trainer.cluster_epoch
+    alive = place(_alive_at(Path(workdir), phase, start_epoch, int(config.seeds)), per_seed)
+    for _ in range(start_epoch, epoch):
+        new_state, out = epoch_fn(state, x)
+        state, alive = _keep_finite(state, new_state, out["losses"], alive)
+    return jax.tree.map(np.asarray, to_host(checkpointing.model_state(state)))
 
 
 def _pretrained_params(config, keys, trainer, x):
     """The final pretrained autoencoder of another run, for our seeds."""
     source = Path(config.pretrained_from)
     other = checkpointing.load_config(source)
-    for section in ("dataset", "model"):
-        if json.loads(other[section].to_json()) != json.loads(config[section].to_json()):
-            raise ValueError(f"pretrained_from={source}: its {section} config differs from this run's")
+    sections = ("dataset", "model")
+    changed = changed_settings({s: json.loads(other[s].to_json()) for s in sections},
+                               {s: json.loads(config[s].to_json()) for s in sections})
+    if changed:
+        raise ValueError(f"pretrained_from={source}: its config differs from this run's ({', '.join(changed)})")
     theirs = seed_ids(other)
     missing = [s for s in seed_ids(config) if s not in theirs]
     if missing:
@@ -459,12 +766,14 @@ def _pretrained_params(config, keys, trainer, x):
     return jax.tree.map(lambda a: a[rows], state["params"])
 
 
-def summarize(config, dataset, trainer, cstate, x, workdir: Path) -> dict:
+def summarize(config, dataset, trainer, cstate, x, workdir: Path, diverged: dict | None = None) -> dict:
     """Per-seed scores of the final epoch: the algorithm's own assignment and,
     as ClustPy reports, a k-means re-clustering of the final embedding with
     the number of clusters still active (the data set's k for a fixed-k
     method; UNSEEN's estimate, `n_clusters`, otherwise); and the label-free
-    chance test of the final partitions (`dcjax.chance`)."""
+    chance test of the final partitions (`dcjax.chance`). A diverged seed
+    (`diverged_seeds`) is scored at the epoch it stayed at, flagged, and left
+    out of the means and of the chance test."""
     from dcjax import chance, metrics
 
     snap = jax.device_get(trainer.cluster_snapshot(cstate, x))
@@ -477,7 +786,8 @@ def summarize(config, dataset, trainer, cstate, x, workdir: Path) -> dict:
         kmeans_labels = KMeans(n_clusters=n_active, n_init=int(config.kmeans.n_init),
                                random_state=seed).fit_predict(z)
         row = {"seed": seed, "epoch": int(np.asarray(cstate["epoch"])[i]), "n_clusters": n_active,
-               "cluster_sizes": np.bincount(snap["assignments"][i], minlength=k).tolist()}
+               "cluster_sizes": np.bincount(snap["assignments"][i], minlength=k).tolist(),
+               "diverged": (diverged or {}).get(seed)}
         if dataset.y is not None:
             for label, pred, n_pred in (("algorithm", snap["assignments"][i], k),
                                         ("kmeans_on_embedding", kmeans_labels, n_active)):
@@ -488,12 +798,16 @@ def summarize(config, dataset, trainer, cstate, x, workdir: Path) -> dict:
     summary = {"algorithm": methods.algorithm_label(config), "dataset": config.dataset.name, "seeds": rows,
                "n_clusters_mean": float(np.mean([r["n_clusters"] for r in rows])),
                "n_clusters_std": float(np.std([r["n_clusters"] for r in rows])),
-               "chance": chance.chance_test(snap["assignments"], k)}
-    if dataset.y is not None:
+               "diverged_seeds": sorted(diverged or {})}
+    healthy = [r for r in rows if not r["diverged"]]
+    summary["chance"] = chance.chance_test(
+        np.asarray(snap["assignments"])[[i for i, r in enumerate(rows) if not r["diverged"]]], k)
+    if dataset.y is not None and healthy:
         for label in ("algorithm", "kmeans_on_embedding"):
-            summary[f"{label}_mean"] = {m: float(np.mean([r[label][m] for r in rows])) for m in rows[0][label]}
-            summary[f"{label}_std"] = {m: float(np.std([r[label][m] for r in rows])) for m in rows[0][label]}
-    (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
+            summary[f"{label}_mean"] = {m: float(np.mean([r[label][m] for r in healthy])) for m in rows[0][label]}
+            summary[f"{label}_std"] = {m: float(np.std([r[label][m] for r in healthy])) for m in rows[0][label]}
+    if jax.process_index() == 0:
+        checkpointing.write_text_atomic(workdir / "summary.json", json.dumps(summary, indent=2))
     return summary
 
 
@@ -501,25 +815,52 @@ def format_summary(summary: dict, workdir: Path) -> str:
     lines = [f"{summary['algorithm']} on {summary['dataset']}: checkpoints in {workdir.absolute()}"]
     for row in summary["seeds"]:
         parts = [f"seed {row['seed']:>3}", f"k {row.get('n_clusters', '?')}"]
+        if row.get("diverged"):
+            d = row["diverged"]
+            parts.append(f"[DIVERGED in {d['phase']} epoch {d['epoch']}: stayed at epoch {d['last_finite_epoch']}]")
         for label in ("algorithm", "kmeans_on_embedding"):
             if label in row:
                 s = row[label]
                 parts.append(f"{label}: ACC {s['acc']:.4f} NMI {s['nmi']:.4f} ARI {s['ari']:.4f}")
+        if "algorithm" not in row:   # no labels: what there is to see is the clusters' sizes
+            parts.append(f"epoch {row['epoch']}: cluster sizes {row['cluster_sizes']}")
         lines.append("  ".join(parts))
     for label in ("algorithm", "kmeans_on_embedding"):
         if f"{label}_mean" in summary:
             m, s = summary[f"{label}_mean"], summary[f"{label}_std"]
-            lines.append(f"mean ± sd ({label}): " + ", ".join(f"{k.upper()} {m[k]:.4f} ± {s[k]:.4f}" for k in m))
+            healthy = "" if not summary.get("diverged_seeds") else f", {len(summary['seeds']) - len(summary['diverged_seeds'])} seeds that did not diverge"
+            lines.append(f"mean ± sd ({label}{healthy}): " + ", ".join(f"{k.upper()} {m[k]:.4f} ± {s[k]:.4f}" for k in m))
     if "chance" in summary:
         lines.append(summary["chance"]["message"])
     return "\n".join(lines)
 
 
+
+
+def _close(checkpoints, failed: bool):
+    """Wait for the asynchronous saves and close. After a failure, errors of
+    the saves still in flight are only logged, and their temporaries removed."""
+    for ckpts in checkpoints:
+        try:
+            ckpts.wait()
+            ckpts.close()
+        except Exception as e:   # noqa: BLE001 -- the first failure is what gets reported
+            if not failed:
+                raise
+            log.debug("while closing after a failure: %s", e)
+        if failed:
+            ckpts.remove_unfinished()
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
     """Train all seeds of `config` in `workdir`, checkpointing every epoch;
-    continue where a previous (killed) run in the same workdir stopped."""
+    continue where a previous (killed) run in the same workdir stopped.
+
+    Refused before any compute: an unwritable workdir, one that another live
+    run holds (dcjax.lock), checkpoints that would not fit the free space.
+    A full disk mid-run ends it with DiskFullError; what is on disk stays
+    complete, and the same command continues once there is room."""
     workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
     if config.algorithm not in methods.REGISTRY:
         raise ValueError(f"unknown algorithm {config.algorithm!r}; known: {', '.join(sorted(methods.REGISTRY))}")
     dataset = data.load_dataset(config.dataset)
@@ -527,44 +868,73 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
     data.validate(dataset.x, dataset.y, k, int(config.batch_size))
     if int(config.seeds) < 1:
         raise ValueError(f"seeds must be >= 1, got {config.seeds}")
-    config = _settle_seed_parallelism(config, workdir)
-    _write_config(config, workdir)
-
-    n, d = dataset.x.shape
-    trainer = make_train(config, n, d, k)
-    per_seed, replicated = seed_sharding(int(config.seeds))
-    x = jax.device_put(jnp.asarray(dataset.x), replicated)
-    keys = jax.device_put(seed_keys(config), per_seed)
-    keep = dict(max_to_keep=int(config.checkpoint.max_to_keep), keep_period=int(config.checkpoint.keep_period),
-                compress=bool(config.checkpoint.get("compress", False)),
-                resume_every=int(config.checkpoint.get("resume_every", 1)))
-    pre_ckpts = checkpointing.PhaseCheckpoints(workdir, "pretrain", **keep)
-    clu_ckpts = checkpointing.PhaseCheckpoints(workdir, "clustering", **keep)
-    try:
-        def sharded(shapes):  # abstract targets, so orbax restores onto the seed mesh
-            return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=per_seed), shapes)
-        pstate_shape = sharded(jax.eval_shape(trainer.init_pretrain, keys))
-        cstate_shape = sharded(jax.eval_shape(trainer.init_clustering, pstate_shape["params"], keys, x)[0])
-        cstate = _resume(clu_ckpts, cstate_shape, trainer.cluster_snapshot, x)
-        if cstate is None:
-            if config.pretrained_from:
-                ae_params = jax.device_put(_pretrained_params(config, keys, trainer, x), per_seed)
-            else:
-                pstate = _resume(pre_ckpts, pstate_shape, trainer.pretrain_snapshot, x)
-                if pstate is None:
-                    pstate = trainer.init_pretrain(keys)
-                pstate = _run_phase("pretrain", pre_ckpts, pstate, trainer.pretrain_epoch,
-                                    int(config.pretrain.epochs), x, config.progress)
-                ae_params = pstate["params"]
-            cstate, snapshot = trainer.init_clustering(ae_params, keys, x)
-            clu_ckpts.save(0, cstate, snapshot, None)
-        cstate = _run_phase(config.algorithm, clu_ckpts, cstate, trainer.cluster_epoch,
-                            int(config.clustering.epochs), x, config.progress)
-    finally:
-        pre_ckpts.wait()
-        clu_ckpts.wait()
-        pre_ckpts.close()
-        clu_ckpts.close()
-    summary = summarize(config, dataset, trainer, cstate, x, workdir)
+    keep_every, resume_every = int(config.checkpoint.keep_resume_every), int(config.checkpoint.resume_every)
+    if keep_every % resume_every:
+        raise ValueError(f"checkpoint.keep_resume_every ({keep_every}) must be a multiple of "
+                         f"checkpoint.resume_every ({resume_every})")
+    with _claim_workdir(workdir):   # after the checks: a refused run leaves no folder
+        config = _settle_seed_parallelism(config, workdir)
+        _write_config(config, workdir)
+        n, d = dataset.x.shape
+        trainer = make_train(config, n, d, k)
+        pre_ckpts = checkpointing.PhaseCheckpoints.from_settings(workdir, "pretrain", config.checkpoint)
+        clu_ckpts = checkpointing.PhaseCheckpoints.from_settings(workdir, "clustering", config.checkpoint)
+        try:
+            cstate, alive = _train(config, workdir, trainer, dataset, pre_ckpts, clu_ckpts)
+        except BaseException as e:
+            _close([pre_ckpts, clu_ckpts], failed=True)
+            if _is_disk_full(e):
+                resume = {p: c.resume_epochs()[-1:] for p, c in (("pretrain", pre_ckpts), ("clustering", clu_ckpts))}
+                restart = (f"clustering epoch {resume['clustering'][0]}" if resume["clustering"] else
+                           f"pretraining epoch {resume['pretrain'][0]}" if resume["pretrain"] else "the start")
+                raise checkpointing.DiskFullError(
+                    f"the disk holding {workdir} is full, so the run stopped ({e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0][:300]}). "
+                    "Every checkpoint on disk is complete: unfinished saves were removed, and records past "
+                    f"the newest resume point are dropped on resume. Make room (or write less: "
+                    "--config.checkpoint.embedding_dtype=float16, a larger --config.checkpoint.keep_resume_every) "
+                    f"and run the same command again: it continues from {restart}.") from e
+            raise
+        _close([pre_ckpts, clu_ckpts], failed=False)
+        per_seed, replicated = seed_sharding(int(config.seeds))
+        whole = jax.jit(lambda tree: tree, out_shardings=replicated)   # every process holds every seed
+        summary = summarize(config, dataset, trainer, whole(cstate), whole(place(dataset.x, replicated)),
+                            workdir, diverged=diverged_seeds(workdir))
     log.info("finished; checkpoints and summary.json in %s", workdir.absolute())
     return summary
+
+
+def _train(config, workdir: Path, trainer: Trainer, dataset, pre_ckpts, clu_ckpts):
+    """Both phases, resumed where a killed run stopped: (clustering state, alive mask)."""
+    per_seed, replicated = seed_sharding(int(config.seeds))
+    x = place(dataset.x, replicated)
+    keys = place(seed_keys(config), per_seed)
+    seeds = seed_ids(config)
+
+    pstate_shape, cstate_shape = _state_shapes(trainer, keys, x, per_seed)
+
+    plans = disk_plans(config, trainer, x, (pstate_shape, cstate_shape), pre_ckpts, clu_ckpts)
+    _agree(_check_disk(config, workdir, plans) if jax.process_index() == 0 else None)
+
+    n_seeds = len(seeds)
+    cstate = _resume(clu_ckpts, cstate_shape, trainer.cluster_snapshot, x)
+    if cstate is None:
+        if config.pretrained_from:
+            ae_params = place(to_host(_pretrained_params(config, keys, trainer, x)), per_seed)
+            alive = place(np.ones(n_seeds, bool), per_seed)
+        else:
+            pstate = _resume(pre_ckpts, pstate_shape, trainer.pretrain_snapshot, x)
+            if pstate is None:
+                pstate = trainer.init_pretrain(keys)
+            done = int(np.max(to_host(pstate["epoch"])))
+            alive = place(_alive_at(workdir, "pretrain", done, n_seeds), per_seed)
+            pstate, alive = _run_phase("pretrain", pre_ckpts, pstate, trainer.pretrain_epoch,
+                                       int(config.pretrain.epochs), x, config.progress, alive=alive,
+                                       snapshot_fn=trainer.pretrain_snapshot, seeds=seeds)
+            ae_params = pstate["params"]
+        cstate, snapshot = trainer.init_clustering(ae_params, keys, x)
+        clu_ckpts.save(0, cstate, snapshot, None)
+    else:
+        done = int(np.max(to_host(cstate["epoch"])))
+        alive = place(_alive_at(workdir, "clustering", done, n_seeds), per_seed)
+    return _run_phase(config.algorithm, clu_ckpts, cstate, trainer.cluster_epoch, int(config.clustering.epochs),
+                      x, config.progress, alive=alive, snapshot_fn=trainer.cluster_snapshot, seeds=seeds)

@@ -2,6 +2,7 @@
 ensemble agree more, and its members better?
 
     python experiments/deccs_study.py --datasets digits optdigits --seeds 5 [--runs runs/deccs]
+        [--pretrained-from optdigits=runs/ae_kmeans_optdigits ...]
 
 Per data set, one DECCS run of `--seeds` seeds (dcjax/methods/deccs.py, the
 config in configs/deccs_<name>.py), resumed where it stopped. Its clustering
@@ -42,11 +43,18 @@ def scores(y, labels, k) -> dict:
     return {name: float(v) for name, v in s.items()}
 
 
-def train_run(dataset: str, seeds: int, runs: Path) -> Path:
+def train_run(dataset: str, seeds: int, runs: Path, pretrained_from: str = "") -> Path:
+    """`pretrained_from`: a finished run with the same data, model and
+    pretraining settings and these seeds, whose autoencoders DECCS starts
+    from (its 100 pretraining epochs are skipped; the same network either way)."""
     workdir = runs / dataset
     cfg = config_lib.make_config("deccs", dataset)
     cfg.seeds, cfg.progress = seeds, False
-    cfg.checkpoint.max_to_keep, cfg.checkpoint.keep_period = 2, 50   # every snapshot stays
+    if pretrained_from:
+        other = checkpointing.load_config(pretrained_from)
+        if train.changed_settings(json.loads(other.pretrain.to_json()), json.loads(cfg.pretrain.to_json())):
+            raise ValueError(f"{pretrained_from}: its pretraining settings differ from DECCS's")
+        cfg.pretrained_from = str(pretrained_from)
     if not (workdir / "summary.json").exists():
         t0 = time.time()
         train.train_and_evaluate(cfg, workdir)
@@ -64,7 +72,7 @@ def seed_rows(workdir: Path, dataset: str) -> list[dict]:
     for i, seed in enumerate(train.seed_ids(config)):
         rounds = int(snaps[-1]["rounds"][i])
         first, last = snaps[1], snaps[rounds]      # round r is epoch r's snapshot
-        common = {"dataset": dataset, "seed": seed, "rounds": rounds, "stopped": bool(snaps[-1]["stopped"][i]),
+        common = {"dataset": dataset, "seed": seed, "pretrained_from": config.pretrained_from, "rounds": rounds, "stopped": bool(snaps[-1]["stopped"][i]),
                   "agreement_first_round": float(first["agreement"][i]),
                   "agreement_last_round": float(last["agreement"][i])}
 
@@ -104,7 +112,11 @@ def write_tables(table: pd.DataFrame):
              "the pretrained embedding; each later one follows a representation update).", ""]
     for dataset, d in table.groupby("dataset", sort=False):
         per_seed = d[d.partition == "ae_kmeans"]
+        source = per_seed.pretrained_from.fillna("").iloc[0] if "pretrained_from" in per_seed else ""
         lines += [f"## {dataset} ({len(per_seed)} seeds)", "",
+                  "- autoencoders: " + (f"those of `{source}` (the same data, model, pretraining settings and "
+                                        "seeds; its 100 pretraining epochs reused, not rerun)" if source
+                                        else "pretrained in this run (100 epochs)"),
                   f"- agreement: first round {pm(per_seed.agreement_first_round)}, last round "
                   f"{pm(per_seed.agreement_last_round)}",
                   f"- rounds per seed: {', '.join(map(str, per_seed.rounds))} "
@@ -126,13 +138,16 @@ def main():
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--runs", default="runs/deccs")
     ap.add_argument("--report-only", action="store_true", help="tables from deccs_seeds.csv only")
+    ap.add_argument("--pretrained-from", nargs="*", default=[], metavar="DATASET=WORKDIR",
+                    help="reuse the pretrained autoencoders of a protocol-identical finished run")
     args = ap.parse_args()
+    pretrained = dict(item.split("=", 1) for item in args.pretrained_from)
     table = pd.read_csv(ROWS) if ROWS.exists() else pd.DataFrame()
     if not args.report_only:
         for dataset in args.datasets:
             if len(table) and dataset in set(table.dataset):
                 continue
-            workdir = train_run(dataset, args.seeds, Path(args.runs))
+            workdir = train_run(dataset, args.seeds, Path(args.runs), pretrained.get(dataset, ""))
             table = pd.concat([table, pd.DataFrame(seed_rows(workdir, dataset))], ignore_index=True)
             table.to_csv(ROWS, index=False, float_format="%.5g")
             (RESULTS / "deccs_summary.json").write_text(json.dumps(

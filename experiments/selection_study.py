@@ -24,6 +24,8 @@ Steps:
    every (selector, run, seed) to selection_<name>_outcomes.csv. An assessor
    trained on ALL the runs goes to experiments/results/assessor_<name>.joblib,
    for `python -m dcjax.select` on new runs. On these same runs it is in-sample.
+   With --name selection it also goes into the package as arrays
+   (experiments/export_assessor.py: dcjax/assessors/selection.npz).
 
 A section '## Notes (hand-written)' already in the .md is kept when the
 tables are rewritten.
@@ -76,6 +78,7 @@ ASSESSORS = {"assessor_gbr_loao": ("algorithm", "gbr", 0.0, "rank", False),
 # the ensemble trained on every run.
 PRIMARY = "assessor_gbr_lodo_ensemble_guarded"
 NOISE_GUARDED = "assessor_gbr_lodo_ensemble_noiseguard"   # the primary with the noise guard added
+COLLAPSE = "assessor_gbr_lodo_ensemble_guarded_collapse"   # the primary with the collapse rule (issue 20)
 PRIMARY_TARGET = "ensemble"
 SPEARMAN_COLUMNS = ["loss_total", "silhouette", "calinski_harabasz", "davies_bouldin", "simplified_silhouette",
                     *selection.POOLED, "ari_vs_previous_smooth", "mean_pairwise_ari", "size_entropy",
@@ -126,12 +129,15 @@ def run_selectors(runs: list[tuple[pd.DataFrame, pd.DataFrame]]) -> tuple[pd.Dat
     for feats, _ in runs:
         for name in selection.available_selectors(feats):
             picks.append(selection.select(feats, name).assign(run=feats.attrs["run"], selector=name))
+    features_of = {f.attrs["run"]: f for f, _ in runs}
     for name, (group, kind, guard, target, noise_guard) in ASSESSORS.items():
         scores[name] = {}
         for run, chosen in selection.cross_fit(runs, group, kind, guard, scores[name], target,
                                                noise_guard=noise_guard,
                                                cache=fitted).items():
             picks.append(chosen.assign(run=run, selector=name))
+            if name == PRIMARY:   # the primary with the collapse rule (selection.collapse_guard)
+                picks.append(selection.collapse_guard(features_of[run], chosen).assign(run=run, selector=COLLAPSE))
     return pd.concat(picks, ignore_index=True), scores
 
 
@@ -500,6 +506,10 @@ def main():
     saved = selection.save_assessor(final, RESULTS / f"assessor_{args.name}.joblib")
     print(md)
     print(f"wrote {path} and {saved} ({saved.stat().st_size / 1024:.0f} KiB)")
+    if args.name == "selection":   # the primary ships inside the package, as arrays
+        import export_assessor
+        export_assessor.export(final, runs).to_csv(export_assessor.PICKS, index=False)
+        print(f"shipped it: {export_assessor.shipped_assessor.SHIPPED}, picks in {export_assessor.PICKS}")
 
 
 if __name__ == "__main__":

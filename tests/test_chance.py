@@ -12,15 +12,16 @@ def test_verdicts_on_made_up_partitions():
     base = rng.integers(0, 5, 600)
     same = np.stack([base, (base + 1) % 5, base])                # relabelled copies: full agreement
     result = chance.chance_test(same, 5)
-    assert result["better_than_chance"] is True and result["agreement_ari"] == pytest.approx(1.0)
+    assert result["looks_like_chance"] is False and result["value"] == pytest.approx(1.0)
+    assert result["statistic"] == chance.STATISTIC and result["threshold"] == chance.AGREEMENT_THRESHOLD
     independent = rng.integers(0, 5, (4, 600))                   # each seed cuts on its own
     result = chance.chance_test(independent, 5)
-    assert result["better_than_chance"] is False and abs(result["agreement_ari"]) < 0.05
+    assert result["looks_like_chance"] is True and abs(result["value"]) < 0.05
     assert "WARNING" in result["message"]
     one_cluster = np.zeros((3, 600), int)                        # agree perfectly, on nothing
-    assert chance.chance_test(one_cluster, 5)["better_than_chance"] is False
+    assert chance.chance_test(one_cluster, 5)["looks_like_chance"] is True
     single = chance.chance_test(base[None], 5)
-    assert single["better_than_chance"] is None and single["agreement_ari"] is None
+    assert single["looks_like_chance"] is None and single["value"] is None
 
 
 def test_the_table_version_reads_the_evaluation_columns():
@@ -28,7 +29,7 @@ def test_the_table_version_reads_the_evaluation_columns():
                           "mean_pairwise_ari": [0.1, 0.1, 0.8, 0.8], "mean_pairwise_nmi": [0.2, 0.2, 0.9, 0.9],
                           "size_entropy": [1.0, 1.0, 0.0, 0.0]})
     out = chance.chance_test_table(table, 10)
-    assert out.better_than_chance.tolist() == [False, False]      # low agreement; then one cluster
+    assert out.looks_like_chance.tolist() == [True, True]      # low agreement; then one cluster
     assert out.effective_clusters.tolist() == pytest.approx([10.0, 1.0])
 
 
@@ -49,9 +50,9 @@ def test_the_summary_warns_on_noise_and_not_on_clusters(tmp_path, dataset, warns
     cfg.dataset.n_samples, cfg.dataset.n_features, cfg.dataset.n_clusters = 400, 16, 5
     cfg.dataset.blob_clusters, cfg.dataset.cluster_std = 5, 0.5
     summary = train.train_and_evaluate(cfg, tmp_path)
-    assert summary["chance"]["better_than_chance"] is (not warns), summary["chance"]
+    assert summary["chance"]["looks_like_chance"] is warns, summary["chance"]
     assert ("WARNING" in train.format_summary(summary, tmp_path)) is warns
     # dcjax.select's reading of the same run: the last epoch of its selection
     # phase (pretraining, for AE+k-means), clustered as the score table does
     again = selection.run_chance_test(tmp_path)
-    assert again["phase"] == "pretrain" and again["better_than_chance"] is (not warns)
+    assert again["phase"] == "pretrain" and again["looks_like_chance"] is warns

@@ -111,7 +111,8 @@ def test_deccs_stops_when_agreement_stops_gaining(deccs_run):
 
 def test_deccs_killed_between_rounds_resumes_to_the_uninterrupted_result(deccs_run, tmp_path):
     killed = tmp_path / "killed"
-    kill_when(start_deccs(killed), killed / "clustering" / "resume", 2)   # after round 2 (epochs 0, 2 saved)
+    resume_points = checkpointing.epoch_dir(killed, 0, kind="resume").parent   # where the layout keeps them
+    kill_when(start_deccs(killed), resume_points, 2)   # after round 2 (epochs 0, 2 saved)
     assert start_deccs(killed).wait(timeout=300) == 0, output(killed)
     assert checkpointing.list_epochs(killed) == checkpointing.list_epochs(deccs_run) == list(range(7))
     for epoch in (3, 6):

@@ -16,6 +16,9 @@ def test_explore_run_notebook_executes(tmp_path, monkeypatch):
     workdir = tmp_path / "run"
     train.train_and_evaluate(tiny_config("dkm", seeds=3, clustering_epochs=8), workdir)
     monkeypatch.setenv("DCJAX_WORKDIR", str(workdir))
+    # The kernel imports the dcjax under test (this checkout), installed or not.
+    root = str(NOTEBOOK.parents[1])
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
     nb = nbformat.read(NOTEBOOK, as_version=4)
     NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
     outputs = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)

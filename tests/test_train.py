@@ -80,9 +80,11 @@ def three_seed_run(tmp_path_factory):
 def test_one_checkpoint_per_epoch_per_phase(three_seed_run):
     cfg, workdir, summary = three_seed_run
     assert checkpointing.list_epochs(workdir, "pretrain") == [1, 2, 3]
-    assert checkpointing.list_epochs(workdir, "pretrain", "state") == [1, 2, 3]
     assert checkpointing.list_epochs(workdir, "clustering") == list(range(9))   # 0 = k-means init
-    assert checkpointing.list_epochs(workdir, "clustering", "state") == list(range(9))
+    # by default model states are stored only in resume points; load_state replays the other epochs
+    assert checkpointing.list_epochs(workdir, "pretrain", "state") == [3]
+    assert checkpointing.list_epochs(workdir, "clustering", "state") == [0, 8]
+    assert sorted(p.name for p in (workdir / "clustering").iterdir()) == ["records.jsonl", "resume", "snapshots"]
     # the full state, optimiser included, only at resume points (every 10 epochs, the last; newest 2 kept)
     assert cfg.checkpoint.resume_every == 10
     assert checkpointing.list_epochs(workdir, "pretrain", "resume") == [3]
@@ -169,46 +171,60 @@ def test_pretrained_from_reads_a_state_item_that_holds_more_than_the_model(tmp_p
 def test_retention_prunes_state_but_keeps_every_snapshot(tmp_path):
     cfg = tiny_config("dkm", clustering_epochs=6, **{"checkpoint.max_to_keep": 2})
     train.train_and_evaluate(cfg, tmp_path)
-    assert checkpointing.list_epochs(tmp_path, "clustering", "state") == [5, 6]
+    assert checkpointing._steps(tmp_path, "clustering", "state") == [5, 6]
+    assert checkpointing.list_epochs(tmp_path, "clustering", "state") == [0, 5, 6]   # + resume point 0, kept
     assert checkpointing.list_epochs(tmp_path, "clustering") == list(range(7))
     assert not (tmp_path / "clustering" / checkpointing.JOINT).exists()   # the split layout
 
 
-def test_both_layouts_hold_the_same_epochs(tmp_path):
+def test_the_three_layouts_hold_the_same_epochs(tmp_path):
     """Keeping every epoch writes one orbax item per epoch (state and snapshot
-    together); retention writes them apart. Readers give the same arrays."""
-    joint, split = tmp_path / "joint", tmp_path / "split"
-    train.train_and_evaluate(tiny_config("dcn", clustering_epochs=3), joint)
+    together); retention writes them apart; the default stores model states
+    only in resume points and replays the others. Readers give the same
+    arrays, bit for bit: a replayed epoch is the epoch the run trained."""
+    joint, split, replay = tmp_path / "joint", tmp_path / "split", tmp_path / "replay"
+    train.train_and_evaluate(tiny_config("dcn", clustering_epochs=3, **{"checkpoint.model_states": "every_epoch"}),
+                             joint)
     train.train_and_evaluate(tiny_config("dcn", clustering_epochs=3, **{"checkpoint.max_to_keep": 100}), split)
+    train.train_and_evaluate(tiny_config("dcn", clustering_epochs=3), replay)
     assert (joint / "clustering" / checkpointing.JOINT).exists() and not (joint / "clustering" / "state").exists()
     assert (split / "clustering" / "snapshots").exists() and not (split / "clustering" / checkpointing.JOINT).exists()
+    assert sorted(p.name for p in (replay / "clustering").iterdir()) == ["records.jsonl", "resume", "snapshots"]
     for phase, last in (("pretrain", 2), ("clustering", 3)):
         first = 1 if phase == "pretrain" else 0
         for kind in ("snapshots", "state"):
             assert checkpointing.list_epochs(joint, phase, kind) == list(range(first, last + 1))
             assert checkpointing.list_epochs(split, phase, kind) == list(range(first, last + 1))
-        for epoch in (first, last):
+        assert checkpointing.list_epochs(replay, phase, "snapshots") == list(range(first, last + 1))
+        assert checkpointing.list_epochs(replay, phase, "state") == sorted({first if phase == "clustering" else last,
+                                                                           last})
+        for epoch in range(first, last + 1):
             assert checkpointing.epoch_dir(joint, epoch, phase).is_dir()
-            for u, v in zip(leaves(checkpointing.load_state(joint, epoch, phase)),
-                            leaves(checkpointing.load_state(split, epoch, phase))):
-                np.testing.assert_array_equal(u, v)
+            reference = leaves(checkpointing.load_state(joint, epoch, phase))
+            for other in (split, replay):
+                for u, v in zip(reference, leaves(checkpointing.load_state(other, epoch, phase)), strict=True):
+                    np.testing.assert_array_equal(u, v)
             with checkpointing.snapshot_reader(joint, phase) as load:
-                a, b = load(epoch), checkpointing.load_snapshot(split, epoch, phase)
-                assert sorted(a) == sorted(b)
-                for key in a:
-                    np.testing.assert_array_equal(a[key], b[key])
+                a = load(epoch)
+                for other in (split, replay):
+                    b = checkpointing.load_snapshot(other, epoch, phase)
+                    assert sorted(a) == sorted(b)
+                    for key in a:
+                        np.testing.assert_array_equal(a[key], b[key])
     with pytest.raises(ValueError, match="retention"):
         checkpointing.PhaseCheckpoints(joint, "clustering", max_to_keep=2)
+    with pytest.raises(FileNotFoundError, match="not trained"):
+        checkpointing.load_state(replay, 4)   # replay rebuilds trained epochs, it does not train new ones
 
 
 def test_retention_keeps_epochs_a_selector_asked_for(tmp_path):
     cfg = tiny_config("dec", clustering_epochs=3, **{"checkpoint.max_to_keep": 1})
     train.train_and_evaluate(cfg, tmp_path)
-    assert checkpointing.list_epochs(tmp_path, "clustering", "state") == [3]
+    assert checkpointing._steps(tmp_path, "clustering", "state") == [3]      # the per-epoch states
     (tmp_path / "keep_epochs.json").write_text(json.dumps({"clustering": [3]}))
     cfg.clustering.epochs = 5            # continue the run: epoch 3 must survive
     train.train_and_evaluate(cfg, tmp_path)
-    assert checkpointing.list_epochs(tmp_path, "clustering", "state") == [3, 5]
+    assert checkpointing._steps(tmp_path, "clustering", "state") == [3, 5]
 
 
 def test_a_run_killed_before_its_first_resume_point_starts_over_to_the_same_result(tmp_path):
@@ -226,7 +242,7 @@ def test_a_run_killed_before_its_first_resume_point_starts_over_to_the_same_resu
         ckpts.save(epoch, state, out, {"epoch": epoch, "loss": {}})
     ckpts.wait()
     ckpts.close()
-    assert checkpointing.list_epochs(killed, "pretrain", "state") == [1, 2]
+    assert checkpointing.list_epochs(killed, "pretrain") == [1, 2]
     assert checkpointing.list_epochs(killed, "pretrain", "resume") == []
     assert train.train_and_evaluate(cfg, killed)["seeds"] == reference["seeds"]
     for phase, last in (("pretrain", 3), ("clustering", 2)):

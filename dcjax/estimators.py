@@ -1,0 +1,355 @@
+"""scikit-learn estimators: `DKM(n_clusters=3).fit(X)` runs what the command line runs.
+
+    from dcjax import DKM
+    model = DKM(n_clusters=3, n_seeds=3).fit(X)      # X: (n_samples, n_features)
+    model.labels_, model.selected_epoch_, model.history_
+    model.predict(X_new), model.transform(X_new)     # nearest centre; the embedding
+
+`fit` is a thin layer over the library, step for step what
+`python -m dcjax.main` and `python -m dcjax.select` do:
+1. X goes to `<workdir>/data.npy` and the config is `make_config(algorithm,
+   that file)` with the estimator's parameters (their defaults are the
+   configs': the published protocol); `workdir=None` is a temporary folder,
+   deleted after `fit`, a path keeps the checkpoints as the CLI writes them.
+2. `train.train_and_evaluate` trains `n_seeds` seeds in one launch, seed ids
+   random_state, random_state + 1, ... (the CLI's `seed`, `seeds`).
+3. `selection.select_run` chooses one epoch per seed without labels, by
+   default with the study's assessor shipped in the package (`selector`).
+4. What the run wrote is read back: per seed, the selected epoch's
+   clustering (`labels_per_seed_`, `selected_epoch_`), the last epoch's
+   (`final_labels_per_seed_`), and per epoch the losses and label-free
+   scores the selection read (`history_`).
+
+So the same X (as a file), seed and settings give the CLI's numbers
+(tests/test_estimators.py asserts it). `random_state=None` means seed 0: a
+run is reproducible unless asked otherwise.
+
+With several seeds, `labels_` is the launch's choice (`launch_choice`, as
+`python -m dcjax.select` makes it: by default the consensus of the seeds'
+selected partitions; `launch_` says which and why), and `final_labels_`,
+`transform`, `predict` are those of one seed, `seed_`: the chosen seed, or
+the one closest to the consensus. `cluster_centers_` are the centres of
+`labels_` in `seed_`'s embedding.
+
+Data: X is z-scored per feature (the rule for tabular data, `normalize`),
+with statistics of the X given to `fit`; new data in `transform`/`predict`
+are scaled with the same statistics. `batch_size` is capped at the number of
+samples, so small data sets run with the protocol's settings.
+
+A new algorithm is two lines: a subclass naming its `algorithm` (a key of
+`dcjax.methods.REGISTRY` and of `dcjax.config.ALGORITHMS`). Its own
+hyperparameters are the fields of its config section(s), `sections`,
+with the config's defaults.
+"""
+import inspect
+import shutil
+import tempfile
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
+from sklearn.metrics import adjusted_rand_score
+from sklearn.utils.validation import check_array, check_is_fitted
+
+from dcjax import checkpointing, config as config_lib, data, evaluate, launch, selection, train
+from dcjax.methods import deccs as deccs_method
+from dcjax.models import make_autoencoder
+
+# Parameter -> config field, shared by every algorithm. Defaults: the config's.
+PROTOCOL = {
+    "pretrain_epochs": "pretrain.epochs",
+    "clustering_epochs": "clustering.epochs",
+    "pretrain_learning_rate": "pretrain.learning_rate",
+    "clustering_learning_rate": "clustering.learning_rate",
+    "batch_size": "batch_size",
+    "hidden_dims": "model.hidden_dims",
+    "embedding_dim": "model.embedding_dim",
+    "activation": "model.activation",
+    "kmeans_n_init": "kmeans.n_init",
+    "normalize": "dataset.normalize",
+}
+DATA_FILE = "data.npy"
+
+
+def launch_choice(workdir, result: dict, labels_per_seed: np.ndarray) -> tuple[int, np.ndarray, dict | None]:
+    """What `labels_` holds, and which seed's model serves `transform`,
+    `predict` and `cluster_centers_`: with several seeds, the launch's choice
+    of `python -m dcjax.select` (`launch.select_launch`, label-free: by
+    default the consensus of the seeds' selected partitions, which beat a
+    random seed's on digits launches, selection.md 'Launch-level selection').
+    The model is the chosen seed's, or for a consensus the seed whose
+    partition agrees best with it (ARI; ties: the first). One seed: its own.
+    Returns (seed index, labels, the choice as selection.json has it)."""
+    if len(labels_per_seed) == 1:
+        return 0, labels_per_seed[0], None
+    choice = launch.select_launch(workdir, result)
+    labels = np.load(Path(workdir) / "selected_labels.npy").astype(np.int64)
+    if choice["seed"] >= 0:
+        return [s["seed"] for s in result["seeds"]].index(choice["seed"]), labels, choice
+    agreement = [adjusted_rand_score(labels, seed_labels) for seed_labels in labels_per_seed]
+    return int(np.argmax(agreement)), labels, choice
+
+
+def _get(c, field: str):
+    for part in field.split("."):
+        c = c[part]
+    return c
+
+
+def _set(c, field: str, value) -> None:
+    *path, leaf = field.split(".")
+    for part in path:
+        c = c[part]
+    c[leaf] = value
+
+
+class DeepClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
+    """Base of the estimators: a subclass sets `algorithm` (and `sections`,
+    its config sections, when they are not just its name). Its `__init__`
+    is made from the config: n_clusters, the run's settings, `PROTOCOL`'s
+    parameters and the fields of `sections`, each defaulting to the config's
+    value, so that `get_params`, `set_params` and `clone` see them all."""
+    algorithm: str = ""
+    sections: tuple[str, ...] | None = None
+    unused: tuple[str, ...] = ()   # PROTOCOL parameters the algorithm has no use for
+    centers_are_points = True      # the method's 'centers' are points of the embedding
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.algorithm:
+            cls.__init__ = _make_init(cls)
+
+    # -- what the parameters map to -----------------------------------------
+    @classmethod
+    def _fields(cls) -> dict[str, str]:
+        """{parameter: config field} of the protocol and the algorithm's sections."""
+        c = config_lib.make_config(cls.algorithm, "digits")
+        sections = cls.sections if cls.sections is not None else ((cls.algorithm,) if cls.algorithm in c else ())
+        fields = {name: field for name, field in PROTOCOL.items() if name not in cls.unused}
+        for section in sections:
+            for name in c[section]:
+                if name in fields:
+                    raise TypeError(f"{cls.__name__}: parameter {name!r} of section {section!r} is taken")
+                fields[name] = f"{section}.{name}"
+        return fields
+
+    def make_config(self, data_path, n_samples: int):
+        """The run's config: the algorithm's, with this estimator's parameters."""
+        c = config_lib.make_config(self.algorithm, str(data_path))
+        values = {field: getattr(self, name) for name, field in self._fields().items()} | {
+            "seed": self.random_state or 0, "seeds": self.n_seeds, "dataset.n_clusters": self.n_clusters,
+            "progress": bool(self.progress)}
+        fields = {field: name for name, field in self._fields().items()} | {
+            "seed": "random_state", "seeds": "n_seeds", "dataset.n_clusters": "n_clusters", "progress": "progress"}
+        for field, value in values.items():
+            value = value.item() if isinstance(value, np.generic) else tuple(value) if isinstance(value, list) else value
+            try:
+                _set(c, field, value)
+            except TypeError:   # ml_collections keeps each field's type
+                raise ValueError(f"{type(self).__name__}: {fields[field]}={value!r} is not of the type of its "
+                                 f"default {_get(c, field)!r}") from None
+        c.batch_size = min(int(c.batch_size), n_samples)
+        try:
+            config_lib.validate(c)
+        except config_lib.ConfigError as e:
+            if e.field not in fields:
+                raise ValueError(f"{type(self).__name__}: {e}") from None
+            name = fields[e.field]   # the message in the estimator's terms
+            message = str(e).replace(f"{e.field} = {_get(c, e.field)!r}", f"{name}={getattr(self, name)!r}")
+            raise ValueError(f"{type(self).__name__}: {message}") from None
+        return c
+
+    # -- fit ----------------------------------------------------------------
+    def fit(self, X, y=None):
+        """Train, select an epoch per seed without labels, read back. `y` is ignored."""
+        x = check_array(X, dtype=(np.float64, np.float32))
+        if not isinstance(self.n_clusters, (int, np.integer)) or isinstance(self.n_clusters, bool) \
+                or self.n_clusters < 2:
+            raise ValueError(f"{type(self).__name__}: n_clusters must be an integer >= 2, got {self.n_clusters!r}")
+        if self.selector not in (*selection.ASSESSOR_SELECTORS, *selection.SELECTORS):
+            raise ValueError(f"{type(self).__name__}: unknown selector {self.selector!r}; choose from "
+                             f"{[*selection.ASSESSOR_SELECTORS, *selection.SELECTORS]}")
+        workdir = Path(self.workdir) if self.workdir is not None else Path(tempfile.mkdtemp(prefix="dcjax_"))
+        try:
+            with evaluate._quiet_orbax():   # orbax warns on every read-only open
+                self._fit_in(workdir.absolute(), x)
+        finally:
+            if self.workdir is None:
+                shutil.rmtree(workdir, ignore_errors=True)
+        self.workdir_ = None if self.workdir is None else workdir
+        return self
+
+    def _fit_in(self, workdir: Path, x: np.ndarray) -> None:
+        data_path = workdir / DATA_FILE
+        config = self.make_config(data_path, len(x))
+        if data_path.exists() and not np.array_equal(np.load(data_path, mmap_mode="r"), x):
+            raise ValueError(f"{workdir} holds a run on other data; use another workdir")
+        workdir.mkdir(parents=True, exist_ok=True)
+        if not data_path.exists():
+            np.save(data_path, x)
+        self.summary_ = train.train_and_evaluate(config, workdir)
+        base = selection.base_table(workdir)
+        result = selection.select_run(workdir, self.selector, feats=selection.features(base))
+        self._read_back(workdir, config, result, x)
+        self.history_ = base.assign(phase=result["phase"])[["seed", "phase", *base.columns.drop("seed")]]
+        self.selection_ = result
+
+    def _read_back(self, workdir: Path, config, result: dict, x: np.ndarray) -> None:
+        phase, k = result["phase"], int(config.dataset.n_clusters)
+        seeds = train.seed_ids(config)
+        epochs = np.array([s["epoch"] for s in result["seeds"]])
+        labels = np.zeros((len(seeds), len(x)), np.int64)
+        with checkpointing.snapshot_reader(workdir, phase) as load, evaluate._quiet_orbax():
+            for epoch in sorted(set(epochs)):
+                snap = load(int(epoch))
+                if phase == "pretrain":   # AE+k-means: the k-means the selection scored (evaluate.py)
+                    keys = jnp.stack([evaluate.kmeans_key(s, int(epoch)) for s in seeds])
+                    snap["assignments"] = np.asarray(evaluate.kmeans_seeds(
+                        jnp.asarray(snap["embedding"], jnp.float32), keys, k, int(config.kmeans.n_init)))
+                for i in np.flatnonzero(epochs == epoch):
+                    labels[i] = snap["assignments"][i]
+        chosen, self.labels_, self.launch_ = launch_choice(workdir, result, labels)
+        own = self.launch_ is None or self.launch_["seed"] >= 0   # labels_ is a seed's own partition
+        epoch = int(epochs[chosen] if self.launch_ is None or not own else self.launch_["epoch"])
+        with evaluate._quiet_orbax():
+            final = checkpointing.load_snapshot(workdir, max(checkpointing.list_epochs(workdir, "clustering")))
+            state = checkpointing.load_state(workdir, epoch, phase)   # its model, for transform
+        self.seeds_ = seeds
+        self.selected_epoch_ = epochs
+        self.labels_per_seed_ = labels
+        self.final_labels_per_seed_ = np.asarray(final["assignments"], np.int64)
+        self.seed_ = seeds[chosen]
+        self.final_labels_ = self.final_labels_per_seed_[chosen]
+
+        params = state["params"] if phase == "pretrain" else state["params"]["ae"]
+        self.autoencoder_params_ = jax.tree.map(lambda a: np.asarray(a[chosen]), params)
+        self.normalization_ = data.fit_normalization(x, data.normalize_mode(config.dataset.normalize, "tabular"))
+        self.n_features_in_ = x.shape[1]
+        self.config_ = config   # transform reads its model settings
+        if phase == "pretrain" or not own or not self.centers_are_points:
+            # a k-means or consensus partition (or a method whose 'centers' are
+            # not points, DECCS's classifiers): its clusters' means
+            self.cluster_centers_ = _cluster_means(self.transform(x), self.labels_, k)
+        else:
+            self.cluster_centers_ = np.asarray(state["params"]["centers"][chosen], np.float32)
+        self._keep_rule(state, chosen, own and phase != "pretrain")
+
+    def _keep_rule(self, state: dict, chosen: int, own: bool) -> None:
+        """What `predict` needs beyond `cluster_centers_` (DECCS: its classifier)."""
+
+    # -- use ------------------------------------------------------------------
+    def transform(self, X) -> np.ndarray:
+        """The embedding of X (n_samples, embedding_dim) by the autoencoder of
+        `seed_` at its selected epoch."""
+        check_is_fitted(self, "autoencoder_params_")
+        x = check_array(X, dtype=(np.float64, np.float32))
+        if x.shape[1] != self.n_features_in_:
+            raise ValueError(f"X has {x.shape[1]} features, but {type(self).__name__} was fitted "
+                             f"with {self.n_features_in_}")
+        x = np.asarray(x, np.float32) if self.normalization_ is None else self.normalization_(x)
+        model = make_autoencoder(self.n_features_in_, self.config_.model, int(self.config_.dataset.n_clusters))
+        encode = jax.jit(lambda p, xb: model.apply({"params": p}, xb, method=model.encode))
+        chunk = int(self.config_.eval_chunk)
+        return np.concatenate([np.asarray(encode(self.autoencoder_params_, x[i:i + chunk]))
+                               for i in range(0, len(x), chunk)])
+
+    def predict(self, X) -> np.ndarray:
+        """The nearest of `cluster_centers_` in the embedding (the assignment
+        rule of every algorithm here)."""
+        z = self.transform(X)
+        distances = ((z[:, None, :] - self.cluster_centers_[None]) ** 2).sum(-1)
+        return distances.argmin(axis=1)
+
+
+def _cluster_means(z: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """Centres of a k-means partition: its clusters' means (NaN-free: an empty cluster's is 0)."""
+    z = np.asarray(z, np.float64)
+    counts = np.bincount(labels, minlength=k)[:, None]
+    sums = np.zeros((k, z.shape[1]))
+    np.add.at(sums, labels, z)
+    return (sums / np.maximum(counts, 1)).astype(np.float32)
+
+
+def _make_init(cls):
+    """An `__init__` whose signature lists every parameter (scikit-learn reads
+    it), storing each argument unchanged, as scikit-learn asks."""
+    c = config_lib.make_config(cls.algorithm, "digits")
+    run = {"n_seeds": 1, "random_state": 0, "workdir": None, "selector": "assessor_guarded", "progress": False}
+    hyper = {name: _get(c, field) for name, field in cls._fields().items()}
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    signature = inspect.Signature(
+        [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+         inspect.Parameter("n_clusters", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None)]
+        + [inspect.Parameter(name, keyword, default=value) for name, value in (run | hyper).items()])
+
+    def __init__(self, *args, **kwargs):
+        bound = signature.bind(self, *args, **kwargs)
+        bound.apply_defaults()
+        for name, value in list(bound.arguments.items())[1:]:
+            setattr(self, name, value)
+
+    __init__.__signature__ = signature
+    __init__.__qualname__ = f"{cls.__name__}.__init__"
+    __init__.__doc__ = f"Parameters: {', '.join(list(signature.parameters)[1:])} (defaults: the {cls.algorithm} config)."
+    return __init__
+
+
+class AEKMeans(DeepClusterer):
+    """Autoencoder + k-means: the baseline (the selection picks the pretraining epoch to cluster)."""
+    algorithm = "ae_kmeans"
+    unused = ("clustering_epochs", "clustering_learning_rate")
+
+
+class DEC(DeepClusterer):
+    """Deep Embedded Clustering (Xie et al. 2016)."""
+    algorithm = "dec"
+
+
+class IDEC(DeepClusterer):
+    """Improved DEC: DEC with the reconstruction loss kept (Guo et al. 2017)."""
+    algorithm = "idec"
+    sections = ("dec", "idec")
+
+
+class DCN(DeepClusterer):
+    """Deep Clustering Network (Yang et al. 2017)."""
+    algorithm = "dcn"
+
+
+class DKM(DeepClusterer):
+    """Deep k-Means (Fard et al. 2020)."""
+    algorithm = "dkm"
+
+
+class DECCS(DeepClusterer):
+    """DECCS, consensus representations from a clustering ensemble (Miklautz
+    et al. 2022). `labels_` of a seed's own epoch is its consensus member's
+    partition; `predict` applies that member's linear classifier to the
+    embedding (the nearest of `cluster_centers_`, the means of `labels_`,
+    where labels_ is a consensus of seeds or clustering epoch 0's k-means)."""
+    algorithm = "deccs"
+    centers_are_points = False   # its 'centers' are the members' classifiers
+
+    def _keep_rule(self, state: dict, chosen: int, own: bool) -> None:
+        extras = jax.tree.map(lambda a: np.asarray(a[chosen]), state["extras"])
+        self.classifier_ = None
+        if own and int(extras["rounds"]) > 0:
+            member = int(np.argmax(extras["weights"]))   # the consensus: the most agreeing member
+            classifiers = state["params"]["centers"]
+            self.classifier_ = {"member": deccs_method.MEMBERS[member],
+                                "weights": np.asarray(classifiers["weights"][chosen][member]),
+                                "bias": np.asarray(classifiers["bias"][chosen][member]),
+                                "present": extras["present"][member]}
+
+    def predict(self, X) -> np.ndarray:
+        if getattr(self, "classifier_", None) is None:
+            return super().predict(X)
+        c = self.classifier_
+        logits = self.transform(X) @ c["weights"] + c["bias"]
+        return np.where(c["present"], logits, deccs_method.ABSENT_LOGIT).argmax(axis=1)
+
+
+ESTIMATORS = {cls.algorithm: cls for cls in (AEKMeans, DEC, IDEC, DCN, DKM, DECCS)}

@@ -1,0 +1,183 @@
+"""The scikit-learn estimators: parameters (defaults = the configs), clone and
+Pipeline; the same numbers as the command line on the same data and seed;
+the fitted attributes; AE+k-means through a temporary workdir."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.datasets import make_blobs
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from dcjax import checkpointing, config as config_lib, estimators, select
+from dcjax import AEKMeans, DCN, DEC, DKM, IDEC
+
+REPO = Path(__file__).resolve().parent.parent
+X, _ = make_blobs(n_samples=150, n_features=5, centers=3, random_state=0)
+TINY = dict(pretrain_epochs=2, clustering_epochs=3, batch_size=32, hidden_dims=(16, 16, 32), embedding_dim=4,
+            kmeans_n_init=2)
+SEED, SEEDS = 3, 2
+
+
+# ------------------------------------------------------------ parameters, no training
+
+@pytest.mark.parametrize("cls", [AEKMeans, DEC, IDEC, DCN, DKM])
+def test_parameters_default_to_the_config_and_clone(cls):
+    config = config_lib.make_config(cls.algorithm, "digits")
+    params = cls().get_params()
+    for name, field in cls._fields().items():
+        assert params[name] == estimators._get(config, field), name
+    assert {"n_clusters", "n_seeds", "random_state", "workdir", "selector"} <= set(params)
+    assert params["pretrain_epochs"] == 100 and params["hidden_dims"] == (500, 500, 2000)
+    model = cls(n_clusters=4, n_seeds=3, random_state=7, pretrain_epochs=5)
+    twin = clone(model)
+    assert twin is not model and twin.get_params() == model.get_params()
+    assert model.set_params(batch_size=64) is model and model.batch_size == 64
+    assert repr(model).startswith(cls.__name__)
+
+
+def test_each_algorithm_has_its_own_hyperparameters():
+    assert {"alpha", "target", "gamma"} <= set(IDEC().get_params()) and "gamma" not in DEC().get_params()
+    assert DKM().alpha == 1000.0 and DEC().alpha == 1.0 and DCN().lambda_clust == 0.05
+    assert "clustering_epochs" not in AEKMeans().get_params()
+    assert set(estimators.ESTIMATORS) == set(config_lib.ALGORITHMS)
+
+
+def test_a_new_algorithm_is_two_lines(monkeypatch):
+    monkeypatch.setattr(config_lib, "ALGORITHMS", (*config_lib.ALGORITHMS, "dkm2"))
+    original = config_lib.make_config
+
+    def make_config(algorithm, dataset, arg=None):   # a new algorithm with a config section of its own
+        c = original("dkm" if algorithm == "dkm2" else algorithm, dataset, arg)
+        if algorithm == "dkm2":
+            c.algorithm = "dkm2"
+            c.dkm2 = {"beta": 2.0}
+        return c
+    monkeypatch.setattr(config_lib, "make_config", make_config)
+
+    class DKM2(estimators.DeepClusterer):
+        algorithm = "dkm2"
+    assert DKM2().beta == 2.0 and clone(DKM2(beta=3.0)).beta == 3.0
+
+
+def test_bad_parameters_are_refused_before_training():
+    with pytest.raises(ValueError, match="n_clusters must be an integer >= 2"):
+        DKM().fit(X)
+    with pytest.raises(ValueError, match=r"DKM: pretrain_epochs=-1 is invalid"):
+        DKM(n_clusters=3, pretrain_epochs=-1).fit(X)
+    with pytest.raises(ValueError, match=r"clustering_learning_rate=0 is invalid"):
+        DKM(n_clusters=3, clustering_learning_rate=0).fit(X)
+    with pytest.raises(ValueError, match=r"n_seeds=0 is invalid"):
+        DKM(n_clusters=3, n_seeds=0).fit(X)
+    with pytest.raises(ValueError, match=r"pretrain_epochs=2.5 is not of the type of its default 100"):
+        DKM(n_clusters=3, pretrain_epochs=2.5).fit(X)
+    with pytest.raises(ValueError, match="unknown selector"):
+        DKM(n_clusters=3, selector="best").fit(X)
+    with pytest.raises(ValueError, match="NaN"):
+        DKM(n_clusters=3).fit(np.where(X > 5, np.nan, X))
+
+
+def test_one_seed_is_its_own_launch_choice():
+    a = np.array([0, 0, 1, 1, 2, 2])
+    index, labels, choice = estimators.launch_choice(None, {"seeds": [{"seed": 7, "epoch": 3}]}, a[None])
+    assert index == 0 and choice is None
+    np.testing.assert_array_equal(labels, a)
+
+
+def test_importing_the_package_stays_light():
+    code = ("import sys, dcjax, dcjax.train, dcjax.config; "
+            "assert 'dcjax.selection' not in sys.modules and 'dcjax.estimators' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+
+
+# ------------------------------------------------------------ one fit, one CLI run
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    """A Pipeline(StandardScaler, DKM) fitted with 2 seeds, and the CLI on a
+    CSV of the scaled data with the same seed and settings, from a folder
+    outside the repository: (pipeline, estimator workdir, CLI workdir)."""
+    root = tmp_path_factory.mktemp("same")
+    pipe = make_pipeline(StandardScaler(), DKM(n_clusters=3, n_seeds=SEEDS, random_state=SEED,
+                                               workdir=root / "estimator", **TINY)).fit(X)
+    scaled = StandardScaler().fit_transform(X)
+    np.savetxt(root / "scaled.csv", scaled, delimiter=",", fmt="%.17g",
+               header=",".join(f"f{j}" for j in range(X.shape[1])), comments="")
+    args = ["--config", "dkm", "--config.dataset.name=scaled.csv", "--config.dataset.n_clusters=3",
+            f"--config.seed={SEED}", f"--config.seeds={SEEDS}", "--config.pretrain.epochs=2",
+            "--config.clustering.epochs=3", "--config.batch_size=32", "--config.model.hidden_dims=(16, 16, 32)",
+            "--config.model.embedding_dim=4", "--config.kmeans.n_init=2", "--noconfig.progress",
+            "--workdir", "cli"]
+    done = subprocess.run([sys.executable, "-m", "dcjax.main", *args], cwd=root, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "python -m dcjax.select --workdir cli" in done.stdout
+    return pipe, root / "estimator", root / "cli"
+
+
+def test_estimator_and_command_line_give_the_same_numbers(fitted, monkeypatch):
+    pipe, est_dir, cli_dir = fitted
+    model = pipe[-1]
+    monkeypatch.chdir(cli_dir.parent)   # outside the repository, with the shipped assessor
+    result = select.main(["--workdir", "cli"])
+    assert result["selector"] == "assessor_guarded" and result["assessor"].startswith("shipped")
+
+    cli_config, est_config = (json.loads((d / "config.json").read_text()) for d in (cli_dir, est_dir))
+    for c in (cli_config, est_config):
+        c["dataset"].pop("name"), c.pop("progress")
+    assert cli_config == est_config
+    for phase in ("pretrain", "clustering"):
+        assert ([r["loss"] for r in checkpointing.load_records(cli_dir, phase)]
+                == [r["loss"] for r in checkpointing.load_records(est_dir, phase)])
+    assert [s["epoch"] for s in result["seeds"]] == model.selected_epoch_.tolist()
+    cli_launch, est_launch = ({k: v for k, v in c.items() if k != "labels"} for c in (result["launch"], model.launch_))
+    assert cli_launch == est_launch   # the same launch choice
+    np.testing.assert_array_equal(np.load(cli_dir / "selected_labels.npy"), model.labels_)
+    for i, epoch in enumerate(model.selected_epoch_):
+        np.testing.assert_array_equal(checkpointing.load_snapshot(cli_dir, int(epoch))["assignments"][i],
+                                      model.labels_per_seed_[i])
+    final = checkpointing.load_snapshot(cli_dir, TINY["clustering_epochs"])["assignments"]
+    np.testing.assert_array_equal(final, model.final_labels_per_seed_)
+
+
+def test_fitted_attributes_and_pipeline_use(fitted):
+    pipe, est_dir, _ = fitted
+    model = pipe[-1]
+    assert model.seeds_ == [SEED, SEED + 1] and model.seed_ in model.seeds_
+    i = model.seeds_.index(model.seed_)
+    # labels_ is the launch's choice (dcjax.launch), as selection.json and selected_labels.npy have it
+    assert json.loads((est_dir / "selection.json").read_text())["launch"] == model.launch_
+    np.testing.assert_array_equal(model.labels_, np.load(est_dir / "selected_labels.npy"))
+    if model.launch_["seed"] >= 0:
+        np.testing.assert_array_equal(model.labels_, model.labels_per_seed_[i])
+    np.testing.assert_array_equal(model.final_labels_, model.final_labels_per_seed_[i])
+    assert model.labels_.shape == (len(X),) and set(model.labels_) <= {0, 1, 2}
+    assert ((0 <= model.selected_epoch_) & (model.selected_epoch_ <= TINY["clustering_epochs"])).all()
+    assert model.cluster_centers_.shape == (3, TINY["embedding_dim"])
+    assert pipe.transform(X).shape == (len(X), TINY["embedding_dim"])
+    assert np.mean(pipe.predict(X) == model.labels_) > 0.97   # the same rule on the training data
+    history = model.history_
+    assert len(history) == SEEDS * (TINY["clustering_epochs"] + 1)
+    assert {"seed", "phase", "epoch", "loss_total", "silhouette", "pooled_silhouette"} <= set(history.columns)
+    assert not {"acc", "nmi", "ari"} & set(history.columns)
+    assert model.workdir_ == est_dir and (est_dir / "selection.json").exists()
+    assert pipe.get_params()["dkm__alpha"] == 1000.0
+    with pytest.raises(ValueError, match="4 features, but DKM was fitted with 5"):
+        model.predict(X[:, :4])
+
+
+def test_ae_kmeans_fit_predict_in_a_temporary_folder(tmp_path, monkeypatch):
+    import tempfile
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    model = AEKMeans(n_clusters=3, pretrain_epochs=3, **{k: v for k, v in TINY.items()
+                                                         if k not in ("pretrain_epochs", "clustering_epochs")})
+    labels = model.fit_predict(X)
+    assert list(tmp_path.iterdir()) == [] and model.workdir_ is None   # the temporary run is gone
+    np.testing.assert_array_equal(labels, model.labels_)
+    assert model.selection_["phase"] == "pretrain" and 1 <= model.selected_epoch_[0] <= 3
+    assert np.mean(model.predict(X) == labels) > 0.95

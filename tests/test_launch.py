@@ -1,0 +1,130 @@
+"""Launch-level selection (dcjax.launch) and the collapse rule. The consensus
+of partitions of blobs is the blobs, and it never builds an N x N matrix. The
+launch's choice on a tiny 3-seed DEC run reads no label: permuted labels
+change nothing. The selected labels file is the chosen snapshot's partition
+(or the consensus). The collapse rule moves a collapsed seed to epoch 0."""
+import contextlib
+import inspect
+import io
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.cluster import KMeans
+from sklearn.datasets import make_blobs
+from sklearn.metrics import adjusted_rand_score
+
+from conftest import tiny_config
+from test_selection import permuted_labels
+from dcjax import checkpointing, data, launch, select, selection, train
+
+SEEDS, PRETRAIN_EPOCHS, CLUSTERING_EPOCHS = 3, 2, 4
+
+
+def test_consensus_of_blobs_is_the_blobs():
+    centers = 10 * np.stack([np.cos(np.arange(5) * 2 * np.pi / 5), np.sin(np.arange(5) * 2 * np.pi / 5)], 1)
+    x, blobs = make_blobs(n_samples=600, centers=centers, cluster_std=1.0, random_state=0)
+    # five imperfect partitions: k-means from different starts (so labels are permuted), then a
+    # different fifth of the points moved to a wrong cluster in each: every point is right in 4 of 5
+    rng = np.random.default_rng(0)
+    partitions = []
+    for seed in range(5):
+        labels = KMeans(5, n_init=1, random_state=seed).fit_predict(x)
+        wrong = np.arange(len(x)) % 5 == seed
+        labels[wrong] = (labels[wrong] + rng.integers(1, 5, wrong.sum())) % 5
+        partitions.append(labels)
+    partitions = np.stack(partitions)
+    assert max(adjusted_rand_score(blobs, p) for p in partitions) < 0.6    # no single partition is the blobs
+    consensus = launch.consensus_partition(partitions, 5)
+    assert adjusted_rand_score(blobs, consensus) == 1.0
+
+
+def test_consensus_builds_no_n_by_n_matrix(monkeypatch):
+    """At N = 70,000 an N x N co-association would be 20 GB. The SVD gets the
+    sparse N x (P k) factor instead, with one entry per point and partition."""
+    from sklearn.utils import extmath
+    n, k, p = 70_000, 10, 4
+    truth = np.random.default_rng(0).integers(0, k, n)
+    partitions = np.stack([np.random.default_rng(s).permutation(k)[truth] for s in range(p)]).astype(np.uint8)
+    seen, real = [], extmath.randomized_svd
+
+    def watched(m, *args, **kw):
+        seen.append((m.shape, m.nnz))
+        return real(m, *args, **kw)
+    monkeypatch.setattr(extmath, "randomized_svd", watched)
+    consensus = launch.consensus_partition(partitions, k)
+    assert seen == [((n, p * k), n * p)]
+    assert adjusted_rand_score(truth, consensus) == 1.0
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A tiny 3-seed DEC run, through `python -m dcjax.select`: (workdir, its result, what it printed)."""
+    workdir = tmp_path_factory.mktemp("launch")
+    cfg = tiny_config("dec", seeds=SEEDS, pretrain_epochs=PRETRAIN_EPOCHS, clustering_epochs=CLUSTERING_EPOCHS)
+    train.train_and_evaluate(cfg, workdir)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        result = select.main(["--workdir", str(workdir), "--selector", "pooled_silhouette"])
+    return workdir, result, printed.getvalue()
+
+
+def per_seed_epochs(result: dict) -> dict:
+    return {s["seed"]: s["epoch"] for s in result["seeds"]}
+
+
+def test_launch_selection_reads_no_label_column(run, monkeypatch):
+    workdir, result, _ = run
+    parts = launch.read_partitions(workdir)
+    consensus = launch.consensus_candidates(parts, per_seed_epochs(result))
+    table = launch.launch_table(parts, per_seed_epochs(result), consensus, launch.final_silhouettes(workdir, parts))
+    assert not set(selection.LABEL_BASED) & set(table.columns)
+    assert len(table) == SEEDS * (CLUSTERING_EPOCHS + 1) + 2
+    choices = {name: launch.LAUNCH_SELECTORS[name](table) for name in launch.LAUNCH_SELECTORS}
+    with monkeypatch.context() as m:   # permuted labels change no candidate, score or choice
+        permuted_labels(m)
+        parts_permuted = launch.read_partitions(workdir)
+        np.testing.assert_array_equal(parts_permuted.labels, parts.labels)
+        again = launch.launch_table(parts_permuted, per_seed_epochs(result),
+                                    launch.consensus_candidates(parts_permuted, per_seed_epochs(result)),
+                                    launch.final_silhouettes(workdir, parts_permuted))
+        pd.testing.assert_frame_equal(again, table)
+        assert {name: launch.LAUNCH_SELECTORS[name](again) for name in choices} == choices
+        assert launch.select_launch(workdir, result) == result["launch"]   # the command line's choice
+    for name, fn in vars(launch).items():   # and no function of the module takes a label argument
+        if inspect.isfunction(fn):
+            assert not {"y", "y_true", "acc", "truth", "labels_true"} & set(inspect.signature(fn).parameters), name
+
+
+def test_selected_labels_file_is_the_chosen_snapshot(run):
+    workdir, result, printed = run
+    assert f"launch ({SEEDS} seeds" in printed and "why:" in printed
+    choice = launch.select_launch(workdir, result)   # the command line's choice, again
+    assert choice == result["launch"] and choice["selector"] == launch.DEFAULT_LAUNCH_SELECTOR
+    assert json.loads((workdir / "selection.json").read_text())["launch"] == choice
+    labels = np.load(workdir / "selected_labels.npy")
+    assert labels.shape == (400,) and labels.dtype == np.int32   # one integer per data row (subsample 400)
+    parts = launch.read_partitions(workdir)
+    consensus = launch.consensus_candidates(parts, per_seed_epochs(result))
+    if choice["seed"] == -1:   # the default: the consensus of the selected epochs
+        np.testing.assert_array_equal(labels, consensus[choice["candidate"]])
+    # a seed x epoch choice writes that snapshot's assignments
+    for name in ("own_silhouette", "agreement_all"):
+        choice = launch.select_launch(workdir, result, name)
+        assert choice["seed"] >= 0
+        snap = checkpointing.load_snapshot(workdir, choice["epoch"])
+        seeds = train.seed_ids(checkpointing.load_config(workdir))
+        np.testing.assert_array_equal(np.load(workdir / "selected_labels.npy"),
+                                      snap["assignments"][seeds.index(choice["seed"])])
+
+
+def test_collapse_rule_takes_the_kmeans_start_of_a_collapsed_seed():
+    feats = pd.DataFrame({"seed": [0, 0, 0, 1, 1, 1], "epoch": [0, 1, 2] * 2,
+                          "size_entropy": [0.97, 0.93, 0.90, 0.97, 0.95, 0.93]})
+    feats.attrs["phase"] = "clustering"
+    chosen = selection.collapse_guard(feats, selection.select_last(feats))
+    assert chosen.epoch.tolist() == [0, 2]            # seed 0 fell 0.07 > 0.05; seed 1 fell 0.04
+    assert "collapsed" in chosen.why[0] and "collapsed" not in chosen.why[1]
+    feats.attrs["phase"] = "pretrain"                 # no k-means start among pretraining epochs
+    assert selection.collapse_guard(feats, selection.select_last(feats)).epoch.tolist() == [2, 2]
