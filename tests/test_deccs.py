@@ -1,6 +1,5 @@
-"""DECCS: its ensemble, its weights, and a run killed between rounds."""
-import subprocess
-import sys
+"""DECCS: its ensemble, its weights, a run killed between rounds, the estimator."""
+import shutil
 
 import numpy as np
 import pytest
@@ -9,32 +8,27 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 from sklearn.preprocessing import StandardScaler
 
-from dcjax import checkpointing
+from conftest import tiny_config
+from dcjax import DECCS, checkpointing, train
 from dcjax.methods import deccs
-from test_train import REPO, kill_when, leaves, output
-
-# Tiny DECCS through the command line. min_gain=1 makes the stopping rule fire
-# at a known round whatever the data: round 1 (end of epoch 1, which has
-# nothing to train on yet) gains from nothing, rounds 2 and 3 cannot, so round
-# 4 (patience 3) stops: epochs 2-4 update the representation, 5-6 do nothing.
-DECCS_ARGS = ["--config", "configs/deccs_digits.py:smoke", "--config.dataset.subsample=300",
-              "--config.batch_size=64", "--config.seeds=1", "--config.pretrain.epochs=2",
-              "--config.clustering.epochs=6", "--config.kmeans.n_init=2", "--config.progress=False",
-              "--config.deccs.steps_per_round=10", "--config.deccs.min_gain=1.0",
-              "--config.checkpoint.resume_every=2"]
+from test_train import leaves
 
 
-def start_deccs(workdir):
-    log = open(f"{workdir}.log", "a+")
-    return subprocess.Popen([sys.executable, "-m", "dcjax.main", *DECCS_ARGS, f"--workdir={workdir}"],
-                            cwd=REPO, stdout=log, stderr=subprocess.STDOUT, text=True)
+def deccs_config():
+    """Tiny DECCS. min_gain=1 makes the stopping rule fire at a known round
+    whatever the data: round 1 (end of epoch 1, which has nothing to train on
+    yet) gains from nothing, rounds 2 and 3 cannot, so round 4 (patience 3)
+    stops: epochs 2-4 update the representation, 5-6 do nothing. Every resume
+    point (every 2nd epoch) is kept."""
+    return tiny_config("deccs", pretrain_epochs=2, clustering_epochs=6, **{
+        "dataset.subsample": 300, "kmeans.n_init": 2, "deccs.steps_per_round": 10, "deccs.min_gain": 1.0,
+        "checkpoint.resume_every": 2, "checkpoint.keep_resume_every": 2})
 
 
 @pytest.fixture(scope="module")
 def deccs_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("deccs") / "reference"
-    assert start_deccs(workdir).wait(timeout=300) == 0, output(workdir)
-    return workdir
+    return workdir, train.train_and_evaluate(deccs_config(), workdir)
 
 
 def test_each_member_recovers_well_separated_blobs():
@@ -78,6 +72,7 @@ def test_classifiers_predict_what_scikit_learn_predicts(n_classes, scale):
 def test_member_weights_equal_scikit_learn_nmi(deccs_run):
     """w_i is the mean NMI of member i with the others on the round's kept
     sample rows; recomputed here from what the run stored."""
+    deccs_run, _ = deccs_run
     for epoch in (1, 2):
         state = checkpointing.load_state(deccs_run, epoch)
         labels, weights = state["extras"]["sample_labels"][0], state["extras"]["weights"][0]
@@ -95,6 +90,7 @@ def test_member_weights_equal_scikit_learn_nmi(deccs_run):
 
 
 def test_deccs_stops_when_agreement_stops_gaining(deccs_run):
+    deccs_run, _ = deccs_run
     snaps = [checkpointing.load_snapshot(deccs_run, e) for e in range(7)]
     assert [int(s["rounds"][0]) for s in snaps] == [0, 1, 2, 3, 4, 4, 4]
     assert [bool(s["stopped"][0]) for s in snaps] == [False] * 4 + [True] * 3
@@ -110,14 +106,35 @@ def test_deccs_stops_when_agreement_stops_gaining(deccs_run):
 
 
 def test_deccs_killed_between_rounds_resumes_to_the_uninterrupted_result(deccs_run, tmp_path):
+    """What a kill after round 3 leaves on disk (snapshots and records up to
+    epoch 3, resume points 0 and 2; tests/test_train.py kills real
+    processes): it resumes from epoch 2 and replays rounds 3-6."""
+    reference, summary = deccs_run
     killed = tmp_path / "killed"
-    resume_points = checkpointing.epoch_dir(killed, 0, kind="resume").parent   # where the layout keeps them
-    kill_when(start_deccs(killed), resume_points, 2)   # after round 2 (epochs 0, 2 saved)
-    assert start_deccs(killed).wait(timeout=300) == 0, output(killed)
-    assert checkpointing.list_epochs(killed) == checkpointing.list_epochs(deccs_run) == list(range(7))
+    shutil.copytree(reference, killed)
+    for epoch in (4, 6):
+        shutil.rmtree(checkpointing.epoch_dir(killed, epoch, kind="resume"))
+    for epoch in (4, 5, 6):
+        shutil.rmtree(checkpointing.epoch_dir(killed, epoch))
+    (killed / "summary.json").unlink()
+    assert checkpointing.list_epochs(killed, kind="resume") == [0, 2]
+    assert train.train_and_evaluate(deccs_config(), killed) == summary
+    assert checkpointing.list_epochs(killed) == list(range(7))
     for epoch in (3, 6):
-        a, b = checkpointing.load_state(killed, epoch), checkpointing.load_state(deccs_run, epoch)
+        a, b = checkpointing.load_state(killed, epoch), checkpointing.load_state(reference, epoch)
         for u, v in zip(leaves(a), leaves(b)):
             np.testing.assert_array_equal(u, v)
-    a, b = checkpointing.load_records(killed), checkpointing.load_records(deccs_run)
+    np.testing.assert_array_equal(checkpointing.load_snapshot(killed, 6)["member_assignments"],
+                                  checkpointing.load_snapshot(reference, 6)["member_assignments"])
+    a, b = checkpointing.load_records(killed), checkpointing.load_records(reference)
     assert [r["batch_loss"] for r in a] == [r["batch_loss"] for r in b]
+
+
+def test_the_estimator_predicts_with_its_consensus_classifier(tmp_path):
+    x, truth = make_blobs(n_samples=150, n_features=5, centers=3, cluster_std=0.5, random_state=0)
+    model = DECCS(n_clusters=3, pretrain_epochs=1, clustering_epochs=2, batch_size=32, hidden_dims=(16, 16, 32),
+                  embedding_dim=4, kmeans_n_init=2, steps_per_round=5, selector="last",
+                  workdir=str(tmp_path / "run")).fit(x)
+    assert model.selected_epoch_.tolist() == [2] and model.classifier_["member"] in deccs.MEMBERS
+    np.testing.assert_array_equal(model.predict(x), model.labels_)   # the run's own partition, again
+    assert adjusted_rand_score(truth, model.labels_) > 0.9
