@@ -29,6 +29,9 @@ DATASETS = ("digits", "usps", "optdigits", "pendigits", "mnist", "fmnist")
 ALGORITHMS = ("ae_kmeans", "dec", "idec", "dcn", "dkm", "deccs")
 # UNSEEN around an algorithm: make_config("unseen_dcn", ...) is DCN with `unseen.enabled`.
 UNSEEN_PREFIX = "unseen_"
+UNSEEN_BASES = ("dcn", "dec", "dkm")   # the paper's base algorithms
+# What a config name may start with: every algorithm, and UNSEEN around each base.
+NAMED_ALGORITHMS = (*ALGORITHMS, *(UNSEEN_PREFIX + a for a in UNSEEN_BASES))
 
 
 def get_default_config() -> ml_collections.ConfigDict:
@@ -163,7 +166,7 @@ NAMED_DATASETS = (*DATASETS, "blobs")
 
 
 def config_names() -> list[str]:
-    return ["default", *ALGORITHMS, *(f"{a}_{d}" for a in ALGORITHMS for d in NAMED_DATASETS)]
+    return ["default", *NAMED_ALGORITHMS, *(f"{a}_{d}" for a in NAMED_ALGORITHMS for d in NAMED_DATASETS)]
 
 
 def config_from_name(name: str, arg: str | None = None) -> ml_collections.ConfigDict:
@@ -172,13 +175,13 @@ def config_from_name(name: str, arg: str | None = None) -> ml_collections.Config
     with presets `arg`."""
     if name == "default":
         return make_config("dec", "digits", arg)
-    for algorithm in sorted(ALGORITHMS, key=len, reverse=True):   # 'ae_kmeans' before a shorter prefix
+    for algorithm in sorted(NAMED_ALGORITHMS, key=len, reverse=True):   # 'unseen_dec' before 'dec' 
         if name == algorithm:
             return make_config(algorithm, "digits", arg)
         if name.startswith(algorithm + "_") and name[len(algorithm) + 1:] in NAMED_DATASETS:
             return make_config(algorithm, name[len(algorithm) + 1:], arg)
     raise ConfigError(f"unknown config {name!r}: name a config file (.py), 'default', an algorithm "
-                      f"({', '.join(ALGORITHMS)}) or <algorithm>_<dataset> with a data set of "
+                      f"({', '.join(NAMED_ALGORITHMS)}) or <algorithm>_<dataset> with a data set of "
                       f"{', '.join(NAMED_DATASETS)}, e.g. dkm_usps")
 
 

@@ -40,6 +40,13 @@ A new algorithm is two lines: a subclass naming its `algorithm` (a key of
 `dcjax.methods.REGISTRY` and of `dcjax.config.ALGORITHMS`). Its own
 hyperparameters are the fields of its config section(s), `sections`,
 with the config's defaults.
+
+UNSEEN (`UnseenDCN`, `UnseenDEC`, `UnseenDKM`) takes no `n_clusters`: it
+starts from `k_init` clusters and lets clusters die. After `fit`,
+`n_clusters_` is the number of clusters of `labels_`, renumbered
+0 .. n_clusters_ - 1 in the order of `cluster_centers_` (the surviving
+centres); the per-seed arrays keep the run's centre indices (0 .. k_init - 1),
+as the checkpoints do.
 """
 import inspect
 import shutil
@@ -115,6 +122,8 @@ class DeepClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
     algorithm: str = ""
     sections: tuple[str, ...] | None = None
     unused: tuple[str, ...] = ()   # PROTOCOL parameters the algorithm has no use for
+    fixed: tuple[str, ...] = ()    # config fields of its sections that are not parameters
+    k_unknown = False              # True: no n_clusters (UNSEEN finds it)
     centers_are_points = True      # the method's 'centers' are points of the embedding
 
     def __init_subclass__(cls, **kwargs):
@@ -131,6 +140,8 @@ class DeepClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
         fields = {name: field for name, field in PROTOCOL.items() if name not in cls.unused}
         for section in sections:
             for name in c[section]:
+                if f"{section}.{name}" in cls.fixed:
+                    continue
                 if name in fields:
                     raise TypeError(f"{cls.__name__}: parameter {name!r} of section {section!r} is taken")
                 fields[name] = f"{section}.{name}"
@@ -140,10 +151,11 @@ class DeepClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
         """The run's config: the algorithm's, with this estimator's parameters."""
         c = config_lib.make_config(self.algorithm, str(data_path))
         values = {field: getattr(self, name) for name, field in self._fields().items()} | {
-            "seed": self.random_state or 0, "seeds": self.n_seeds, "dataset.n_clusters": self.n_clusters,
+            "seed": self.random_state or 0, "seeds": self.n_seeds, "dataset.n_clusters": self._data_k(),
             "progress": bool(self.progress)}
         fields = {field: name for name, field in self._fields().items()} | {
-            "seed": "random_state", "seeds": "n_seeds", "dataset.n_clusters": "n_clusters", "progress": "progress"}
+            "seed": "random_state", "seeds": "n_seeds", "progress": "progress",
+            "dataset.n_clusters": "k_init" if self.k_unknown else "n_clusters"}
         for field, value in values.items():
             value = value.item() if isinstance(value, np.generic) else tuple(value) if isinstance(value, list) else value
             try:
@@ -162,13 +174,18 @@ class DeepClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
             raise ValueError(f"{type(self).__name__}: {message}") from None
         return c
 
+    def _data_k(self):
+        """The data's number of clusters as the config has it: n_clusters, or
+        for UNSEEN its upper bound k_init (the run keeps k_init centres)."""
+        return self.k_init if self.k_unknown else self.n_clusters
+
     # -- fit ----------------------------------------------------------------
     def fit(self, X, y=None):
         """Train, select an epoch per seed without labels, read back. `y` is ignored."""
         x = check_array(X, dtype=(np.float64, np.float32))
-        if not isinstance(self.n_clusters, (int, np.integer)) or isinstance(self.n_clusters, bool) \
-                or self.n_clusters < 2:
-            raise ValueError(f"{type(self).__name__}: n_clusters must be an integer >= 2, got {self.n_clusters!r}")
+        k, name = self._data_k(), "k_init" if self.k_unknown else "n_clusters"
+        if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 2:
+            raise ValueError(f"{type(self).__name__}: {name} must be an integer >= 2, got {k!r}")
         if self.selector not in (*selection.ASSESSOR_SELECTORS, *selection.SELECTORS):
             raise ValueError(f"{type(self).__name__}: unknown selector {self.selector!r}; choose from "
                              f"{[*selection.ASSESSOR_SELECTORS, *selection.SELECTORS]}")
@@ -235,6 +252,10 @@ class DeepClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
             self.cluster_centers_ = _cluster_means(self.transform(x), self.labels_, k)
         else:
             self.cluster_centers_ = np.asarray(state["params"]["centers"][chosen], np.float32)
+        if self.k_unknown:   # UNSEEN: the surviving clusters, renumbered in the order of their centres
+            present, self.labels_ = np.unique(self.labels_, return_inverse=True)
+            self.cluster_centers_ = self.cluster_centers_[present]
+        self.n_clusters_ = len(self.cluster_centers_)
         self._keep_rule(state, chosen, own and phase != "pretrain")
 
     def _keep_rule(self, state: dict, chosen: int, own: bool) -> None:
@@ -280,9 +301,10 @@ def _make_init(cls):
     run = {"n_seeds": 1, "random_state": 0, "workdir": None, "selector": "assessor_guarded", "progress": False}
     hyper = {name: _get(c, field) for name, field in cls._fields().items()}
     keyword = inspect.Parameter.KEYWORD_ONLY
+    positional = [] if cls.k_unknown else [   # UNSEEN: k is what it finds
+        inspect.Parameter("n_clusters", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None)]
     signature = inspect.Signature(
-        [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD),
-         inspect.Parameter("n_clusters", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None)]
+        [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD), *positional]
         + [inspect.Parameter(name, keyword, default=value) for name, value in (run | hyper).items()])
 
     def __init__(self, *args, **kwargs):
@@ -352,4 +374,29 @@ class DECCS(DeepClusterer):
         return np.where(c["present"], logits, deccs_method.ABSENT_LOGIT).argmax(axis=1)
 
 
-ESTIMATORS = {cls.algorithm: cls for cls in (AEKMeans, DEC, IDEC, DCN, DKM, DECCS)}
+class _Unseen(DeepClusterer):
+    """UNSEEN around a base algorithm (Leiber et al. 2024): start from k_init
+    clusters, let the ones that shrink below t of their size die."""
+    fixed = ("unseen.enabled",)
+    k_unknown = True
+
+
+class UnseenDCN(_Unseen):
+    """UNSEEN around DCN: the number of clusters unknown."""
+    algorithm = "unseen_dcn"
+    sections = ("dcn", "unseen")
+
+
+class UnseenDEC(_Unseen):
+    """UNSEEN around DEC: the number of clusters unknown."""
+    algorithm = "unseen_dec"
+    sections = ("dec", "unseen")
+
+
+class UnseenDKM(_Unseen):
+    """UNSEEN around DKM: the number of clusters unknown."""
+    algorithm = "unseen_dkm"
+    sections = ("dkm", "unseen")
+
+
+ESTIMATORS = {cls.algorithm: cls for cls in (AEKMeans, DEC, IDEC, DCN, DKM, DECCS, UnseenDCN, UnseenDEC, UnseenDKM)}

@@ -47,7 +47,7 @@ import numpy as np
 import pandas as pd
 from jax import lax
 
-from dcjax import checkpointing, evaluate, metrics, selection, train
+from dcjax import checkpointing, evaluate, methods, metrics, selection, train
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,8 @@ class Partitions(NamedTuple):
     seeds: list
     epochs: list
     phase: str
-    n_clusters: int
+    n_clusters: int        # label range: the data set's k, or UNSEEN's k_init
+    fixed_k: bool = True   # False for UNSEEN: each partition has its own number of clusters
 
 
 def read_partitions(workdir, phase: str | None = None) -> Partitions:
@@ -99,7 +100,8 @@ def read_partitions(workdir, phase: str | None = None) -> Partitions:
             if epoch in (epochs[0], epochs[-1]):
                 spaces.extend(np.asarray(snap["embedding"], np.float32))
     dtype = np.uint8 if k <= 256 else np.int32
-    return Partitions(np.stack(labels).astype(dtype), np.stack(spaces), seeds, readable, phase, k)
+    return Partitions(np.stack(labels).astype(dtype), np.stack(spaces), seeds, readable, phase, k,
+                      fixed_k=not methods.unseen_enabled(config))
 
 
 def save_partitions(parts: Partitions, path) -> Path:
@@ -110,14 +112,16 @@ def save_partitions(parts: Partitions, path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(path, labels=np.transpose(parts.labels, (1, 2, 0)).astype(np.uint8),
                         spaces=parts.spaces.astype(np.float16), seeds=np.asarray(parts.seeds),
-                        epochs=np.asarray(parts.epochs), phase=parts.phase, n_clusters=parts.n_clusters)
+                        epochs=np.asarray(parts.epochs), phase=parts.phase, n_clusters=parts.n_clusters,
+                        fixed_k=parts.fixed_k)
     return path
 
 
 def load_partitions(path) -> Partitions:
     with np.load(path) as f:
         return Partitions(np.transpose(f["labels"], (2, 0, 1)), f["spaces"].astype(np.float32),
-                          f["seeds"].tolist(), f["epochs"].tolist(), str(f["phase"]), int(f["n_clusters"]))
+                          f["seeds"].tolist(), f["epochs"].tolist(), str(f["phase"]), int(f["n_clusters"]),
+                          fixed_k=bool(f["fixed_k"]) if "fixed_k" in f else True)
 
 
 # ============================================================ 2. the consensus
@@ -128,13 +132,15 @@ def consensus_partition(partitions: np.ndarray, n_clusters: int, key: int = CONS
     Weiss 2001). The co-association C = B B^T / P (B: (N, P k) cluster
     indicators) has degrees d = B (B^T 1) / P, and the top-k eigenvectors of
     D^-1/2 C D^-1/2 are the top-k left singular vectors of D^-1/2 B: an
-    N x Pk sparse matrix, never N x N. Rows normalised, then k-means."""
+    N x Pk sparse matrix, never N x N. Rows normalised, then k-means. The
+    labels may range beyond n_clusters (UNSEEN's partitions of k_init centres)."""
     from scipy import sparse
     from sklearn.cluster import KMeans
     from sklearn.utils.extmath import randomized_svd
     p, n = partitions.shape
-    columns = (np.arange(p)[:, None] * n_clusters + partitions).T.ravel()
-    b = sparse.csr_matrix((np.ones(n * p), columns, np.arange(0, n * p + 1, p)), shape=(n, p * n_clusters))
+    width = max(n_clusters, int(partitions.max()) + 1)   # columns per partition
+    columns = (np.arange(p)[:, None] * width + partitions).T.ravel()
+    b = sparse.csr_matrix((np.ones(n * p), columns, np.arange(0, n * p + 1, p)), shape=(n, p * width))
     degree = b @ np.asarray(b.sum(axis=0)).ravel() / p
     u, _, _ = randomized_svd(sparse.diags(1 / np.sqrt(degree)) @ b, n_clusters, random_state=key)
     u /= np.maximum(np.linalg.norm(u, axis=1, keepdims=True), 1e-12)
@@ -308,10 +314,12 @@ def candidate_labels(parts: Partitions, choice: dict, consensus: dict) -> np.nda
 
 def consensus_candidates(parts: Partitions, per_seed: dict) -> dict:
     """The consensus partitions a launch offers: of the seeds' selected
-    epochs and of their final epochs."""
+    epochs and of their final epochs. With UNSEEN's k unknown, a consensus
+    has the median number of clusters of the partitions it combines."""
     def of(epochs):
-        return consensus_partition(np.stack([parts.labels[parts.epochs.index(epochs[sd]), i]
-                                             for i, sd in enumerate(parts.seeds)]), parts.n_clusters)
+        members = np.stack([parts.labels[parts.epochs.index(epochs[sd]), i] for i, sd in enumerate(parts.seeds)])
+        k = parts.n_clusters if parts.fixed_k else int(np.median([len(np.unique(m)) for m in members]))
+        return consensus_partition(members, k)
     return {CONSENSUS_SELECTED: of(per_seed), CONSENSUS_FINAL: of({sd: parts.epochs[-1] for sd in parts.seeds})}
 
 

@@ -55,7 +55,7 @@ def test_a_config_file_with_a_typo_is_refused(tmp_path):
 
 def test_names_give_the_configs_of_the_files():
     files = sorted((REPO / "configs").glob("*.py"))
-    assert len(files) == 1 + len(config_lib.ALGORITHMS) * len(config_lib.DATASETS)
+    assert len(files) == 1 + len(config_lib.NAMED_ALGORITHMS) * len(config_lib.DATASETS)
     for path in files:
         namespace = {}
         exec(path.read_text(), namespace)
@@ -65,4 +65,6 @@ def test_names_give_the_configs_of_the_files():
             config_lib.validate(named)
     assert config_lib.config_from_name("dkm").dataset.name == "digits"
     assert config_lib.config_from_name("ae_kmeans_usps").algorithm == "ae_kmeans"
+    unseen = config_lib.config_from_name("unseen_dec_usps")
+    assert (unseen.algorithm, unseen.unseen.enabled, unseen.dataset.name) == ("dec", True, "usps")
     assert set(config_lib.config_names()) >= {p.stem for p in files}

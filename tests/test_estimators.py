@@ -15,7 +15,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from dcjax import checkpointing, config as config_lib, estimators, select
-from dcjax import AEKMeans, DCN, DEC, DECCS, DKM, IDEC
+from dcjax import AEKMeans, DCN, DEC, DECCS, DKM, IDEC, UnseenDEC
 
 REPO = Path(__file__).resolve().parent.parent
 X, _ = make_blobs(n_samples=150, n_features=5, centers=3, random_state=0)
@@ -45,7 +45,7 @@ def test_each_algorithm_has_its_own_hyperparameters():
     assert {"alpha", "target", "gamma"} <= set(IDEC().get_params()) and "gamma" not in DEC().get_params()
     assert DKM().alpha == 1000.0 and DEC().alpha == 1.0 and DCN().lambda_clust == 0.05
     assert "clustering_epochs" not in AEKMeans().get_params()
-    assert set(estimators.ESTIMATORS) == set(config_lib.ALGORITHMS)
+    assert set(estimators.ESTIMATORS) == set(config_lib.NAMED_ALGORITHMS)
 
 
 def test_a_new_algorithm_is_two_lines(monkeypatch):
@@ -181,3 +181,16 @@ def test_ae_kmeans_fit_predict_in_a_temporary_folder(tmp_path, monkeypatch):
     np.testing.assert_array_equal(labels, model.labels_)
     assert model.selection_["phase"] == "pretrain" and 1 <= model.selected_epoch_[0] <= 3
     assert np.mean(model.predict(X) == labels) > 0.95
+
+
+def test_unseen_needs_no_n_clusters_and_returns_the_surviving_clusters():
+    """UNSEEN's estimator: k_init and t instead of n_clusters; labels_ are
+    renumbered over the surviving centres, and predict uses only those."""
+    assert "n_clusters" not in UnseenDEC().get_params() and UnseenDEC().k_init == 35
+    with pytest.raises(ValueError, match="k_init"):
+        UnseenDEC(k_init=1, **TINY).fit(X)
+    model = UnseenDEC(k_init=8, n_seeds=2, random_state=SEED, clustering_epochs=6,
+                      **{k: v for k, v in TINY.items() if k != "clustering_epochs"}).fit(X)
+    assert 2 <= model.n_clusters_ <= 8 and model.cluster_centers_.shape == (model.n_clusters_, 4)
+    assert sorted(np.unique(model.labels_)) == list(range(model.n_clusters_))
+    assert model.labels_per_seed_.max() < 8 and model.predict(X).max() < model.n_clusters_

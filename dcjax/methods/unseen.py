@@ -45,9 +45,8 @@ whether the published numbers depend on it:
 import jax
 import jax.numpy as jnp
 
+from dcjax.config import UNSEEN_BASES as SUPPORTED
 from dcjax.methods.base import EpochEnd, LossInputs, Method, nearest_center, squared_distances
-
-SUPPORTED = ("dcn", "dec", "dkm")
 
 
 def nearest_neighbour_loss(z, n_active, normalise: bool):
