@@ -26,10 +26,12 @@ setup(
         "pandas>=2",
         "ruptures>=1.1",   # change points of loss curves (epoch selection)
         "diptest>=0.8",    # Hartigan's dip test: ACE's admissible embedding spaces (epoch selection)
+        "matplotlib>=3.7",  # the run report (dcjax.report) and the notebook
     ],
     extras_require={
         "tfds": ["tensorflow-datasets>=4.9,<5"],
         "test": ["pytest>=7", "nbformat>=5", "nbclient>=0.7", "ipykernel>=6", "matplotlib>=3.7"],
         "study": ["matplotlib>=3.7"],
+        "umap": ["umap-learn>=0.5"],   # UMAP views in the run report (dcjax.report), besides PCA
     },
 )

@@ -121,6 +121,8 @@ def get_default_config() -> ml_collections.ConfigDict:
         check_disk=True))  # refuse a run whose checkpoints would not fit the free disk
     c.eval_chunk = 2048   # rows per chunk when embedding the whole data set
     c.progress = True
+    # Write <workdir>/report.html (dcjax.report) when training ends.
+    c.report = False
     return c
 
 

@@ -216,15 +216,22 @@ def _epochs(workdir: Path, phase: str) -> list[int]:
 
 
 
-def _read_table(path: Path, columns: list[str], silhouette_points: int) -> pd.DataFrame | None:
-    """The existing table, or None; refuse one made with other settings."""
+def _read_table(path: Path, columns: list[str], silhouette_points: int,
+                n_active: int | None = None) -> pd.DataFrame | None:
+    """The existing table, or None; refuse one made with other settings. A
+    table written before UNSEEN lacks `n_active_clusters`: for a fixed-k run
+    (`n_active`: its k) every cluster was active, so the column is filled in
+    and the file rewritten."""
     if not path.exists():
         return None
     table = pd.read_csv(path)
+    if [c for c in columns if c not in table.columns] == ["n_active_clusters"] and n_active is not None:
+        table = table.assign(n_active_clusters=float(n_active))[columns]
+        table.to_csv(path, index=False)
     if list(table.columns) != columns or (len(table) and set(table["silhouette_points"]) != {silhouette_points}):
-        raise ValueError(f"{path} was computed with other settings (labels or silhouette sampling) or by an "
-                         "older dcjax (no n_active_clusters column); pass --recompute (recompute=True) "
-                         "or another --output")
+        raise ValueError(f"{path} was computed with other settings (labels or silhouette sampling); score the "
+                         f"run again with `python -m dcjax.evaluate --workdir {path.parent} --recompute` "
+                         "(evaluate_run(recompute=True)), or write elsewhere with --output")
     return table
 
 
@@ -299,7 +306,8 @@ def evaluate_run(workdir, *, labels: bool = True, exact_silhouette: bool = False
     columns = table_columns(with_labels=y is not None)
     if recompute:
         output.unlink(missing_ok=True)
-    table = _read_table(output, columns, setup.sample_size or n)
+    table = _read_table(output, columns, setup.sample_size or n,
+                        n_active=None if methods.unseen_enabled(config) else setup.n_clusters)
     done = set() if table is None else {
         (p, e) for (p, e), rows in table.groupby(["phase", "epoch"]) if set(rows["seed"]) == set(setup.seeds)}
     todo = [(p, e) for p in checkpointing.PHASES for e in _epochs(workdir, p) if (p, e) not in done]

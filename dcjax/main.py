@@ -18,6 +18,7 @@ with status 2, before any compute.
 """
 import logging as pylogging
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -129,6 +130,11 @@ def main(argv):
     if jax.process_index() == 0:   # under --distributed, one process reports
         print(train.format_summary(summary, Path(workdir)))
         print(f"next, the best epoch without labels: python -m dcjax.select --workdir {workdir}")
+        if config.get("report", False):
+            # In a process of its own: dcjax.evaluate, which the report uses, defines
+            # command-line flags ('workdir') that would clash with this module's.
+            subprocess.run([sys.executable, "-m", "dcjax.report", "--workdir", workdir,
+                            *([] if config.progress else ["--no-progress"])], check=True)
 
 
 if __name__ == "__main__":

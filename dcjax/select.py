@@ -33,22 +33,37 @@ from pathlib import Path
 
 from dcjax import launch, selection
 
+DEFAULT_SELECTOR = "assessor_guarded"   # the study's primary
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m dcjax.select", description=__doc__.split("\n\n")[0])
+
+def selection_arguments(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """--workdir, --selector, --assessor: the choice's arguments, the same for
+    this command and `python -m dcjax.report`, which chooses as it does."""
     ap.add_argument("--workdir", required=True, help="the run (what dcjax.main wrote)")
-    ap.add_argument("--selector", default="assessor_guarded",
+    ap.add_argument("--selector", default=DEFAULT_SELECTOR,
                     choices=[*selection.ASSESSOR_SELECTORS, *selection.SELECTORS],
-                    help="how to choose (default: assessor_guarded, the study's primary)")
+                    help=f"how to choose (default: {DEFAULT_SELECTOR}, the study's primary)")
     ap.add_argument("--assessor", help="trained assessor file (.npz or .joblib) for the assessor "
                     "selectors (default: the study's, shipped with dcjax)")
-    ap.add_argument("--progress", action="store_true", help="progress bar while scoring new epochs")
+    return ap
+
+
+def parse_selection_arguments(ap: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
+    """The arguments, with a plain error for a workdir without a run or a missing assessor file."""
     args = ap.parse_args(argv)
     if not (Path(args.workdir) / "config.json").exists():
         ap.error(f"{args.workdir} holds no run (no config.json): pass the --workdir that dcjax.main wrote")
     if args.assessor and not Path(args.assessor).exists():
         ap.error(f"assessor file {args.assessor} not found")
     logging.getLogger("absl").setLevel(logging.ERROR)
+    return args
+
+
+def main(argv=None):
+    ap = selection_arguments(argparse.ArgumentParser(prog="python -m dcjax.select",
+                                                     description=__doc__.split("\n\n")[0]))
+    ap.add_argument("--progress", action="store_true", help="progress bar while scoring new epochs")
+    args = parse_selection_arguments(ap, argv)
     result = selection.select_run(args.workdir, args.selector, args.assessor, progress=args.progress)
     print(f"{args.workdir}: selector {args.selector}, phase {result['phase']}")
     for s in result["seeds"]:

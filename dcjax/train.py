@@ -370,7 +370,7 @@ def seed_ids(config) -> list[int]:
 # The driver: per-epoch checkpoints, records, resume, faults, summary.
 
 # Settings that may differ when a killed or finished run is continued.
-_RESUMABLE_CHANGES = ("progress", "pretrain.epochs", "clustering.epochs", "checkpoint.", "eval_chunk")
+_RESUMABLE_CHANGES = ("progress", "report", "pretrain.epochs", "clustering.epochs", "checkpoint.", "eval_chunk")
 LOCK_FILE = "dcjax.lock"
 DISK_REFUSE = 0.9   # refuse a run whose estimated writes exceed this fraction of the free space
 DISK_WARN = 0.5     # warn above this fraction

@@ -113,6 +113,17 @@ def test_running_again_recomputes_nothing_and_appends_new_epochs(scored, monkeyp
     pd.testing.assert_frame_equal(grown.drop(columns="eval_seconds"), table.drop(columns="eval_seconds"))
 
 
+def test_a_table_from_before_unseen_is_read_without_rescoring(scored, tmp_path):
+    """scores.csv written before the n_active_clusters column: a fixed-k run's
+    every cluster was active, so the column is filled in, nothing is scored."""
+    _, workdir, table = scored
+    old = tmp_path / "old.csv"
+    table.drop(columns="n_active_clusters").to_csv(old, index=False)
+    again = evaluate.evaluate_run(workdir, output=old, progress=False)
+    assert again.attrs["computed"] == 0
+    pd.testing.assert_frame_equal(again, table, check_dtype=False)
+
+
 def test_withheld_labels_drop_acc_nmi_ari_and_change_nothing_else(scored, tmp_path):
     _, workdir, table = scored
     blind = evaluate.evaluate_run(workdir, labels=False, output=tmp_path / "blind.csv", progress=False)

@@ -1,5 +1,7 @@
-"""The exploration notebook runs headless on a tiny run, so it cannot rot."""
+"""The exploration notebook runs headless on a tiny run, so it cannot rot,
+and draws with the report's figure functions, so it shows what report.html shows."""
 import os
+import re
 from pathlib import Path
 
 import nbformat
@@ -26,3 +28,21 @@ def test_explore_run_notebook_executes(tmp_path, monkeypatch):
     assert "epoch 7 seed index 2" in outputs
     assert "selected" in outputs and "final 8" in outputs   # the label-free selection section ran
     assert (workdir / "selection.json").exists()
+    figures = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {})]
+    # every figure function drew: one image each, plus the one of the three panels
+    assert len(figures) == sum(call.endswith("_figure") for call in report_calls(nb)) + 1
+
+
+def report_calls(nb) -> list[str]:
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    return re.findall(r"report\.(\w+_figure|plot_\w+)\(", code)
+
+
+def test_notebook_draws_with_the_report_functions_only():
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    calls = set(report_calls(nb))
+    assert {"loss_figure", "scores_figure", "cluster_sizes_figure", "embeddings_figure", "evaluation_figure",
+            "plot_embedding", "plot_cluster_sizes"} <= calls
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    # No plotting code of its own: no matplotlib drawing calls, no projection.
+    assert not re.search(r"\.(plot|scatter|stackplot|imshow|axvline|set_title)\(|PCA\(", code)
