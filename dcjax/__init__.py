@@ -9,7 +9,7 @@ The estimators (`dcjax.estimators`) are imported on first use, so that
 never pulls in `dcjax.selection`.
 """
 __version__ = "0.1.0"
-__all__ = ["AEKMeans", "DEC", "IDEC", "DCN", "DKM", "UnseenDCN", "UnseenDEC", "UnseenDKM"]
+__all__ = ["AEKMeans", "DEC", "IDEC", "DCN", "DKM", "DECCS", "UnseenDCN", "UnseenDEC", "UnseenDKM"]
 
 
 def __getattr__(name):

@@ -26,7 +26,7 @@ class ConfigError(ValueError):
 
 # Dataset names the config files exist for, and how their inputs are normalised.
 DATASETS = ("digits", "usps", "optdigits", "pendigits", "mnist", "fmnist")
-ALGORITHMS = ("ae_kmeans", "dec", "idec", "dcn", "dkm")
+ALGORITHMS = ("ae_kmeans", "dec", "idec", "dcn", "dkm", "deccs")
 # UNSEEN around an algorithm: make_config("unseen_dcn", ...) is DCN with `unseen.enabled`.
 UNSEEN_PREFIX = "unseen_"
 UNSEEN_BASES = ("dcn", "dec", "dkm")   # the paper's base algorithms
@@ -52,16 +52,20 @@ def get_default_config() -> ml_collections.ConfigDict:
         name="digits", data_dir="", normalize="auto", n_clusters=0,
         subsample=0, subsample_seed=0,
         label_column="",   # CSV/TSV: the column holding labels (evaluation only)
-        # only for 'blobs'
+        # only for 'blobs'; blob_seed also seeds 'uniform' and 'shuffled:<name>'
         n_samples=1000, n_features=10, blob_clusters=5, cluster_std=1.0, blob_seed=0))
 
     c.model = ml_collections.ConfigDict(dict(
-        hidden_dims=(500, 500, 2000), embedding_dim=10,
+        hidden_dims=(500, 500, 2000),
+        embedding_dim=10,    # 0: the number of clusters (DECCS's original uses k)
         activation="relu",   # 'relu' as the papers; 'leaky_relu' as ClustPy
         weight_init="torch"))  # 'torch' (ClustPy's PyTorch defaults) or 'lecun' (flax)
 
     c.pretrain = ml_collections.ConfigDict(dict(epochs=100, learning_rate=1e-3))
-    c.clustering = ml_collections.ConfigDict(dict(epochs=150, learning_rate=1e-4))
+    # optimizer 'adam' or 'sgd' (with momentum); the learning rate of clustering
+    # epoch e is learning_rate * lr_decay**e.
+    c.clustering = ml_collections.ConfigDict(dict(epochs=150, learning_rate=1e-4, optimizer="adam",
+                                                  momentum=0.9, lr_decay=1.0))
     c.kmeans = ml_collections.ConfigDict(dict(n_init=10))
     # Start from another run's pretrained autoencoder (its workdir), so that all
     # algorithms of a study share one pretraining per seed.
@@ -81,6 +85,19 @@ def get_default_config() -> ml_collections.ConfigDict:
     # learning after the first removal; DCN's counts are not pruned).
     c.unseen = ml_collections.ConfigDict(dict(
         enabled=False, k_init=35, t=0.5, nn_loss=True, reference_code=False))
+    # DECCS (dcjax/methods/deccs.py); a round is a clustering epoch.
+    c.deccs = ml_collections.ConfigDict(dict(
+        sample_fraction=0.5,         # of the data clustered by the ensemble each round ...
+        large_sample_fraction=0.08,  # ... or this fraction when N > large_n
+        large_n=11_000,
+        min_cluster_size=5,          # rows in a cluster this small (any member) leave the round
+        steps_per_round=500,         # SGD steps of the representation update per round
+        mean_weight=0.1,             # the mean-pull term's weight once ramped up ...
+        mean_rampup_rounds=6,        # ... after this many rounds (exp(-5(1-r/R)^2))
+        min_weight=0.01,             # members that agree less than this with the others are left out
+        patience=3,                  # stop after this many rounds without an agreement gain ...
+        min_gain=0.001,              # ... of more than this
+        classifier_c=1.0))           # inverse L2 strength of the members' logistic regressions
 
     c.checkpoint = ml_collections.ConfigDict(dict(
         # Per-epoch snapshots (embedding, assignments, centers) and records are
@@ -115,6 +132,7 @@ def apply_presets(c: ml_collections.ConfigDict, arg: str | None) -> ml_collectio
         if item == "smoke":
             c.pretrain.epochs, c.clustering.epochs = 3, 3
             c.model.hidden_dims = (64, 64, 128)
+            c.deccs.steps_per_round = 20
         elif item.startswith("seeds=") and item[len("seeds="):].isdigit():
             c.seeds = int(item.split("=", 1)[1])
         else:
@@ -134,6 +152,9 @@ def make_config(algorithm: str, dataset: str, arg: str | None = None) -> ml_coll
     c.algorithm = base
     c.unseen.enabled = unseen
     c.dataset.name = dataset
+    if base == "deccs":   # the original's rounds and optimiser: round 1, then 10 updates and rounds
+        c.clustering.epochs = 11
+        c.clustering.optimizer, c.clustering.learning_rate, c.clustering.lr_decay = "sgd", 1e-3, 0.9
     c = apply_presets(c, arg)
     if base == "ae_kmeans":
         c.clustering.epochs = 0

@@ -67,6 +67,7 @@ class Dataset(NamedTuple):
 DEFAULTS = dict(
     data_dir="", normalize="auto", n_clusters=0, subsample=0, subsample_seed=0, label_column="",
     n_samples=1000, n_features=10, blob_clusters=5, cluster_std=1.0, blob_seed=0)
+# blob_seed also seeds 'uniform' and the column permutations of 'shuffled:<name>'.
 
 DATA_DIR_ENV = "DCJAX_DATA_DIR"
 # <repo>/../shared/data: where CI and the developers' checkouts keep the data.
@@ -153,6 +154,17 @@ def _load_raw(name: str, opt: dict) -> tuple[np.ndarray, np.ndarray | None, str]
                           centers=int(opt["blob_clusters"]), cluster_std=float(opt["cluster_std"]),
                           random_state=int(opt["blob_seed"]))
         return x, y, "tabular"
+    if key == "uniform":   # a control with no cluster structure at all
+        rng = np.random.default_rng(int(opt["blob_seed"]))
+        return rng.random((int(opt["n_samples"]), int(opt["n_features"])), np.float32), None, "tabular"
+    if key.startswith("shuffled:"):
+        # A control with the same marginals as <name> but no structure between
+        # features: every column permuted on its own. The labels stay with
+        # their rows, so label-based scores show how little is left (~chance).
+        x, y, kind = _load_raw(name.strip()[len("shuffled:"):], opt)
+        x = np.array(x).reshape(len(x), -1)
+        rng = np.random.default_rng(int(opt["blob_seed"]))
+        return np.stack([rng.permutation(column) for column in x.T], axis=1), y, kind
     if key in SOURCES:
         x, y = load_npz(key, data_dir(opt["data_dir"]))
         return x, y, SOURCES[key].kind
@@ -160,7 +172,7 @@ def _load_raw(name: str, opt: dict) -> tuple[np.ndarray, np.ndarray | None, str]
         return load_tfds(name.strip()[len("tfds:"):], opt["data_dir"])
     if is_file_name(name):
         return load_file(name, opt["label_column"])
-    known = ", ".join(["blobs", "digits", *sorted(SOURCES), "tfds:<name>"])
+    known = ", ".join(["blobs", "digits", "uniform", *sorted(SOURCES), "tfds:<name>", "shuffled:<name>"])
     raise DataError(f"unknown data set {name!r}; known: {known}, or a file ({', '.join(FILE_SUFFIXES)})")
 
 

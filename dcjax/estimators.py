@@ -62,6 +62,7 @@ from sklearn.metrics import adjusted_rand_score
 from sklearn.utils.validation import check_array, check_is_fitted
 
 from dcjax import checkpointing, config as config_lib, data, evaluate, launch, selection, train
+from dcjax.methods import deccs as deccs_method
 from dcjax.models import make_autoencoder
 
 # Parameter -> config field, shared by every algorithm. Defaults: the config's.
@@ -123,6 +124,7 @@ class DeepClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
     unused: tuple[str, ...] = ()   # PROTOCOL parameters the algorithm has no use for
     fixed: tuple[str, ...] = ()    # config fields of its sections that are not parameters
     k_unknown = False              # True: no n_clusters (UNSEEN finds it)
+    centers_are_points = True      # the method's 'centers' are points of the embedding
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -244,7 +246,9 @@ class DeepClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
         self.normalization_ = data.fit_normalization(x, data.normalize_mode(config.dataset.normalize, "tabular"))
         self.n_features_in_ = x.shape[1]
         self.config_ = config   # transform reads its model settings
-        if phase == "pretrain" or not own:   # a k-means or consensus partition: its clusters' means
+        if phase == "pretrain" or not own or not self.centers_are_points:
+            # a k-means or consensus partition (or a method whose 'centers' are
+            # not points, DECCS's classifiers): its clusters' means
             self.cluster_centers_ = _cluster_means(self.transform(x), self.labels_, k)
         else:
             self.cluster_centers_ = np.asarray(state["params"]["centers"][chosen], np.float32)
@@ -252,6 +256,10 @@ class DeepClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
             present, self.labels_ = np.unique(self.labels_, return_inverse=True)
             self.cluster_centers_ = self.cluster_centers_[present]
         self.n_clusters_ = len(self.cluster_centers_)
+        self._keep_rule(state, chosen, own and phase != "pretrain")
+
+    def _keep_rule(self, state: dict, chosen: int, own: bool) -> None:
+        """What `predict` needs beyond `cluster_centers_` (DECCS: its classifier)."""
 
     # -- use ------------------------------------------------------------------
     def transform(self, X) -> np.ndarray:
@@ -263,7 +271,7 @@ class DeepClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
             raise ValueError(f"X has {x.shape[1]} features, but {type(self).__name__} was fitted "
                              f"with {self.n_features_in_}")
         x = np.asarray(x, np.float32) if self.normalization_ is None else self.normalization_(x)
-        model = make_autoencoder(self.n_features_in_, self.config_.model)
+        model = make_autoencoder(self.n_features_in_, self.config_.model, int(self.config_.dataset.n_clusters))
         encode = jax.jit(lambda p, xb: model.apply({"params": p}, xb, method=model.encode))
         chunk = int(self.config_.eval_chunk)
         return np.concatenate([np.asarray(encode(self.autoencoder_params_, x[i:i + chunk]))
@@ -338,6 +346,34 @@ class DKM(DeepClusterer):
     algorithm = "dkm"
 
 
+class DECCS(DeepClusterer):
+    """DECCS, consensus representations from a clustering ensemble (Miklautz
+    et al. 2022). `labels_` of a seed's own epoch is its consensus member's
+    partition; `predict` applies that member's linear classifier to the
+    embedding (the nearest of `cluster_centers_`, the means of `labels_`,
+    where labels_ is a consensus of seeds or clustering epoch 0's k-means)."""
+    algorithm = "deccs"
+    centers_are_points = False   # its 'centers' are the members' classifiers
+
+    def _keep_rule(self, state: dict, chosen: int, own: bool) -> None:
+        extras = jax.tree.map(lambda a: np.asarray(a[chosen]), state["extras"])
+        self.classifier_ = None
+        if own and int(extras["rounds"]) > 0:
+            member = int(np.argmax(extras["weights"]))   # the consensus: the most agreeing member
+            classifiers = state["params"]["centers"]
+            self.classifier_ = {"member": deccs_method.MEMBERS[member],
+                                "weights": np.asarray(classifiers["weights"][chosen][member]),
+                                "bias": np.asarray(classifiers["bias"][chosen][member]),
+                                "present": extras["present"][member]}
+
+    def predict(self, X) -> np.ndarray:
+        if getattr(self, "classifier_", None) is None:
+            return super().predict(X)
+        c = self.classifier_
+        logits = self.transform(X) @ c["weights"] + c["bias"]
+        return np.where(c["present"], logits, deccs_method.ABSENT_LOGIT).argmax(axis=1)
+
+
 class _Unseen(DeepClusterer):
     """UNSEEN around a base algorithm (Leiber et al. 2024): start from k_init
     clusters, let the ones that shrink below t of their size die."""
@@ -363,4 +399,4 @@ class UnseenDKM(_Unseen):
     sections = ("dkm", "unseen")
 
 
-ESTIMATORS = {cls.algorithm: cls for cls in (AEKMeans, DEC, IDEC, DCN, DKM, UnseenDCN, UnseenDEC, UnseenDKM)}
+ESTIMATORS = {cls.algorithm: cls for cls in (AEKMeans, DEC, IDEC, DCN, DKM, DECCS, UnseenDCN, UnseenDEC, UnseenDKM)}

@@ -19,7 +19,10 @@ epoch unless the chosen one is predicted clearly better;
 seed (measured: it costs regret and buys no do-no-harm, selection.md).
 Whatever the selector, a seed whose partitions change in quality at random
 from epoch to epoch is flagged ('noise_dominated' in selection.json, and a
-warning here): no epoch of it can be told apart without labels.
+warning here): no epoch of it can be told apart without labels. And the run
+as a whole is tested against chance (`dcjax.chance`: do the seeds' chosen
+partitions agree more than structureless data lets them? 'chance' in
+selection.json, and a line here).
 After the per-seed lines, the launch's choice (`dcjax.launch`): which seed
 and epoch of all the seeds, or their consensus, and why. It goes to
 selection.json ('launch'), its labels to <workdir>/selected_labels.npy.
@@ -74,6 +77,7 @@ def main(argv=None):
             print(f"    warning: seed {s['seed']} is noise-dominated (lag-1 autocorrelation of the "
                   f"{selection.NOISE_COLUMN} {s['noise_autocorr']:.2f} < {selection.NOISE_AUTOCORR}): "
                   "its epochs differ in quality at random, no selector can tell them apart without labels")
+    print(f"  {result['chance']['message']} (the chosen epochs)")
     if result["damaged_epochs"]:
         print(f"  left out, their snapshot damaged (unreadable): epochs {result['damaged_epochs']}")
     result["launch"] = report_launch(args.workdir, result)

@@ -48,7 +48,7 @@ import numpy as np
 import pandas as pd
 from scipy import signal, stats
 
-from dcjax import checkpointing, data, evaluate, methods, metrics, train
+from dcjax import chance, checkpointing, data, evaluate, methods, metrics, train
 
 log = logging.getLogger(__name__)
 
@@ -938,13 +938,41 @@ def select_run(workdir, selector: str = "assessor", assessor_path=None, progress
     result = {"workdir": str(workdir), "phase": phase, "selector": selector,
               "assessor": (str(assessor_path or "shipped: dcjax/assessors/selection.npz") if assessor else None),
               "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "seeds": seeds,
-              "damaged_epochs": damaged}   # snapshots on disk that could not be read: not candidates
+              "damaged_epochs": damaged,   # snapshots on disk that could not be read: not candidates
+              "chance": run_chance_test(workdir, {s["seed"]: s["epoch"] for s in seeds}, phase)}
     (workdir / "selection.json").write_text(json.dumps(result, indent=2) + "\n")
     keep_path = workdir / "keep_epochs.json"
     keep = json.loads(keep_path.read_text()) if keep_path.exists() else {}
     keep[phase] = sorted(set(keep.get(phase, [])) | {s["epoch"] for s in seeds})
     keep_path.write_text(json.dumps(keep, indent=2) + "\n")
     return result
+
+
+def run_chance_test(workdir, epochs: dict[int, int] | None = None, phase: str | None = None) -> dict:
+    """`chance.chance_test` on a run's partitions, one per seed: the epoch
+    `epochs[seed]` (default: the phase's last) of the selection phase (or
+    `phase`). A pretraining epoch is clustered as the score table clusters it."""
+    workdir = Path(workdir)
+    phase = phase or selection_phase(workdir)
+    config = checkpointing.load_config(workdir)
+    seeds, k = train.seed_ids(config), _n_clusters(config)
+    with evaluate._quiet_orbax():
+        last = checkpointing.list_epochs(workdir, phase)[-1]
+    epochs = epochs or {seed: last for seed in seeds}
+    partitions = []
+    with checkpointing.snapshot_reader(workdir, phase) as load, evaluate._quiet_orbax():
+        snaps = {epoch: load(epoch) for epoch in sorted(set(epochs.values()))}
+        for i, seed in enumerate(seeds):
+            epoch, snap = epochs[seed], snaps[epochs[seed]]
+            if phase == "pretrain":
+                z = jnp.asarray(snap["embedding"][i:i + 1], jnp.float32)
+                labels = evaluate.kmeans_seeds(z, evaluate.kmeans_key(seed, epoch)[None], k,
+                                               int(config.kmeans.n_init))[0]
+            else:
+                labels = snap["assignments"][i]
+            partitions.append(np.asarray(labels))
+    return chance.chance_test(np.stack(partitions), k) | {"phase": phase,
+                                                          "epochs": {str(s): int(e) for s, e in epochs.items()}}
 
 
 # ============================================================ 6. study metrics (labels: evaluation only)

@@ -51,7 +51,8 @@ import optax
 from sklearn.cluster import KMeans
 
 from dcjax import checkpointing, data, methods
-from dcjax.config import ConfigError, get_default_config
+from dcjax import config as config_lib
+from dcjax.config import ConfigError
 from dcjax.methods.base import EpochEnd, LossInputs, no_center_rule
 from dcjax.models import make_autoencoder
 
@@ -86,13 +87,20 @@ class Trainer:
     embed: Callable               # (ae params, x) -> (S, N, e)
 
 
-def _clustering_optimizer(learning_rate: float, uses_decoder: bool) -> optax.GradientTransformation:
-    """Adam over what the clustering loss can move. A method without
-    reconstruction (DEC) leaves the decoder out: its gradient is zero, so Adam
-    would never change it, yet would still update moments and weights of
-    half the network every step (PyTorch skips parameters without a gradient;
-    ClustPy's DEC relies on that). Results are identical either way."""
-    adam = optax.adam(learning_rate)
+def _clustering_optimizer(learning_rate: float, uses_decoder: bool, kind: str = "adam",
+                          momentum: float = 0.9) -> optax.GradientTransformation:
+    """Adam (or SGD with momentum, as DECCS uses) over what the clustering loss
+    can move. A method without reconstruction (DEC) leaves the decoder out: its
+    gradient is zero, so Adam would never change it, yet would still update
+    moments and weights of half the network every step (PyTorch skips
+    parameters without a gradient; ClustPy's DEC relies on that). Results are
+    identical either way."""
+    if kind == "adam":
+        adam = optax.adam(learning_rate)
+    elif kind == "sgd":
+        adam = optax.sgd(learning_rate, momentum=momentum or None)
+    else:
+        raise ValueError(f"clustering.optimizer must be 'adam' or 'sgd', got {kind!r}")
     if uses_decoder:
         return adam
 
@@ -116,7 +124,7 @@ def resolve_seed_parallelism(setting: str) -> str:
 def make_train(config: ml_collections.ConfigDict, n: int, d: int, n_clusters: int) -> Trainer:
     """`n_clusters`: the data set's (or configured) k. A method that starts
     from an upper bound (UNSEEN) keeps `methods.n_centers(config, k)` centers instead."""
-    model = make_autoencoder(d, config.model)
+    model = make_autoencoder(d, config.model, n_clusters)
     parallelism = resolve_seed_parallelism(config.seed_parallelism)
     if methods.unseen_enabled(config):
         methods.unseen.check(config, n_samples=n)
@@ -126,7 +134,11 @@ def make_train(config: ml_collections.ConfigDict, n: int, d: int, n_clusters: in
     # Equal chunks of at most eval_chunk rows: the least padding for that many chunks.
     chunk = -(-n // -(-n // min(int(config.eval_chunk), n)))
     pretrain_tx = optax.adam(config.pretrain.learning_rate)
-    cluster_tx = _clustering_optimizer(config.clustering.learning_rate, method.uses_decoder)
+    cluster_tx = _clustering_optimizer(config.clustering.learning_rate, method.uses_decoder,
+                                       config.clustering.get("optimizer", "adam"),
+                                       float(config.clustering.get("momentum", 0.9)))
+    # The learning rate of clustering epoch e (0-based) is lr * lr_decay**e (DECCS: 0.9 per round).
+    lr_decay = float(config.clustering.get("lr_decay", 1.0))
     snapshot_dtype = jnp.dtype(config.checkpoint.embedding_dtype)
 
     def encode(params, x):
@@ -175,8 +187,12 @@ def make_train(config: ml_collections.ConfigDict, n: int, d: int, n_clusters: in
     # (UNSEEN). Shapes never change; a dead center is masked everywhere.
     def snapshot_of(state, z):
         centers, active = state["params"]["centers"], state["active"]
-        labels = method.assign(centers, z, active)
-        return {"embedding": z.astype(snapshot_dtype), "assignments": labels, "centers": centers,
+        if method.partition is None:
+            partition = {"assignments": method.assign(centers, z, active)}
+        else:
+            partition = method.partition(centers, state["extras"], z)
+        labels = partition["assignments"]
+        return {"embedding": z.astype(snapshot_dtype), **partition, "centers": centers,
                 "cluster_sizes": jnp.bincount(labels, length=n_clusters).astype(jnp.int32),
                 "active": active}
 
@@ -191,15 +207,19 @@ def make_train(config: ml_collections.ConfigDict, n: int, d: int, n_clusters: in
         centers, labels = jax.pure_callback(
             lambda zz, s: kmeans_host(zz, s, n_clusters, int(config.kmeans.n_init)),
             shapes, z, seed, vmap_method="sequential")
+        extras = method.init(z, centers, labels)
+        if method.init_centers is not None:
+            centers = method.init_centers(z, centers, labels)
         params = {"ae": ae_params, "centers": centers}
         state = {"params": params, "opt_state": cluster_tx.init(params), "key": key,
-                 "extras": method.init(z, centers, labels), "epoch": jnp.zeros((), jnp.int32),
+                 "extras": extras, "epoch": jnp.zeros((), jnp.int32),
                  "active": jnp.ones((n_clusters,), bool)}
         return state, snapshot_of(state, z)
 
     def cluster_epoch(state, x):
         epoch, params, active = state["epoch"], state["params"], state["active"]
         extras = method.begin_epoch(state["extras"], params["centers"], embed(params["ae"], x), epoch, active)
+        updating = None if method.updates is None else method.updates(extras)
 
         def step(carry, idx):
             params, opt_state, extras = carry
@@ -214,17 +234,28 @@ def make_train(config: ml_collections.ConfigDict, n: int, d: int, n_clusters: in
                 return method.loss(LossInputs(z, xb, x_rec, centers, extras, idx, epoch, active))
 
             (_, parts), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-            updates, opt_state = cluster_tx.update(grads, opt_state, params)
-            # A dead center has no gradient, but Adam's momentum would still move it: it stays put.
-            updates = {**updates, "centers": jnp.where(active[:, None], updates["centers"], 0.0)}
-            params = optax.apply_updates(params, updates)
+            updates, new_opt_state = cluster_tx.update(grads, opt_state, params)
+            if method.init_centers is None:
+                # A dead center has no gradient, but Adam's momentum would still move it: it stays put.
+                updates = {**updates, "centers": jnp.where(active[:, None], updates["centers"], 0.0)}
+            if lr_decay != 1.0:
+                updates = jax.tree.map(lambda u: u * lr_decay ** epoch.astype(u.dtype), updates)
+            new_params = optax.apply_updates(params, updates)
+            if updating is None:
+                params, opt_state = new_params, new_opt_state
+            else:   # a method that has stopped keeps its parameters and optimiser state
+                params, opt_state = jax.tree.map(lambda new, old: jnp.where(updating, new, old),
+                                                 (new_params, new_opt_state), (params, opt_state))
             if method.after_step is not no_center_rule:
                 extras, centers = method.after_step(extras, params["centers"], encode(params["ae"], xb), idx,
                                                     active)
                 params = {**params, "centers": centers}
             return (params, opt_state, extras), parts
 
-        batches = epoch_batches(state["key"], CLUSTERING, epoch)
+        if method.batches is None:
+            batches = epoch_batches(state["key"], CLUSTERING, epoch)
+        else:
+            batches = method.batches(extras, jax.random.fold_in(jax.random.fold_in(state["key"], CLUSTERING), epoch))
         (params, opt_state, extras), losses = jax.lax.scan(
             step, (params, state["opt_state"], extras), batches)
         z = embed(params["ae"], x)   # once: for the end-of-epoch rule and the snapshot
@@ -372,12 +403,15 @@ def _settle_seed_parallelism(config, workdir: Path):
     return config
 
 
-def _with_defaults(stored: dict) -> dict:
-    """A stored config (JSON) with the fields added to dcjax since it was
-    written at their defaults, so that an older run still resumes and serves."""
-    defaults = json.loads(get_default_config().to_json())
-    return {name: {**defaults[name], **value} if isinstance(value, dict) and isinstance(defaults.get(name), dict)
-            else value for name, value in {**defaults, **stored}.items()}
+def changed_settings(before: dict, now: dict) -> list[str]:
+    """Dotted names of the settings that differ between two configs (as
+    dicts). A setting dcjax gained after `before` was written is no change
+    at its default: an older run stays resumable and reusable."""
+    before, now = _flatten(before), _flatten(now)
+    defaults = _flatten(json.loads(config_lib.get_default_config().to_json_best_effort()))
+    return sorted(k for k in set(before) | set(now)
+                  if before.get(k) != now.get(k)
+                  and not (k not in before and k in defaults and now[k] == defaults[k]))
 
 
 def _write_config(config, workdir: Path):
@@ -385,10 +419,8 @@ def _write_config(config, workdir: Path):
     path = workdir / "config.json"
     current = json.loads(config.to_json_best_effort())
     if path.exists():
-        before = _flatten(_with_defaults(json.loads(path.read_text())))
-        now = _flatten(current)
-        changed = sorted(k for k in set(before) | set(now)
-                         if before.get(k) != now.get(k) and not k.startswith(_RESUMABLE_CHANGES))
+        changed = [k for k in changed_settings(json.loads(path.read_text()), current)
+                   if not k.startswith(_RESUMABLE_CHANGES)]
         if changed:
             raise ConfigError(f"{workdir} holds a run with a different configuration "
                              f"({', '.join(changed)}); use a new --workdir")
@@ -715,10 +747,11 @@ def _pretrained_params(config, keys, trainer, x):
     """The final pretrained autoencoder of another run, for our seeds."""
     source = Path(config.pretrained_from)
     other = checkpointing.load_config(source)
-    stored = _with_defaults(json.loads(other.to_json()))
-    for section in ("dataset", "model"):
-        if stored[section] != json.loads(config[section].to_json()):
-            raise ValueError(f"pretrained_from={source}: its {section} config differs from this run's")
+    sections = ("dataset", "model")
+    changed = changed_settings({s: json.loads(other[s].to_json()) for s in sections},
+                               {s: json.loads(config[s].to_json()) for s in sections})
+    if changed:
+        raise ValueError(f"pretrained_from={source}: its config differs from this run's ({', '.join(changed)})")
     theirs = seed_ids(other)
     missing = [s for s in seed_ids(config) if s not in theirs]
     if missing:
@@ -737,10 +770,11 @@ def summarize(config, dataset, trainer, cstate, x, workdir: Path, diverged: dict
     """Per-seed scores of the final epoch: the algorithm's own assignment and,
     as ClustPy reports, a k-means re-clustering of the final embedding with
     the number of clusters still active (the data set's k for a fixed-k
-    method; UNSEEN's estimate, `n_clusters`, otherwise). A diverged seed
+    method; UNSEEN's estimate, `n_clusters`, otherwise); and the label-free
+    chance test of the final partitions (`dcjax.chance`). A diverged seed
     (`diverged_seeds`) is scored at the epoch it stayed at, flagged, and left
-    out of the means."""
-    from dcjax import metrics
+    out of the means and of the chance test."""
+    from dcjax import chance, metrics
 
     snap = jax.device_get(trainer.cluster_snapshot(cstate, x))
     k = trainer.n_clusters
@@ -766,6 +800,8 @@ def summarize(config, dataset, trainer, cstate, x, workdir: Path, diverged: dict
                "n_clusters_std": float(np.std([r["n_clusters"] for r in rows])),
                "diverged_seeds": sorted(diverged or {})}
     healthy = [r for r in rows if not r["diverged"]]
+    summary["chance"] = chance.chance_test(
+        np.asarray(snap["assignments"])[[i for i, r in enumerate(rows) if not r["diverged"]]], k)
     if dataset.y is not None and healthy:
         for label in ("algorithm", "kmeans_on_embedding"):
             summary[f"{label}_mean"] = {m: float(np.mean([r[label][m] for r in healthy])) for m in rows[0][label]}
@@ -794,6 +830,8 @@ def format_summary(summary: dict, workdir: Path) -> str:
             m, s = summary[f"{label}_mean"], summary[f"{label}_std"]
             healthy = "" if not summary.get("diverged_seeds") else f", {len(summary['seeds']) - len(summary['diverged_seeds'])} seeds that did not diverge"
             lines.append(f"mean ± sd ({label}{healthy}): " + ", ".join(f"{k.upper()} {m[k]:.4f} ± {s[k]:.4f}" for k in m))
+    if "chance" in summary:
+        lines.append(summary["chance"]["message"])
     return "\n".join(lines)
 
 

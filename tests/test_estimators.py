@@ -15,7 +15,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from dcjax import checkpointing, config as config_lib, estimators, select
-from dcjax import AEKMeans, DCN, DEC, DKM, IDEC, UnseenDEC
+from dcjax import AEKMeans, DCN, DEC, DECCS, DKM, IDEC, UnseenDEC
 
 REPO = Path(__file__).resolve().parent.parent
 X, _ = make_blobs(n_samples=150, n_features=5, centers=3, random_state=0)
@@ -26,7 +26,7 @@ SEED, SEEDS = 3, 2
 
 # ------------------------------------------------------------ parameters, no training
 
-@pytest.mark.parametrize("cls", [AEKMeans, DEC, IDEC, DCN, DKM])
+@pytest.mark.parametrize("cls", [AEKMeans, DEC, IDEC, DCN, DKM, DECCS])
 def test_parameters_default_to_the_config_and_clone(cls):
     config = config_lib.make_config(cls.algorithm, "digits")
     params = cls().get_params()

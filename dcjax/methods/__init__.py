@@ -7,6 +7,7 @@ from dcjax.methods.ae_kmeans import make_ae_kmeans
 from dcjax.methods.base import EpochEnd, Method
 from dcjax.methods.dcn import make_dcn
 from dcjax.methods.dec import make_dec, make_idec
+from dcjax.methods.deccs import make_deccs
 from dcjax.methods.dkm import make_dkm
 from dcjax.methods.unseen import make_unseen
 
@@ -16,6 +17,7 @@ REGISTRY = {
     "idec": make_idec,
     "dcn": make_dcn,
     "dkm": make_dkm,
+    "deccs": make_deccs,
 }
 
 

@@ -5,7 +5,9 @@ loop in `dcjax.train` owns data, batching, optimiser and checkpoints; a method
 only says how to start (`init`), what to minimise (`loss`), how to move the
 centers outside of the gradient (`after_step`), what to refresh once per epoch
 (`begin_epoch`), what to decide once an epoch is over (`end_epoch`) and how to
-assign points (`assign`, `soft_assign`).
+assign points (`assign`, `soft_assign`). A method whose clusters are not k
+centers says how to start and read them (`init_centers`, `partition`), and
+may choose its own batches and skip updates (`batches`, `updates`): DECCS does.
 
 All functions are pure and act on ONE seed: the loop maps them over seeds (vmap or lax.map).
 `extras` is the method's own per-seed state (e.g. DCN's counts and labels); a
@@ -91,6 +93,20 @@ class Method(NamedTuple):
     # centers outside of the optimiser (whose state carries on as it is).
     # None: nothing happens at the end of an epoch.
     end_epoch: Optional[Callable[[EpochEnd], tuple[Extras, Array, Array]]] = None
+    # The rest is for methods whose clusters are not k centers (DECCS: an ensemble
+    # of classifiers). None keeps what the center-based methods do.
+    # (z_full, kmeans_centers, kmeans_labels) -> the trainable cluster parameters
+    # that the loop keeps as `centers` (no active mask applies to them); None: the k-means centers
+    init_centers: Optional[Callable[[Array, Array, Array], Any]] = None
+    # (centers, extras, z_full) -> {'assignments': (N,), ...}: the epoch's partition
+    # plus anything else its snapshot should keep; None: the nearest active center
+    partition: Optional[Callable[[Any, Extras, Array], dict[str, Array]]] = None
+    # (extras, key) -> (steps, B) row indices of the epoch's batches; None: one
+    # pass over all rows in a random order
+    batches: Optional[Callable[[Extras, Array], Array]] = None
+    # extras -> scalar bool, whether this epoch's steps change the parameters
+    # (False: nothing to train on yet, or stopped early; the epoch count is static); None: always
+    updates: Optional[Callable[[Extras], Array]] = None
 
     def assign(self, centers: Array, z: Array, active: Optional[Array] = None) -> Array:
         """Hard assignment. For every method here it is the nearest active

@@ -77,9 +77,13 @@ class Autoencoder(nn.Module):
         return z, self.decode(z)
 
 
-def make_autoencoder(input_dim: int, model_config) -> Autoencoder:
+def make_autoencoder(input_dim: int, model_config, n_clusters: int = 0) -> Autoencoder:
+    """`embedding_dim` 0 means one dimension per cluster (DECCS's original)."""
+    embedding_dim = int(model_config.embedding_dim) or int(n_clusters)
+    if embedding_dim < 1:
+        raise ValueError("model.embedding_dim is 0 (one per cluster), but the number of clusters is unknown")
     return Autoencoder(input_dim=input_dim,
                        hidden_dims=tuple(model_config.hidden_dims),
-                       embedding_dim=model_config.embedding_dim,
+                       embedding_dim=embedding_dim,
                        activation=model_config.activation,
                        weight_init=model_config.weight_init)

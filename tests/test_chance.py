@@ -1,0 +1,68 @@
+"""The label-free chance test and the structureless control data."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import tiny_config
+from dcjax import chance, data, selection, train
+
+
+def test_verdicts_on_made_up_partitions():
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 5, 600)
+    same = np.stack([base, (base + 1) % 5, base])                # relabelled copies: full agreement
+    result = chance.chance_test(same, 5)
+    assert result["looks_like_chance"] is False and result["value"] == pytest.approx(1.0)
+    assert result["statistic"] == chance.STATISTIC and result["threshold"] == chance.AGREEMENT_THRESHOLD
+    independent = rng.integers(0, 5, (4, 600))                   # each seed cuts on its own
+    result = chance.chance_test(independent, 5)
+    assert result["looks_like_chance"] is True and abs(result["value"]) < 0.05
+    assert "WARNING" in result["message"]
+    one_cluster = np.zeros((3, 600), int)                        # agree perfectly, on nothing
+    assert chance.chance_test(one_cluster, 5)["looks_like_chance"] is True
+    single = chance.chance_test(base[None], 5)
+    assert single["looks_like_chance"] is None and single["value"] is None
+
+
+def test_the_table_version_reads_the_evaluation_columns():
+    table = pd.DataFrame({"phase": "clustering", "seed": [0, 1, 0, 1], "epoch": [0, 0, 1, 1],
+                          "mean_pairwise_ari": [0.1, 0.1, 0.8, 0.8], "mean_pairwise_nmi": [0.2, 0.2, 0.9, 0.9],
+                          "size_entropy": [1.0, 1.0, 0.0, 0.0]})
+    out = chance.chance_test_table(table, 10)
+    assert out.looks_like_chance.tolist() == [True, True]      # low agreement; then one cluster
+    assert out.effective_clusters.tolist() == pytest.approx([10.0, 1.0])
+
+
+def test_control_data_have_no_structure_but_the_marginals():
+    uniform = data.load_dataset({"name": "uniform", "n_samples": 50, "n_features": 3, "n_clusters": 2})
+    assert uniform.x.shape == (50, 3) and uniform.y is None
+    digits = data.load_dataset({"name": "digits", "normalize": "none"})
+    shuffled = data.load_dataset({"name": "shuffled:digits", "normalize": "none"})
+    np.testing.assert_array_equal(np.sort(shuffled.x, axis=0), np.sort(digits.x, axis=0))
+    np.testing.assert_array_equal(shuffled.y, digits.y)
+    assert np.mean(np.all(shuffled.x == digits.x, axis=1)) < 0.01   # rows are new combinations
+
+
+def test_it_fires_on_noise_and_stays_quiet_on_clear_blobs():
+    """The statistic itself, on k-means partitions of 3 seeds (other starts)."""
+    from sklearn.cluster import KMeans
+    from sklearn.datasets import make_blobs
+    blobs, _ = make_blobs(n_samples=600, n_features=8, centers=5, cluster_std=0.5, random_state=0)
+    noise = np.random.default_rng(0).random((600, 8))
+    for x, warns in ((blobs, False), (noise, True)):
+        partitions = np.stack([KMeans(5, n_init=1, random_state=s).fit_predict(x) for s in range(3)])
+        assert chance.chance_test(partitions, 5)["looks_like_chance"] is warns
+
+
+def test_the_summary_and_select_warn_on_noise(tmp_path):
+    cfg = tiny_config("ae_kmeans", seeds=3, pretrain_epochs=3)
+    cfg.dataset.name, cfg.dataset.subsample = "uniform", 0
+    cfg.dataset.n_samples, cfg.dataset.n_features, cfg.dataset.n_clusters = 400, 16, 5
+    summary = train.train_and_evaluate(cfg, tmp_path)
+    assert summary["chance"]["looks_like_chance"] is True, summary["chance"]
+    assert summary["chance"]["message"] in train.format_summary(summary, tmp_path)
+    assert "WARNING" in summary["chance"]["message"]
+    # dcjax.select's reading of the same run: the last epoch of its selection
+    # phase (pretraining, for AE+k-means), clustered as the score table does
+    again = selection.run_chance_test(tmp_path)
+    assert again["phase"] == "pretrain" and again["looks_like_chance"] is True
