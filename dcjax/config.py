@@ -190,11 +190,12 @@ def config_from_name(name: str, arg: str | None = None) -> ml_collections.Config
 # ----------------------------------------------------------------------------
 # Checks, before any compute
 
-def _leaves(c, prefix: str = "") -> dict:
+def flat_fields(c, prefix: str = "") -> dict:
+    """{'dotted.field': value} of a config, as a ConfigDict or as its JSON dict."""
     out = {}
     for key, value in c.items():
-        if isinstance(value, ml_collections.ConfigDict):
-            out.update(_leaves(value, f"{prefix}{key}."))
+        if isinstance(value, (dict, ml_collections.ConfigDict)):
+            out.update(flat_fields(value, f"{prefix}{key}."))
         else:
             out[f"{prefix}{key}"] = value
     return out
@@ -226,10 +227,10 @@ def validate(c: ml_collections.ConfigDict) -> None:
     """Raise ConfigError for the first value no run can use: a field the
     default config does not have (a typo in a config file), a count or rate
     out of range, an unknown choice."""
-    known = _leaves(get_default_config())
+    known = flat_fields(get_default_config())
     if c.get("algorithm") in ALGORITHMS:   # an algorithm's config may add fields of its own
-        known |= _leaves(make_config(c.algorithm, "digits"))
-    for field, value in _leaves(c).items():
+        known |= flat_fields(make_config(c.algorithm, "digits"))
+    for field, value in flat_fields(c).items():
         if field not in known:
             raise ConfigError(f"unknown config field {field!r}; see dcjax/config.py for the fields", field)
         if field in _CHOICES and value not in _CHOICES[field]:

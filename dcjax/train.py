@@ -380,16 +380,6 @@ class WorkdirBusyError(RuntimeError):
     """Another live process trains in this workdir."""
 
 
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in d.items():
-        if isinstance(value, dict):
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def _settle_seed_parallelism(config, workdir: Path):
     """Replace 'auto' by what runs: the setting of the run being continued
     (so a resumed run stays bit-identical to an uninterrupted one), else the
@@ -407,8 +397,8 @@ def changed_settings(before: dict, now: dict) -> list[str]:
     """Dotted names of the settings that differ between two configs (as
     dicts). A setting dcjax gained after `before` was written is no change
     at its default: an older run stays resumable and reusable."""
-    before, now = _flatten(before), _flatten(now)
-    defaults = _flatten(json.loads(config_lib.get_default_config().to_json_best_effort()))
+    before, now = config_lib.flat_fields(before), config_lib.flat_fields(now)
+    defaults = config_lib.flat_fields(json.loads(config_lib.get_default_config().to_json_best_effort()))
     return sorted(k for k in set(before) | set(now)
                   if before.get(k) != now.get(k)
                   and not (k not in before and k in defaults and now[k] == defaults[k]))
