@@ -123,7 +123,7 @@ class DeepClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
     sections: tuple[str, ...] | None = None
     unused: tuple[str, ...] = ()   # PROTOCOL parameters the algorithm has no use for
     fixed: tuple[str, ...] = ()    # config fields of its sections that are not parameters
-    k_unknown = False              # True: no n_clusters (UNSEEN finds it)
+    k_parameter = "n_clusters"     # the parameter that sets the data's k (UNSEEN: its bound k_init)
     centers_are_points = True      # the method's 'centers' are points of the embedding
 
     def __init_subclass__(cls, **kwargs):
@@ -151,11 +151,11 @@ class DeepClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
         """The run's config: the algorithm's, with this estimator's parameters."""
         c = config_lib.make_config(self.algorithm, str(data_path))
         values = {field: getattr(self, name) for name, field in self._fields().items()} | {
-            "seed": self.random_state or 0, "seeds": self.n_seeds, "dataset.n_clusters": self._data_k(),
+            "seed": self.random_state or 0, "seeds": self.n_seeds, "dataset.n_clusters": getattr(self, self.k_parameter),
             "progress": bool(self.progress)}
         fields = {field: name for name, field in self._fields().items()} | {
             "seed": "random_state", "seeds": "n_seeds", "progress": "progress",
-            "dataset.n_clusters": "k_init" if self.k_unknown else "n_clusters"}
+            "dataset.n_clusters": self.k_parameter}
         for field, value in values.items():
             value = value.item() if isinstance(value, np.generic) else tuple(value) if isinstance(value, list) else value
             try:
@@ -174,18 +174,13 @@ class DeepClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
             raise ValueError(f"{type(self).__name__}: {message}") from None
         return c
 
-    def _data_k(self):
-        """The data's number of clusters as the config has it: n_clusters, or
-        for UNSEEN its upper bound k_init (the run keeps k_init centres)."""
-        return self.k_init if self.k_unknown else self.n_clusters
-
     # -- fit ----------------------------------------------------------------
     def fit(self, X, y=None):
         """Train, select an epoch per seed without labels, read back. `y` is ignored."""
         x = check_array(X, dtype=(np.float64, np.float32))
-        k, name = self._data_k(), "k_init" if self.k_unknown else "n_clusters"
+        k = getattr(self, self.k_parameter)
         if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 2:
-            raise ValueError(f"{type(self).__name__}: {name} must be an integer >= 2, got {k!r}")
+            raise ValueError(f"{type(self).__name__}: {self.k_parameter} must be an integer >= 2, got {k!r}")
         if self.selector not in (*selection.ASSESSOR_SELECTORS, *selection.SELECTORS):
             raise ValueError(f"{type(self).__name__}: unknown selector {self.selector!r}; choose from "
                              f"{[*selection.ASSESSOR_SELECTORS, *selection.SELECTORS]}")
@@ -252,7 +247,7 @@ class DeepClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
             self.cluster_centers_ = _cluster_means(self.transform(x), self.labels_, k)
         else:
             self.cluster_centers_ = np.asarray(state["params"]["centers"][chosen], np.float32)
-        if self.k_unknown:   # UNSEEN: the surviving clusters, renumbered in the order of their centres
+        if self.k_parameter != "n_clusters":   # UNSEEN: the surviving clusters, renumbered in the order of their centres
             present, self.labels_ = np.unique(self.labels_, return_inverse=True)
             self.cluster_centers_ = self.cluster_centers_[present]
         self.n_clusters_ = len(self.cluster_centers_)
@@ -301,7 +296,7 @@ def _make_init(cls):
     run = {"n_seeds": 1, "random_state": 0, "workdir": None, "selector": "assessor_guarded", "progress": False}
     hyper = {name: _get(c, field) for name, field in cls._fields().items()}
     keyword = inspect.Parameter.KEYWORD_ONLY
-    positional = [] if cls.k_unknown else [   # UNSEEN: k is what it finds
+    positional = [] if cls.k_parameter != "n_clusters" else [   # UNSEEN: k is what it finds
         inspect.Parameter("n_clusters", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None)]
     signature = inspect.Signature(
         [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD), *positional]
@@ -378,7 +373,7 @@ class _Unseen(DeepClusterer):
     """UNSEEN around a base algorithm (Leiber et al. 2024): start from k_init
     clusters, let the ones that shrink below t of their size die."""
     fixed = ("unseen.enabled",)
-    k_unknown = True
+    k_parameter = "k_init"   # no n_clusters: k is what it finds
 
 
 class UnseenDCN(_Unseen):
