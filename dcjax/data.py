@@ -23,7 +23,9 @@ Files: `dataset.name` may be a path ending in .csv, .tsv, .npy or .npz.
   header when any of its fields is not a number.
 - .npy: one array, memory-mapped. .npz: `x`, and labels `y` if present.
   (N, d) arrays are tabular; (N, H, W) and (N, H, W, C) (channels last) images.
-- Labels serve evaluation only; without them `dataset.n_clusters` is required.
+- Labels serve evaluation only. Without them the number of clusters is
+  unknown (`Dataset.n_clusters` 0): a method that needs k asks for
+  `dataset.n_clusters` (`methods.n_centers`); UNSEEN finds it.
 - Refused before any compute, naming the file and the line/row and column: an
   empty file, a single row, a ragged row, duplicate column names, a
   non-numeric or empty value, NaN or inf (`DataError`).
@@ -58,7 +60,7 @@ class DataError(ValueError):
 class Dataset(NamedTuple):
     x: np.ndarray          # (N, d) float32, already preprocessed
     y: np.ndarray | None   # (N,) int64 labels, or None when unlabelled
-    n_clusters: int
+    n_clusters: int        # the configured k, else the label classes; 0: unknown (no labels)
     name: str
     kind: str              # 'image' or 'tabular': decides the default normalisation
 
@@ -99,10 +101,7 @@ def load_dataset(cfg) -> Dataset:
         raise DataError(f"data set {name!r}: {len(x)} rows in x but {len(y)} labels in y")
 
     n_clusters = int(opt["n_clusters"])
-    if n_clusters <= 0:
-        if y is None:
-            raise DataError(f"data set {name!r} has no labels, so the number of clusters is "
-                            "unknown: set dataset.n_clusters")
+    if n_clusters <= 0 and y is not None:
         n_clusters = len(np.unique(y))   # of the whole set, before subsampling
 
     if int(opt["subsample"]) > 0:

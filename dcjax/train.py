@@ -855,7 +855,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
         raise ValueError(f"unknown algorithm {config.algorithm!r}; known: {', '.join(sorted(methods.REGISTRY))}")
     dataset = data.load_dataset(config.dataset)
     k = int(config.dataset.n_clusters) or dataset.n_clusters
-    data.validate(dataset.x, dataset.y, k, int(config.batch_size))
+    data.validate(dataset.x, dataset.y, methods.n_centers(config, k), int(config.batch_size))
     if int(config.seeds) < 1:
         raise ValueError(f"seeds must be >= 1, got {config.seeds}")
     keep_every, resume_every = int(config.checkpoint.keep_resume_every), int(config.checkpoint.resume_every)

@@ -1,11 +1,13 @@
 """The command line from a folder outside the repository: config names and
 the default config resolve inside the package, and every user mistake is one
 line on stderr with exit status 2, before any compute (no workdir is made)."""
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from dcjax import config as config_lib
@@ -32,7 +34,8 @@ def run_main(cwd, *args):
     (["--config", "mine.py"], "config file mine.py not found"),
     (["--config", "dkm", "--config.dataset.name=data.csv", "--config.dataset.n_clusters=2"],
      "data.csv line 3: 1 field, but 2 in the header (a ragged row)"),
-    (["--config", "dkm", "--config.dataset.name=good.csv"], "no labels, so the number of clusters is unknown"),
+    (["--config", "dkm", "--config.dataset.name=good.csv"],
+     "no labels, so the number of clusters is unknown: set dataset.n_clusters, or let UNSEEN find it"),
 ])
 def test_a_mistake_is_one_line_and_exit_status_2(tmp_path, args, message):
     (tmp_path / "data.csv").write_text("a,b\n1,2\n3\n")
@@ -43,6 +46,20 @@ def test_a_mistake_is_one_line_and_exit_status_2(tmp_path, args, message):
     assert len(lines) == 1 and lines[0].startswith("python -m dcjax.main: error: "), done.stderr[-2000:]
     assert message in lines[0]
     assert not (tmp_path / "run").exists()   # refused before anything was written
+
+
+def test_unseen_runs_on_unlabelled_data_without_a_k(tmp_path):
+    """UNSEEN finds k, so a file without labels needs no dataset.n_clusters
+    (DKM on the same file is refused above, naming both ways out)."""
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(10 * c, 1, (60, 4)) for c in range(3)])
+    np.savetxt(tmp_path / "mine.csv", x, delimiter=",", header="a,b,c,d", comments="")
+    done = run_main(tmp_path, "--config", "unseen_dec", "--config.dataset.name=mine.csv", "--config.seeds=1",
+                    "--config.batch_size=64", "--config.pretrain.epochs=3", "--config.clustering.epochs=2", "--config.unseen.k_init=8")
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["algorithm"] == "unseen_dec" and 2 <= summary["seeds"][0]["n_clusters"] <= 8
+    assert len(summary["seeds"][0]["cluster_sizes"]) == 8   # k_init centers, the dead ones masked
 
 
 def test_a_config_file_with_a_typo_is_refused(tmp_path):

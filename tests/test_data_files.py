@@ -25,10 +25,10 @@ def test_csv_with_header_and_a_text_label_column(tmp_path):
     assert d.n_clusters == 3 and d.kind == "tabular"
 
 
-def test_unlabelled_csv_needs_n_clusters_and_tsv_without_header(tmp_path):
+def test_unlabelled_csv_has_unknown_k_and_tsv_without_header(tmp_path):
     path = write(tmp_path, "d.csv", "a,b\n1,2\n3,4\n5,8\n")
-    with pytest.raises(data.DataError, match="no labels.*set dataset.n_clusters"):
-        load(path)
+    assert load(path).n_clusters == 0 and load(path).y is None   # unknown: the method asks for k (test_cli)
+    assert load(path, n_clusters=2).n_clusters == 2
     d = load(write(tmp_path, "d.tsv", "1\t2\t0\n3\t4\t1\n5\t8\t1\n"), label_column="3", normalize="none")
     np.testing.assert_array_equal(d.x, [[1, 2], [3, 4], [5, 8]])   # no header: columns by 1-based number
     np.testing.assert_array_equal(d.y, [0, 1, 1])

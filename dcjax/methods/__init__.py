@@ -3,6 +3,7 @@
 UNSEEN is not in the registry: it is a wrapper (`config.unseen.enabled`)
 that `get_method` puts around DCN, DEC or DKM (`dcjax.methods.unseen`).
 """
+from dcjax.data import DataError
 from dcjax.methods.ae_kmeans import make_ae_kmeans
 from dcjax.methods.base import EpochEnd, Method
 from dcjax.methods.dcn import make_dcn
@@ -39,8 +40,15 @@ def get_method(config) -> Method:
 def n_centers(config, n_clusters: int) -> int:
     """How many centers a run keeps: `unseen.k_init` for UNSEEN (an upper
     bound; the active mask says how many are alive), else the data set's
-    (or the configured) number of clusters."""
-    return int(config.unseen.k_init) if unseen_enabled(config) else int(n_clusters)
+    (or the configured) number of clusters, which an unlabelled data set
+    without `dataset.n_clusters` does not have (0)."""
+    if unseen_enabled(config):
+        return int(config.unseen.k_init)
+    if int(n_clusters) < 1:
+        raise DataError(f"data set {config.dataset.name!r} has no labels, so the number of clusters is unknown: "
+                        f"set dataset.n_clusters, or let UNSEEN find it (a config named unseen_dcn, unseen_dec "
+                        f"or unseen_dkm)")
+    return int(n_clusters)
 
 
 def algorithm_label(config) -> str:
