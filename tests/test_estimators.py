@@ -14,7 +14,7 @@ from sklearn.datasets import make_blobs
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from dcjax import checkpointing, config as config_lib, estimators, select
+from dcjax import checkpointing, config as config_lib, estimators, launch, select
 from dcjax import AEKMeans, DCN, DEC, DECCS, DKM, IDEC, UnseenDEC
 
 REPO = Path(__file__).resolve().parent.parent
@@ -194,3 +194,5 @@ def test_unseen_needs_no_n_clusters_and_returns_the_surviving_clusters():
     assert 2 <= model.n_clusters_ <= 8 and model.cluster_centers_.shape == (model.n_clusters_, 4)
     assert sorted(np.unique(model.labels_)) == list(range(model.n_clusters_))
     assert model.labels_per_seed_.max() < 8 and model.predict(X).max() < model.n_clusters_
+    # seeds that keep different numbers of clusters: the launch picks a seed, not a median-k consensus
+    assert model.launch_["selector"] == launch.DEFAULT_UNKNOWN_K_SELECTOR and model.launch_["seed"] >= 0
