@@ -39,9 +39,9 @@ import pandas as pd
 from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).parent))
-from selection_study import markdown, read_run_csv, write_run_csv  # noqa: E402
+from selection_study import SCORES, markdown, read_run_csv, study_tables, write_run_csv  # noqa: E402
 
-from dcjax import checkpointing, config as config_lib, data, launch, metrics, selection  # noqa: E402
+from dcjax import checkpointing, config as config_lib, data, launch, methods, metrics, selection  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 PARTITIONS = RESULTS / "partitions"
@@ -54,27 +54,44 @@ SECTION = "## Launch-level selection"
 PER_SEED = "assessor_guarded"                       # the product's default per-seed selector
 BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED = 2000, 0
 GAIN_TARGET, REGRET_TARGET, WORSE_TARGET = 0.02, 0.02, 0.10
-ORDER = ("ae_kmeans", "dec", "idec", "dcn", "dkm")
+ORDER = ("ae_kmeans", "dec", "idec", "dcn", "dkm", "unseen_dcn", "unseen_dec", "unseen_dkm", "deccs")
+TRAINED_ON = ORDER[:5]   # the algorithms of the per-seed study (and of the launch defaults' choice)
+# Launch groups, reported apart: where the launch default was chosen, the
+# trained algorithms on the other data sets, and the algorithms no selector
+# was fitted or tuned on (issue 20: 'report separately').
+GROUPS = {"digits": "digits, the five trained algorithms (the launch default was chosen on the first two batches)",
+          "other": "Optdigits, USPS, Pendigits: the five trained algorithms",
+          "never": "algorithms no selector was fitted or tuned on: UNSEEN and DECCS"}
+
+
+def group_of(dataset: str, algorithm: str) -> str:
+    return "never" if algorithm not in TRAINED_ON else "digits" if dataset == "digits" else "other"
 
 
 def stem(workdir: Path) -> str:
     """<dataset>_<algorithm>_s<first seed>, as the score tables are named."""
     config = checkpointing.load_config(workdir)
     first = int(config.seed)
-    return f"{config.dataset.name}_{config.algorithm}" + (f"_s{first}" if first else "")
+    return f"{config.dataset.name}_{methods.algorithm_label(config)}" + (f"_s{first}" if first else "")
 
 
 def export(workdir: Path):
     t0 = time.perf_counter()
-    LAUNCH_SCORES.mkdir(parents=True, exist_ok=True)
-    path = write_run_csv(workdir)
-    path.replace(LAUNCH_SCORES / path.name)
+    path = write_run_csv(workdir, LAUNCH_SCORES)   # not in scores/: the per-seed study's tables stay as they are
+    if (SCORES / path.name).exists() and (SCORES / path.name).read_bytes() == path.read_bytes():
+        path.unlink()   # the same run's table is committed there (UNSEEN's, and reruns of seeds): no copy
     path = launch.save_partitions(launch.read_partitions(workdir), PARTITIONS / f"{stem(workdir)}.npz")
     print(f"{workdir}: partitions -> {path} ({path.stat().st_size / 1e6:.2f} MB, {time.perf_counter() - t0:.0f} s)",
           flush=True)
 
 
 # ------------------------------------------------------------ one launch
+
+def score_table(name: str) -> Path:
+    """The launch's per-epoch table: in scores_launch/, or the per-seed study's copy in scores/."""
+    return next((p for p in (LAUNCH_SCORES / f"{name}.csv", SCORES / f"{name}.csv") if p.exists()),
+                LAUNCH_SCORES / f"{name}.csv")
+
 
 def ground_truth(dataset: str, algorithm: str) -> np.ndarray:
     return np.asarray(data.load_dataset(config_lib.make_config(algorithm, dataset).dataset).y)
@@ -87,7 +104,7 @@ def accuracy(y: np.ndarray, labels: np.ndarray, k: int) -> float:
 def study_launch(name: str, assessor: dict) -> tuple[dict, pd.DataFrame]:
     """One launch: the ACC of every selector's and baseline's choice, and
     the per-seed picks (for the per-seed out-of-sample check)."""
-    base, truth = read_run_csv(LAUNCH_SCORES / f"{name}.csv")
+    base, truth = read_run_csv(score_table(name))
     feats = selection.features(base)
     parts = launch.load_partitions(PARTITIONS / f"{name}.npz")
     per_seed = selection.select(feats, PER_SEED, assessor)
@@ -107,6 +124,9 @@ def study_launch(name: str, assessor: dict) -> tuple[dict, pd.DataFrame]:
         return consensus_acc[choice["candidate"]] if choice["seed"] == -1 else acc[(choice["seed"], choice["epoch"])]
 
     row = {"launch": name, "dataset": base.attrs["dataset"], "algorithm": base.attrs["algorithm"],
+           "group": group_of(base.attrs["dataset"], base.attrs["algorithm"]),
+           # the per-seed assessor trained on these very seeds (the per-seed study's scores/ tables)
+           "per_seed_in_sample": base.attrs["algorithm"] in TRAINED_ON and (SCORES / f"{name}.csv").exists(),
            "batch": f"{base.attrs['dataset']}_s{min(parts.seeds)}", "seeds": len(parts.seeds),
            "random_final": finals.mean(), "median_final": float(np.median(finals)),
            "oracle": float(truth.acc.max()),
@@ -118,16 +138,71 @@ def study_launch(name: str, assessor: dict) -> tuple[dict, pd.DataFrame]:
         choice = pick(table)
         row[selector] = of(choice)
         row[f"{selector}_choice"] = choice["candidate"]
+    row["default"] = row[launch.default_selector(parts)]   # what `python -m dcjax.select` chooses
     picks = pd.concat([per_seed.assign(selector="primary"), collapse.assign(selector="primary_collapse")])
     picks = picks.assign(run=base.attrs["run"])[["run", "selector", "seed", "epoch"]]
     return row, selection.outcomes(picks, truth.assign(run=base.attrs["run"])).assign(
-        dataset=base.attrs["dataset"], algorithm=base.attrs["algorithm"])
+        dataset=base.attrs["dataset"], algorithm=base.attrs["algorithm"], launch=name)
+
+
+# ------------------------------------------------------------ launches from the per-seed study's tables
+
+TABLE_ONLY = ["random_final", "min_final_loss", "max_final_silhouette", "per_seed_primary"]
+
+
+def table_only_launches(assessor: dict) -> pd.DataFrame:
+    """Launches of 5 seeds (0-4, 5-9) from the per-seed study's committed
+    tables (scores/: 10 seeds of digits, USPS, Optdigits and Pendigits per
+    algorithm). They hold no partitions, so only seed-level choices are
+    scored (no consensus, no agreement); the per-seed primary was trained on
+    these very seeds (in sample), the loss and silhouette rules on nothing."""
+    seeds = []
+    for path in study_tables():
+        base, truth = read_run_csv(path)
+        picks = selection.select(selection.features(base), PER_SEED, assessor)
+        acc = truth.set_index(["seed", "epoch"]).acc
+        at_final = base[base.epoch == base.epoch.max()].set_index("seed")
+        for seed, epoch in zip(picks.seed, picks.epoch):
+            seeds.append({"dataset": base.attrs["dataset"], "algorithm": base.attrs["algorithm"], "seed": seed,
+                          "final": acc[(seed, int(base.epoch.max()))], "best": truth[truth.seed == seed].acc.max(),
+                          "loss": at_final.loss_total[seed], "silhouette": at_final.silhouette[seed],
+                          "primary": acc[(seed, epoch)]})
+    seeds = pd.DataFrame(seeds)
+    rows = []
+    for (dataset, algorithm), g in seeds.groupby(["dataset", "algorithm"]):
+        for first in (0, 5):
+            launch_seeds = g[g.seed.between(first, first + 4)].reset_index(drop=True)
+            if len(launch_seeds) < 5:   # MNIST, Fashion-MNIST: 3 seeds
+                continue
+            rows.append({"launch": f"{dataset}_{algorithm}_s{first}", "dataset": dataset, "algorithm": algorithm,
+                         "batch": f"{dataset}_s{first}", "median_final": launch_seeds.final.median(),
+                         "random_final": launch_seeds.final.mean(),
+                         "min_final_loss": launch_seeds.final[launch_seeds.loss.idxmin()],
+                         "max_final_silhouette": launch_seeds.final[launch_seeds.silhouette.idxmax()],
+                         "per_seed_primary": launch_seeds.primary.mean(), "oracle": launch_seeds.best.max()})
+    return pd.DataFrame(rows)
+
+
+def table_only_section(launches: pd.DataFrame) -> list[str]:
+    rows = [{"data set": ds, "algorithm": alg, "launches": len(g),
+             **{c: pts(g[c].mean()) for c in ["median_final", *TABLE_ONLY, "oracle"]}}
+            for (ds, alg), g in launches.groupby(["dataset", "algorithm"], sort=True)]
+    return ["### Seed-level choices on the per-seed study's tables (no partitions)", "",
+            f"{len(launches)} launches of 5 seeds (seeds 0-4 and 5-9 of every data set × algorithm with 10 seeds in "
+            "`scores/`: digits, Optdigits, Pendigits, USPS). These tables hold no partitions, so only the choices "
+            "of a seed are scored: the random seed's final epoch, the lowest final loss, the highest own-space "
+            "silhouette at the final epoch (the baseline closest to `own_silhouette`), and the per-seed primary on "
+            "a random seed, which was trained on these very seeds (in sample).", "",
+            *markdown(pd.DataFrame(rows)), "",
+            f"Over all {len(launches)} launches:", "",
+            *markdown(pd.DataFrame(target_rows(launches, TABLE_ONLY))), "",
+            *markdown(pd.DataFrame(test_rows(launches, TABLE_ONLY))), ""]
 
 
 # ------------------------------------------------------------ the report
 
 BASELINES = ["random_final", "min_final_loss", "max_final_silhouette", "per_seed_primary"]
-CHOICES = [*BASELINES, "per_seed_primary_collapse", *launch.LAUNCH_SELECTORS]
+CHOICES = [*BASELINES, "per_seed_primary_collapse", "default", *launch.LAUNCH_SELECTORS]
 
 
 def pts(x) -> str:
@@ -146,16 +221,17 @@ def bootstrap(launches: pd.DataFrame, columns: list[str]) -> dict:
     return {c: np.asarray(v) for c, v in draws.items()}
 
 
-def target_rows(launches: pd.DataFrame) -> list[dict]:
+def target_rows(launches: pd.DataFrame, choices=None) -> list[dict]:
+    choices = choices or CHOICES
     measures = {}
-    for c in CHOICES:
+    for c in choices:
         measures[f"{c}|gain"] = launches[c] - launches.random_final
         measures[f"{c}|regret"] = launches.oracle - launches[c]
         measures[f"{c}|worse"] = (launches[c] < launches.median_final - 1e-9).astype(float)
     frame = pd.DataFrame(measures).assign(batch=launches.batch.to_numpy())
     draws = bootstrap(frame, list(measures))
     rows = []
-    for c in CHOICES:
+    for c in choices:
         cells = {"selector": c}
         for m, target, fmt in (("gain", f"≥ +{100 * GAIN_TARGET:.1f}", pts), ("regret", f"≤ {100 * REGRET_TARGET:.1f}", pts),
                                ("worse", f"≤ {100 * WORSE_TARGET:.0f}%", lambda v: f"{100 * v:.0f}%")):
@@ -166,10 +242,10 @@ def target_rows(launches: pd.DataFrame) -> list[dict]:
     return rows
 
 
-def test_rows(launches: pd.DataFrame) -> list[dict]:
+def test_rows(launches: pd.DataFrame, choices=None) -> list[dict]:
     """One-sided: the selector's ACC > the baseline's, paired by launch."""
     rows = []
-    for c in CHOICES:
+    for c in choices or CHOICES:
         if c == "random_final":
             continue
         cells = {"selector": c}
@@ -206,36 +282,56 @@ def per_seed_rows(outcomes: pd.DataFrame) -> list[dict]:
     return rows
 
 
-def report(launches: pd.DataFrame, outcomes: pd.DataFrame, command: str, seconds: float) -> list[str]:
+def group_sections(launches: pd.DataFrame) -> list[str]:
+    """Targets and one-sided tests, per launch group."""
+    lines = []
+    for group, title in GROUPS.items():
+        g = launches[launches.group == group].reset_index(drop=True)
+        if g.empty:
+            continue
+        lines += [f"#### {title}: {len(g)} launches, {g.batch.nunique()} seed batches", "",
+                  *markdown(pd.DataFrame(target_rows(g))), "",
+                  "One-sided tests against each baseline, paired by launch:", "",
+                  *markdown(pd.DataFrame(test_rows(g))), ""]
+    return lines
+
+
+def report(launches: pd.DataFrame, outcomes: pd.DataFrame, table_only: pd.DataFrame, command: str,
+           seconds: float) -> list[str]:
     n_batches = launches.batch.nunique()
+    out_of_sample = outcomes[~outcomes.launch.isin(launches[launches.per_seed_in_sample].launch)]
     return [
         SECTION, "",
         f"Command: `{command}` ({seconds:.0f} s; it reads only the committed `scores_launch/` and `partitions/` files). "
         f"{len(launches)} launches of 5 seeds ({n_batches} batches of seeds: "
-        + ", ".join(sorted(launches.batch.unique())) + "), all trained after the collapse rule and the first launch "
-        "selectors were written (`own_silhouette` was added after the first batch was scored; the notes below "
-        "say which default was fixed when). ACC in points. Per launch the candidates are every seed × epoch of the "
+        + ", ".join(sorted(launches.batch.unique())) + "). The digits launches were all trained after the collapse "
+        "rule and the first launch selectors were written (`own_silhouette` was added after the first batch was "
+        "scored; the notes below say which default was fixed when); the others were scored after the default was "
+        "fixed. ACC in points. Per launch the candidates are every seed × epoch of the "
         "selection phase and two consensus partitions (`dcjax.launch`). Per-seed choices: the committed primary "
-        f"assessor (`{ASSESSOR.name}`, `{PER_SEED}`), as `python -m dcjax.select` makes them. `random_final`: "
+        f"assessor (`{ASSESSOR.name}`, `{PER_SEED}`), as `python -m dcjax.select` makes them (on the Optdigits, "
+        "USPS and Pendigits AE+k-means launches it was trained on these very seeds). `random_final`: "
         "the mean over the launch's seeds of the final epoch's ACC (what a user gets today, in expectation); "
         "`per_seed_primary`: the per-seed primary applied to a random seed (mean over seeds); `oracle`: the best "
-        "ACC over all seeds × epochs.", "",
+        "ACC over all seeds × epochs. `default`: the product's launch default (`launch.default_selector`: "
+        "`consensus`, or `own_silhouette` where seeds keep different k, i.e. UNSEEN). UNSEEN: ACC of the method's own assignment (not Table I's k-means "
+        "re-clustering). DECCS: its rounds are the epochs, its consensus member the partition.", "",
         "### Per data set × algorithm (mean over launches)", "",
         *markdown(pd.DataFrame(per_group_rows(launches))), "",
-        "### Targets, over all launches", "",
+        "### Targets and tests, per group of launches", "",
         "Mean over launches [95% cluster-bootstrap interval, resampling the seed batches]; ✓ where the target is "
         "met. gain: over the random-seed final; regret: to the launch oracle; worse: share of launches where the "
-        "choice is below the launch's median seed-final.", "",
-        *markdown(pd.DataFrame(target_rows(launches))), "",
-        "### One-sided tests against each baseline, paired by launch", "",
-        "Mean difference in ACC points, then p of the cluster bootstrap (share of resamples whose mean difference "
-        f"is ≤ 0; {BOOTSTRAP_RESAMPLES} resamples of the {n_batches} seed batches) / p of Wilcoxon's signed-rank "
-        "test (zero differences split).", "",
-        *markdown(pd.DataFrame(test_rows(launches))), "",
+        "choice is below the launch's median seed-final. Tests: mean difference in ACC points, then p of the "
+        f"cluster bootstrap (share of resamples whose mean difference is ≤ 0; {BOOTSTRAP_RESAMPLES} resamples of "
+        "the group's seed batches) / p of Wilcoxon's signed-rank test (zero differences split). Launches of one "
+        "batch share a pretraining (UNSEEN and DECCS start from the AE+k-means autoencoders of their batch).", "",
+        *group_sections(launches),
+        *table_only_section(table_only),
         "### The per-seed selectors on these seeds (out of sample)", "",
         "The committed primary (trained on the 230 earlier pairs; none of these seeds) and the primary with the "
-        "collapse rule (`selection.collapse_guard`, pre-registered before these seeds were scored).", "",
-        *markdown(pd.DataFrame(per_seed_rows(outcomes))), ""]
+        "collapse rule (`selection.collapse_guard`, pre-registered before these seeds were scored); launches "
+        "whose seeds the primary was trained on are left out.", "",
+        *markdown(pd.DataFrame(per_seed_rows(out_of_sample))), ""]
 
 
 def write_section(lines: list[str]):
@@ -277,7 +373,9 @@ def main():
     launches = pd.DataFrame(rows)
     launches.to_csv(RESULTS / "launch_outcomes.csv", index=False, float_format="%.5g")
     outcomes = pd.concat(outcomes, ignore_index=True)
-    lines = report(launches, outcomes, "python experiments/launch_study.py", time.perf_counter() - t0)
+    table_only = table_only_launches(assessor)
+    table_only.to_csv(RESULTS / "launch_outcomes_tables.csv", index=False, float_format="%.5g")
+    lines = report(launches, outcomes, table_only, "python experiments/launch_study.py", time.perf_counter() - t0)
     write_section(lines)
     print("\n".join(lines))
 

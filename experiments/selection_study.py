@@ -92,8 +92,10 @@ def report_stem(name: str) -> str:
 
 # ------------------------------------------------------------ 1. per-run tables
 
-def write_run_csv(workdir: Path) -> Path:
-    """Score the run (cached) and write its base table + labels, rounded, to SCORES."""
+def write_run_csv(workdir: Path, directory: Path | None = None) -> Path:
+    """Score the run (cached) and write its base table + labels, rounded, to
+    `directory` (default: SCORES, read when called)."""
+    directory = directory or SCORES
     t0 = time.perf_counter()
     scores = selection.scores_table(workdir, labels=True)
     base = selection.base_table(workdir, scores=scores)
@@ -102,9 +104,9 @@ def write_run_csv(workdir: Path) -> Path:
     table = base.merge(truth, on=selection.ID, how="left")
     for key in INFO:
         table.insert(INFO.index(key), key, info[key])
-    SCORES.mkdir(parents=True, exist_ok=True)
+    directory.mkdir(parents=True, exist_ok=True)
     first_seed = int(checkpointing.load_config(workdir).seed)   # a later batch of seeds: its own file
-    path = SCORES / (f"{info['dataset']}_{info['algorithm']}" + (f"_s{first_seed}" if first_seed else "") + ".csv")
+    path = directory / (f"{info['dataset']}_{info['algorithm']}" + (f"_s{first_seed}" if first_seed else "") + ".csv")
     table.to_csv(path, index=False, float_format="%.5g")
     print(f"{workdir}: {len(table)} rows -> {path} ({time.perf_counter() - t0:.0f} s)", flush=True)
     return path
