@@ -10,6 +10,7 @@ from dcjax.methods.dcn import make_dcn
 from dcjax.methods.dec import make_dec, make_idec
 from dcjax.methods.deccs import make_deccs
 from dcjax.methods.dkm import make_dkm
+from dcjax.methods import unseen
 from dcjax.methods.unseen import make_unseen
 
 REGISTRY = {
@@ -43,6 +44,7 @@ def n_centers(config, n_clusters: int) -> int:
     (or the configured) number of clusters, which an unlabelled data set
     without `dataset.n_clusters` does not have (0)."""
     if unseen_enabled(config):
+        unseen.check(config)   # k_init, t and the base algorithm, in UNSEEN's own words
         return int(config.unseen.k_init)
     if int(n_clusters) < 1:
         raise DataError(f"data set {config.dataset.name!r} has no labels, so the number of clusters is unknown: "
