@@ -776,7 +776,8 @@ def assessor_selector(assessor: dict, guard: float = 0.0,
             best = predicted[idx].max()
             final_row = int(idx[np.argmax(feats.epoch.iloc[idx].to_numpy())])
             row = int(max(idx[predicted[idx] >= best - 1e-12], key=lambda i: feats.epoch.iloc[i]))
-            at_final, best_epoch = predicted[final_row], int(feats.epoch.iloc[row])
+            at_final, best_epoch, final_epoch = predicted[final_row], int(feats.epoch.iloc[row]), \
+                int(feats.epoch.iloc[final_row])
             gain = checked[row] - checked[final_row]   # what the guard reads (an ensemble's gap model)
             guarded = guard > 0 and gain <= guard
             if guarded:
@@ -785,7 +786,7 @@ def assessor_selector(assessor: dict, guard: float = 0.0,
             why = (f"assessor ({assessor['kind']}, target {assessor.get('target', 'rank')}) predicts "
                    f"{best:.3f} at epoch {best_epoch}, its best (at the final epoch: {at_final:.3f})"
                    + (f"; the predicted gain over the final epoch, {gain:+.4f}, is within the guard {guard:.4f}, "
-                      "so the final epoch is kept" if guarded and best_epoch != int(feats.epoch.iloc[row]) else "")
+                      "so the final epoch is kept" if guarded and best_epoch != final_epoch else "")
                    + "; top features: "
                    + ", ".join(f"{t['feature']} (rank {t['rank']:.2f}, {t['contribution']:+.3f}"
                              + (f", {t['model']} model" if "model" in t else "") + ")" for t in top))

@@ -11,7 +11,6 @@ from dcjax.methods.dec import make_dec, make_idec
 from dcjax.methods.deccs import make_deccs
 from dcjax.methods.dkm import make_dkm
 from dcjax.methods import unseen
-from dcjax.methods.unseen import make_unseen
 
 REGISTRY = {
     "ae_kmeans": make_ae_kmeans,
@@ -35,7 +34,7 @@ def get_method(config) -> Method:
     if name not in REGISTRY:
         raise ValueError(f"unknown algorithm {name!r}; known: {', '.join(sorted(REGISTRY))}")
     method = REGISTRY[name](config)
-    return make_unseen(method, config) if unseen_enabled(config) else method
+    return unseen.make_unseen(method, config) if unseen_enabled(config) else method
 
 
 def n_centers(config, n_clusters: int) -> int:
