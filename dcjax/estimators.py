@@ -14,7 +14,8 @@
 2. `train.train_and_evaluate` trains `n_seeds` seeds in one launch, seed ids
    random_state, random_state + 1, ... (the CLI's `seed`, `seeds`).
 3. `selection.select_run` chooses one epoch per seed without labels, by
-   default with the study's assessor shipped in the package (`selector`).
+   default ('default') with the study's assessor shipped in the package,
+   or the final epoch for an algorithm it never learned from (`selector`).
 4. What the run wrote is read back: per seed, the selected epoch's
    clustering (`labels_per_seed_`, `selected_epoch_`), the last epoch's
    (`final_labels_per_seed_`), and per epoch the losses and label-free
@@ -181,9 +182,9 @@ class DeepClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
         k = getattr(self, self.k_parameter)
         if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 2:
             raise ValueError(f"{type(self).__name__}: {self.k_parameter} must be an integer >= 2, got {k!r}")
-        if self.selector not in (*selection.ASSESSOR_SELECTORS, *selection.SELECTORS):
-            raise ValueError(f"{type(self).__name__}: unknown selector {self.selector!r}; choose from "
-                             f"{[*selection.ASSESSOR_SELECTORS, *selection.SELECTORS]}")
+        known = [selection.DEFAULT_SELECTOR, *selection.ASSESSOR_SELECTORS, *selection.SELECTORS]
+        if self.selector not in known:
+            raise ValueError(f"{type(self).__name__}: unknown selector {self.selector!r}; choose from {known}")
         workdir = Path(self.workdir) if self.workdir is not None else Path(tempfile.mkdtemp(prefix="dcjax_"))
         try:
             with evaluate._quiet_orbax():   # orbax warns on every read-only open
@@ -293,7 +294,7 @@ def _make_init(cls):
     """An `__init__` whose signature lists every parameter (scikit-learn reads
     it), storing each argument unchanged, as scikit-learn asks."""
     c = config_lib.make_config(cls.algorithm, "digits")
-    run = {"n_seeds": 1, "random_state": 0, "workdir": None, "selector": "assessor_guarded", "progress": False}
+    run = {"n_seeds": 1, "random_state": 0, "workdir": None, "selector": selection.DEFAULT_SELECTOR, "progress": False}
     hyper = {name: _get(c, field) for name, field in cls._fields().items()}
     keyword = inspect.Parameter.KEYWORD_ONLY
     positional = [] if cls.k_parameter != "n_clusters" else [   # UNSEEN: k is what it finds

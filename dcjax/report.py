@@ -50,7 +50,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 from dcjax import checkpointing, data, evaluate, launch, methods, metrics, select, selection, train  # noqa: E402
 
-DEFAULT_SELECTOR = select.DEFAULT_SELECTOR   # as `python -m dcjax.select`: the shipped assessor, guarded
+DEFAULT_SELECTOR = select.DEFAULT_SELECTOR   # as `python -m dcjax.select`: the shipped assessor, guarded, where it applies
 
 MAX_POINTS = 5_000        # points per PCA scatter: more only paint over each other
 UMAP_POINTS = 2_000       # points per UMAP view (its cost grows with the points, ~1-3 s here)
@@ -754,6 +754,7 @@ def write_report(workdir, *, selector: str = DEFAULT_SELECTOR, assessor=None, um
     selection_part = (f"<h2 id='selection'>Selected epochs (label-free)</h2><p class='note'>"
                       f"As <code>python -m dcjax.select --selector {html.escape(sel['selector'])}</code>"
                       + (f" with the assessor {html.escape(sel['assessor'])}" if sel.get("assessor") else "")
+                      + (f" (the default: {html.escape(sel['default_because'])})" if sel.get("default_because") else "")
                       + f"; candidates: the {run.phase} phase's epochs. Noise autocorr.: lag-1 autocorrelation of "
                       f"the pooled silhouette over epochs (below {selection.NOISE_AUTOCORR}: noise-dominated, ⚠)."
                       + (f" {html.escape(chance[0])}." if chance and not chance[1] else "") + "</p>"

@@ -9,14 +9,18 @@ Then it prints, per seed, the chosen epoch and why. It writes
 <workdir>/selection.json (the choice, the why, whether the epoch's full
 state is still on disk) and adds the chosen epochs to
 <workdir>/keep_epochs.json, {phase: [epochs]}, for checkpoint retention.
-Selectors: see `dcjax.selection.SELECTORS`, plus three that use a trained
+Selectors: see `dcjax.selection.SELECTORS`, plus those that use a trained
 assessor: by default the study's, shipped inside the package
 (`dcjax.shipped_assessor`), or --assessor FILE (written by
 experiments/selection_study.py): 'assessor', the epoch it rates best;
-'assessor_guarded' (the default, the study's primary), which keeps the final
+'assessor_guarded' (the study's primary), which keeps the final
 epoch unless the chosen one is predicted clearly better;
 'assessor_noise_guarded', which also keeps the final epoch of a noise-dominated
 seed (measured: it costs regret and buys no do-no-harm, selection.md).
+The default, 'default', is 'assessor_guarded' on the algorithms the shipped
+assessor was trained on (AE+k-means, DEC, IDEC, DCN, DKM) and the final
+epoch on any other (UNSEEN, DECCS), where the assessor was measured not to
+help (`selection.resolve_default`); it says so when it falls back.
 Whatever the selector, a seed whose partitions change in quality at random
 from epoch to epoch is flagged ('noise_dominated' in selection.json, and a
 warning here): no epoch of it can be told apart without labels. And the run
@@ -33,7 +37,7 @@ from pathlib import Path
 
 from dcjax import launch, selection
 
-DEFAULT_SELECTOR = "assessor_guarded"   # the study's primary
+DEFAULT_SELECTOR = selection.DEFAULT_SELECTOR   # the study's primary where the assessor knows the algorithm
 
 
 def selection_arguments(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -41,8 +45,9 @@ def selection_arguments(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
     this command and `python -m dcjax.report`, which chooses as it does."""
     ap.add_argument("--workdir", required=True, help="the run (what dcjax.main wrote)")
     ap.add_argument("--selector", default=DEFAULT_SELECTOR,
-                    choices=[*selection.ASSESSOR_SELECTORS, *selection.SELECTORS],
-                    help=f"how to choose (default: {DEFAULT_SELECTOR}, the study's primary)")
+                    choices=[DEFAULT_SELECTOR, *selection.ASSESSOR_SELECTORS, *selection.SELECTORS],
+                    help=f"how to choose (default: {DEFAULT_SELECTOR}: {selection.IN_DOMAIN_SELECTOR}, the study's "
+                         f"primary, on the algorithms the shipped assessor was trained on, else the final epoch)")
     ap.add_argument("--assessor", help="trained assessor file (.npz or .joblib) for the assessor "
                     "selectors (default: the study's, shipped with dcjax)")
     return ap
@@ -65,7 +70,9 @@ def main(argv=None):
     ap.add_argument("--progress", action="store_true", help="progress bar while scoring new epochs")
     args = parse_selection_arguments(ap, argv)
     result = selection.select_run(args.workdir, args.selector, args.assessor, progress=args.progress)
-    print(f"{args.workdir}: selector {args.selector}, phase {result['phase']}")
+    print(f"{args.workdir}: selector {result['selector']}, phase {result['phase']}")
+    if result["default_because"]:
+        print(f"  ({result['default_because']})")
     for s in result["seeds"]:
         state = "model state stored" if s["state_present"] else "model state rebuilt on load (replay)"
         print(f"  seed {s['seed']}: epoch {s['epoch']} of {s['final_epoch']} [{state}]: {s['why']}")
