@@ -51,7 +51,7 @@ PARTITIONS = RESULTS / "partitions"
 LAUNCH_SCORES = RESULTS / "scores_launch"
 ASSESSOR = RESULTS / "assessor_selection.joblib"    # the primary, as `python -m dcjax.select` uses it
 SECTION = "## Launch-level selection"
-PER_SEED = "assessor_guarded"                       # the product's default per-seed selector
+PER_SEED = "assessor_guarded"                       # the per-seed primary (the product's default on TRAINED_ON)
 BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED = 2000, 0
 GAIN_TARGET, REGRET_TARGET, WORSE_TARGET = 0.02, 0.02, 0.10
 ORDER = ("ae_kmeans", "dec", "idec", "dcn", "dkm", "unseen_dcn", "unseen_dec", "unseen_dkm", "deccs")
@@ -109,7 +109,11 @@ def study_launch(name: str, assessor: dict) -> tuple[dict, pd.DataFrame]:
     parts = launch.load_partitions(PARTITIONS / f"{name}.npz")
     per_seed = selection.select(feats, PER_SEED, assessor)
     collapse = selection.collapse_guard(feats, per_seed)
-    chosen = dict(zip(per_seed.seed, per_seed.epoch))
+    # what the launch builds on: the product's per-seed default (the primary, or
+    # the final epoch on an algorithm the assessor never learned from)
+    default_name = selection.resolve_default(base.attrs["algorithm"])[0]
+    default_picks = per_seed if default_name == PER_SEED else selection.select(feats, default_name, assessor)
+    chosen = dict(zip(default_picks.seed, default_picks.epoch))
     final = max(parts.epochs)
     at_final = feats[feats.epoch == final].set_index("seed")
     consensus = launch.consensus_candidates(parts, chosen)
@@ -132,7 +136,7 @@ def study_launch(name: str, assessor: dict) -> tuple[dict, pd.DataFrame]:
            "oracle": float(truth.acc.max()),
            "min_final_loss": acc[(int(at_final.loss_total.idxmin()), final)],
            "max_final_silhouette": acc[(int(at_final.silhouette.idxmax()), final)],
-           "per_seed_primary": float(np.mean([acc[(s, e)] for s, e in chosen.items()])),
+           "per_seed_primary": float(np.mean([acc[(s, e)] for s, e in zip(per_seed.seed, per_seed.epoch)])),
            "per_seed_primary_collapse": float(np.mean([acc[(s, e)] for s, e in zip(collapse.seed, collapse.epoch)]))}
     for selector, pick in launch.LAUNCH_SELECTORS.items():
         choice = pick(table)
@@ -306,11 +310,14 @@ def report(launches: pd.DataFrame, outcomes: pd.DataFrame, table_only: pd.DataFr
         "scored; the notes below say which default was fixed when); the others were scored after the consensus "
         "default was fixed, and the UNSEEN default was chosen on the Optdigits UNSEEN launches (notes below). "
         "ACC in points. Per launch the candidates are every seed × epoch of the "
-        "selection phase and two consensus partitions (`dcjax.launch`). Per-seed choices: the committed primary "
-        f"assessor (`{ASSESSOR.name}`, `{PER_SEED}`), as `python -m dcjax.select` makes them (on the Optdigits, "
-        "USPS and Pendigits AE+k-means launches it was trained on these very seeds). `random_final`: "
+        "selection phase and two consensus partitions (`dcjax.launch`). Per-seed choices, which the launch "
+        "selectors build on: `python -m dcjax.select`'s default (`selection.resolve_default`), i.e. the committed "
+        f"primary assessor (`{ASSESSOR.name}`, `{PER_SEED}`) on the five algorithms it was trained on (on the "
+        "Optdigits, USPS and Pendigits AE+k-means launches, on these very seeds) and the final epoch on UNSEEN "
+        "and DECCS (since commit daae1d3). `random_final`: "
         "the mean over the launch's seeds of the final epoch's ACC (what a user gets today, in expectation); "
-        "`per_seed_primary`: the per-seed primary applied to a random seed (mean over seeds); `oracle`: the best "
+        "`per_seed_primary`: the per-seed primary assessor applied to a random seed (mean over seeds), on every "
+        "algorithm; `oracle`: the best "
         "ACC over all seeds × epochs. `default`: the product's launch default (`launch.default_selector`: "
         "`consensus`, or `own_silhouette` where seeds keep different k, i.e. UNSEEN). UNSEEN: ACC of the "
         "method's own assignment (not Table I's k-means re-clustering). DECCS: its rounds are the epochs, its consensus member the partition.", "",
