@@ -754,7 +754,7 @@ def write_report(workdir, *, selector: str = DEFAULT_SELECTOR, assessor=None, um
     selection_part = (f"<h2 id='selection'>Selected epochs (label-free)</h2><p class='note'>"
                       f"As <code>python -m dcjax.select --selector {html.escape(sel['selector'])}</code>"
                       + (f" with the assessor {html.escape(sel['assessor'])}" if sel.get("assessor") else "")
-                      + (f" (the default: {html.escape(sel['default_because'])})" if sel.get("default_because") else "")
+                      + (f". By default here {html.escape(sel['default_because'])}" if sel.get("default_because") else "")
                       + f"; candidates: the {run.phase} phase's epochs. Noise autocorr.: lag-1 autocorrelation of "
                       f"the pooled silhouette over epochs (below {selection.NOISE_AUTOCORR}: noise-dominated, ⚠)."
                       + (f" {html.escape(chance[0])}." if chance and not chance[1] else "") + "</p>"
