@@ -276,7 +276,7 @@ def rq2_figure(rows: list[dict], path: Path):
     ax.set_xlabel("true number of clusters")
     ax.set_ylabel("estimated number of clusters")
     epochs = ", ".join(sorted({row["epochs"] for row in rows}))
-    ax.set_title(f"make_blobs, N = 10,000, d = 100; epochs {epochs} (mean ± sd over seeds)", fontsize=9)
+    ax.set_title(f"make_blobs, N = 10,000, d = 100, epochs {epochs}; mean ± sd over seeds", fontsize=8)
     ax.set_xticks(ks)
     ax.legend(fontsize=8)
     fig.tight_layout()
