@@ -66,6 +66,18 @@ def selections(runs, assessor) -> pd.DataFrame:
     return pd.concat(picks, ignore_index=True)
 
 
+def formatted(table: pd.DataFrame) -> pd.DataFrame:
+    """A `selection.summarize` table for print: ACC in %, regret and gain in points, rates in %."""
+    table = table.copy()
+    for c in ("acc_selected", "acc_final", "acc_oracle"):
+        table[c] = table[c].map(lambda v: f"{100 * v:.2f}")
+    for c in ("regret", "gain_vs_final"):
+        table[c] = table[c].map(pts)
+    for c in [c for c in ("win", "do_no_harm") if c in table]:
+        table[c] = table[c].map(lambda v: f"{100 * v:.0f}%")
+    return table
+
+
 def batch_of(run: str) -> str:
     """'seeds 0-4' or 'seeds 5-9': the chunk folder a run trained in (<data set>_s<first seed>)."""
     first = int(Path(run).parent.name.rsplit("_s", 1)[1])
@@ -103,12 +115,7 @@ def deccs_tables(assessor) -> list[str]:
     table = pd.concat([table, selection.summarize(out, ["selector"]).assign(dataset="all")], ignore_index=True)
     table = table[["dataset", "selector", "n", "acc_selected", "acc_final", "acc_oracle", "regret",
                    "gain_vs_final", "do_no_harm"]].copy()
-    for c in ("acc_selected", "acc_final", "acc_oracle"):
-        table[c] = table[c].map(lambda v: f"{100 * v:.2f}")
-    for c in ("regret", "gain_vs_final"):
-        table[c] = table[c].map(pts)
-    table["do_no_harm"] = table["do_no_harm"].map(lambda v: f"{100 * v:.0f}%")
-    return markdown(table)
+    return markdown(formatted(table))
 
 
 def report():
@@ -149,13 +156,7 @@ def report():
                                   "gain_vs_final", "win", "do_no_harm"]].copy()
     primary_table = primary[["dataset", "algorithm", "n", "acc_selected", "acc_final", "acc_oracle", "regret",
                              "gain_vs_final", "do_no_harm"]].copy()
-    for table in (selector_table, primary_table):
-        for c in ("acc_selected", "acc_final", "acc_oracle"):
-            table[c] = table[c].map(lambda v: f"{100 * v:.2f}")
-        for c in ("regret", "gain_vs_final"):
-            table[c] = table[c].map(pts)
-        for c in [c for c in ("win", "do_no_harm") if c in table]:
-            table[c] = table[c].map(lambda v: f"{100 * v:.0f}%")
+    selector_table, primary_table = formatted(selector_table), formatted(primary_table)
     assessor_text = (f"`assessor_guarded` is the study's primary selector ({PRIMARY}'s model, trained on all "
                      f"{len(assessor['trained_on'])} base-algorithm runs of selection.md, no UNSEEN run) with its "
                      "margin guard; `assessor` is the same without the guard.")
