@@ -855,13 +855,20 @@ def trained_algorithms(assessor: dict) -> set[str]:
     return {Path(run).name for run in assessor.get("trained_on", [])}
 
 
+@functools.lru_cache(maxsize=1)
+def _shipped_algorithms() -> frozenset[str]:
+    """`trained_algorithms` of the shipped assessor, read once per process
+    (the launch study resolves the default for every launch)."""
+    return frozenset(trained_algorithms(load_assessor()))
+
+
 def resolve_default(algorithm: str, assessor_path=None) -> tuple[str, str | None]:
     """The selector 'default' stands for on a run of `algorithm`, and why when
     that is not the assessor. An assessor file of the user's own is used as
     asked: they know what it learned from."""
     if assessor_path is not None:
         return IN_DOMAIN_SELECTOR, None
-    seen = trained_algorithms(load_assessor())
+    seen = _shipped_algorithms()
     if not seen or algorithm in seen:
         return IN_DOMAIN_SELECTOR, None
     return OUT_OF_DOMAIN_SELECTOR, (
