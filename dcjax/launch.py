@@ -107,21 +107,32 @@ def read_partitions(workdir, phase: str | None = None) -> Partitions:
 def save_partitions(parts: Partitions, path) -> Path:
     """A compact copy for studies without the run: labels as uint8 (S, N, E),
     where a point's label over consecutive epochs rarely changes, so zlib
-    shrinks it ~10x; embeddings as float16."""
+    shrinks it ~10x; the embeddings as float16, and only at the points the
+    launch silhouette reads (`SILHOUETTE_POINTS` of N): the full embeddings
+    were ~90% of a file and nothing else reads them."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    rows = _sample(parts.labels.shape[-1], SILHOUETTE_POINTS)
     np.savez_compressed(path, labels=np.transpose(parts.labels, (1, 2, 0)).astype(np.uint8),
-                        spaces=parts.spaces.astype(np.float16), seeds=np.asarray(parts.seeds),
-                        epochs=np.asarray(parts.epochs), phase=parts.phase, n_clusters=parts.n_clusters,
-                        fixed_k=parts.fixed_k)
+                        spaces=parts.spaces[:, rows].astype(np.float16), space_rows=rows,
+                        seeds=np.asarray(parts.seeds), epochs=np.asarray(parts.epochs), phase=parts.phase,
+                        n_clusters=parts.n_clusters, fixed_k=parts.fixed_k)
     return path
 
 
 def load_partitions(path) -> Partitions:
+    """A copy `save_partitions` wrote. The embeddings come back (F, N, e) with
+    NaN at the points it did not keep, so a score that reads them says so."""
     with np.load(path) as f:
-        return Partitions(np.transpose(f["labels"], (2, 0, 1)), f["spaces"].astype(np.float32),
-                          f["seeds"].tolist(), f["epochs"].tolist(), str(f["phase"]), int(f["n_clusters"]),
-                          fixed_k=bool(f["fixed_k"]) if "fixed_k" in f else True)
+        labels = np.transpose(f["labels"], (2, 0, 1))
+        kept = f["spaces"].astype(np.float32)
+        if "space_rows" in f:   # copies written before kept every point
+            spaces = np.full((kept.shape[0], labels.shape[-1], kept.shape[-1]), np.nan, np.float32)
+            spaces[:, f["space_rows"]] = kept
+        else:
+            spaces = kept
+        return Partitions(labels, spaces, f["seeds"].tolist(), f["epochs"].tolist(), str(f["phase"]),
+                          int(f["n_clusters"]), fixed_k=bool(f["fixed_k"]) if "fixed_k" in f else True)
 
 
 # ============================================================ 2. the consensus

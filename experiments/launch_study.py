@@ -7,11 +7,13 @@ against the baselines a user has today, with the labels.
 
 1. --export: per run, the per-epoch score table (as selection_study.py
    writes it, in experiments/results/scores_launch/) and every (seed, epoch) partition
-   with the reference embeddings (`launch.save_partitions`,
-   experiments/results/partitions/, ~0.1-2 MB per run). Nothing later
-   needs the run.
+   with the reference embeddings at the launch silhouette's points
+   (`launch.save_partitions`, experiments/results/partitions/, ~0.1-0.4 MB
+   per run; copies written before 2026-11-29 keep every point, ~1-2 MB).
+   Nothing later needs the run.
 2. Per launch: the per-seed choices of the product's default per-seed
-   selector (the committed primary assessor, `assessor_guarded`), the launch
+   selector (`selection.resolve_default`: the committed primary assessor on
+   the algorithms it learned from, the final epoch elsewhere), the launch
    table (`launch.launch_table`: every seed x epoch and two consensus
    partitions), and every launch selector's choice. Labels then score them:
    ACC of the choice; the random seed's final epoch (its expected value, the

@@ -119,6 +119,22 @@ def test_selected_labels_file_is_the_chosen_snapshot(run):
                                       snap["assignments"][seeds.index(choice["seed"])])
 
 
+def test_compact_copy_scores_as_the_run_does(run, tmp_path, monkeypatch):
+    """The studies' copies keep the embeddings only where the launch
+    silhouette reads them; the candidate table from a copy is the run's."""
+    workdir, result, _ = run
+    monkeypatch.setattr(launch, "SILHOUETTE_POINTS", 100)   # of the tiny run's 400 points
+    parts = launch.read_partitions(workdir)
+    copy = launch.load_partitions(launch.save_partitions(parts, tmp_path / "copy.npz"))
+    np.testing.assert_array_equal(copy.labels, parts.labels)
+    assert (copy.seeds, copy.epochs, copy.phase, copy.n_clusters) == (parts.seeds, parts.epochs, parts.phase,
+                                                                      parts.n_clusters)
+    assert np.isnan(copy.spaces).any(axis=(0, 2)).sum() == 300   # the points it did not keep
+    tables = [launch.launch_table(p, per_seed_epochs(result), launch.consensus_candidates(p, per_seed_epochs(result)),
+                                  launch.final_silhouettes(workdir, p)) for p in (parts, copy)]
+    pd.testing.assert_frame_equal(tables[1], tables[0], atol=1e-3)   # float16 embeddings
+
+
 def test_collapse_rule_takes_the_kmeans_start_of_a_collapsed_seed():
     feats = pd.DataFrame({"seed": [0, 0, 0, 1, 1, 1], "epoch": [0, 1, 2] * 2,
                           "size_entropy": [0.97, 0.93, 0.90, 0.97, 0.95, 0.93]})
