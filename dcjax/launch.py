@@ -397,7 +397,8 @@ def select_launch(workdir, per_seed: dict, selector: str | None = None) -> dict:
     if table is not None:
         row = table[table.candidate == choice["candidate"]].iloc[0]
         result["scores"] = {c: None if np.isnan(row[c]) else round(float(row[c]), 5)
-                            for c in ("cross_seed_nmi", "coassoc_divergence", "launch_silhouette", "final_silhouette")}
+                            for c in ("cross_seed_nmi", "coassoc_divergence", "launch_silhouette", "final_silhouette",
+                                      "size_entropy", "final_size_entropy")}
     path = workdir / "selection.json"
     saved = json.loads(path.read_text()) if path.exists() else {}
     path.write_text(json.dumps(saved | {"launch": result}, indent=2) + "\n")

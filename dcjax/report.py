@@ -77,9 +77,11 @@ class Run:
     launch's choice, and write what it writes (selection.json,
     keep_epochs.json, selected_labels.npy)."""
 
-    def __init__(self, workdir, *, selector: str = DEFAULT_SELECTOR, assessor=None, progress: bool = True):
+    def __init__(self, workdir, *, selector: str = DEFAULT_SELECTOR, assessor=None, progress: bool = True,
+                 launch_selector: str | None = None):
         self.workdir = Path(workdir)
         self.selector, self.assessor, self.progress = selector, assessor, progress
+        self.launch_selector = launch_selector
         # A few snapshots kept: the figures of a seed read its selected and the final epoch.
         self.snapshot = functools.lru_cache(maxsize=4)(self._load_snapshot)
         self._losses = {}
@@ -145,7 +147,7 @@ class Run:
         as a 'chance' verdict, comes along)."""
         self.scores   # score first, with labels, so that select_run reuses the table
         result = selection.select_run(self.workdir, self.selector, self.assessor, progress=self.progress)
-        return result | {"launch": launch.select_launch(self.workdir, result)}
+        return result | {"launch": launch.select_launch(self.workdir, result, self.launch_selector)}
 
     @property
     def selected(self) -> dict[int, int]:
@@ -702,13 +704,13 @@ def _figures(run: Run, umap: bool):
 
 
 def write_report(workdir, *, selector: str = DEFAULT_SELECTOR, assessor=None, umap: bool | None = None,
-                 progress: bool = True) -> Path:
+                 progress: bool = True, launch_selector: str | None = None) -> Path:
     """Write `<workdir>/report.html` and the PNGs in `<workdir>/report/`; return the page's path.
     `umap`: None draws UMAP views when umap-learn is installed."""
     from tqdm.auto import tqdm
 
     t0 = time.perf_counter()
-    run = Run(workdir, selector=selector, assessor=assessor, progress=progress)
+    run = Run(workdir, selector=selector, assessor=assessor, progress=progress, launch_selector=launch_selector)
     if umap is None:
         import importlib.util
         umap = importlib.util.find_spec("umap") is not None
@@ -791,7 +793,7 @@ def main(argv=None):
     ap.add_argument("--no-progress", dest="progress", action="store_false")
     args = select.parse_selection_arguments(ap, argv)
     path = write_report(args.workdir, selector=args.selector, assessor=args.assessor, umap=args.umap,
-                        progress=args.progress)
+                        progress=args.progress, launch_selector=args.launch_selector)
     print(f"wrote {path} (figures in {path.parent / 'report'}/)")
     return path
 

@@ -2,6 +2,7 @@
 
     python -m dcjax.select --workdir runs/x
     python -m dcjax.select --workdir runs/x --selector pooled_silhouette
+    python -m dcjax.select --workdir runs/x --launch-selector consensus
 
 Scores the run first (`dcjax.evaluate`, cached in <workdir>/scores.csv; an
 existing table written with labels is reused, its label columns unread).
@@ -50,6 +51,9 @@ def selection_arguments(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
                          f"primary, on the algorithms the shipped assessor was trained on, else the final epoch)")
     ap.add_argument("--assessor", help="trained assessor file (.npz or .joblib) for the assessor "
                     "selectors (default: the study's, shipped with dcjax)")
+    ap.add_argument("--launch-selector", choices=list(launch.LAUNCH_SELECTORS),
+                    help=f"how to choose among the seeds (default: {launch.DEFAULT_LAUNCH_SELECTOR} for a fixed "
+                         f"k, {launch.DEFAULT_UNKNOWN_K_SELECTOR} where seeds keep different numbers of clusters)")
     return ap
 
 
@@ -87,16 +91,16 @@ def main(argv=None):
     print(f"  {result['chance']['message']} (the chosen epochs)")
     if result["damaged_epochs"]:
         print(f"  left out, their snapshot damaged (unreadable): epochs {result['damaged_epochs']}")
-    result["launch"] = report_launch(args.workdir, result)
+    result["launch"] = report_launch(args.workdir, result, args.launch_selector)
     print(f"wrote {args.workdir}/selection.json, {args.workdir}/keep_epochs.json and "
           f"{args.workdir}/selected_labels.npy")
     return result
 
 
-def report_launch(workdir, result: dict) -> dict:
+def report_launch(workdir, result: dict, selector: str | None = None) -> dict:
     """The launch's choice among all seeds x epochs and their consensus
     (`dcjax.launch`), printed after the per-seed lines."""
-    choice = launch.select_launch(workdir, result)
+    choice = launch.select_launch(workdir, result, selector)
     if choice["selector"] is None:
         print(f"launch: one seed, so its selected epoch {choice['epoch']}")
         return choice

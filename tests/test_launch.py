@@ -135,6 +135,33 @@ def test_compact_copy_scores_as_the_run_does(run, tmp_path, monkeypatch):
     pd.testing.assert_frame_equal(tables[1], tables[0], atol=1e-3)   # float16 embeddings
 
 
+def test_launch_selector_flag_takes_the_seed_with_the_most_even_clusters(run, tmp_path):
+    """--launch-selector even_sizes: the seed whose final partition has the
+    highest size entropy, recomputed here from the snapshots, at its
+    selected epoch; its labels are written."""
+    import shutil
+    workdir = tmp_path / "run"
+    shutil.copytree(run[0], workdir)   # the fixture's selection.json stays as the other tests read it
+    with contextlib.redirect_stdout(io.StringIO()) as printed:
+        result = select.main(["--workdir", str(workdir), "--selector", "pooled_silhouette",
+                              "--launch-selector", "even_sizes"])
+    choice = result["launch"]
+    assert choice["selector"] == "even_sizes" and "selector even_sizes" in printed.getvalue()
+    seeds = train.seed_ids(checkpointing.load_config(workdir))
+    final = checkpointing.load_snapshot(workdir, CLUSTERING_EPOCHS)["assignments"]
+
+    def size_entropy(assignments):   # the same k for every seed, so unnormalised
+        p = np.bincount(assignments) / len(assignments)
+        return -np.sum(p[p > 0] * np.log(p[p > 0]))
+    entropies = [size_entropy(a) for a in np.asarray(final)]
+    assert len(set(np.round(entropies, 6))) == SEEDS   # no tie: the test tells the seeds apart
+    assert choice["seed"] == seeds[int(np.argmax(entropies))]
+    assert choice["epoch"] == per_seed_epochs(result)[choice["seed"]]
+    snap = checkpointing.load_snapshot(workdir, choice["epoch"])
+    np.testing.assert_array_equal(np.load(workdir / "selected_labels.npy"),
+                                  snap["assignments"][seeds.index(choice["seed"])])
+
+
 def test_collapse_rule_takes_the_kmeans_start_of_a_collapsed_seed():
     feats = pd.DataFrame({"seed": [0, 0, 0, 1, 1, 1], "epoch": [0, 1, 2] * 2,
                           "size_entropy": [0.97, 0.93, 0.90, 0.97, 0.95, 0.93]})
