@@ -27,7 +27,8 @@ run is reproducible unless asked otherwise.
 
 With several seeds, `labels_` is the launch's choice (`launch_choice`, as
 `python -m dcjax.select` makes it: by default the consensus of the seeds'
-selected partitions; `launch_` says which and why), and `final_labels_`,
+selected partitions, `launch_selector` for another of
+`launch.LAUNCH_SELECTORS`; `launch_` says which and why), and `final_labels_`,
 `transform`, `predict` are those of one seed, `seed_`: the chosen seed, or
 the one closest to the consensus. `cluster_centers_` are the centres of
 `labels_` in `seed_`'s embedding.
@@ -82,7 +83,8 @@ PROTOCOL = {
 DATA_FILE = "data.npy"
 
 
-def launch_choice(workdir, result: dict, labels_per_seed: np.ndarray) -> tuple[int, np.ndarray, dict | None]:
+def launch_choice(workdir, result: dict, labels_per_seed: np.ndarray,
+                  selector: str | None = None) -> tuple[int, np.ndarray, dict | None]:
     """What `labels_` holds, and which seed's model serves `transform`,
     `predict` and `cluster_centers_`: with several seeds, the launch's choice
     of `python -m dcjax.select` (`launch.select_launch`, label-free: by
@@ -93,7 +95,7 @@ def launch_choice(workdir, result: dict, labels_per_seed: np.ndarray) -> tuple[i
     Returns (seed index, labels, the choice as selection.json has it)."""
     if len(labels_per_seed) == 1:
         return 0, labels_per_seed[0], None
-    choice = launch.select_launch(workdir, result)
+    choice = launch.select_launch(workdir, result, selector)
     labels = np.load(Path(workdir) / "selected_labels.npy").astype(np.int64)
     if choice["seed"] >= 0:
         return [s["seed"] for s in result["seeds"]].index(choice["seed"]), labels, choice
@@ -185,6 +187,9 @@ class DeepClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
         known = [selection.DEFAULT_SELECTOR, *selection.ASSESSOR_SELECTORS, *selection.SELECTORS]
         if self.selector not in known:
             raise ValueError(f"{type(self).__name__}: unknown selector {self.selector!r}; choose from {known}")
+        if self.launch_selector is not None and self.launch_selector not in launch.LAUNCH_SELECTORS:
+            raise ValueError(f"{type(self).__name__}: unknown launch_selector {self.launch_selector!r}; choose "
+                             f"from {list(launch.LAUNCH_SELECTORS)} or None (the default)")
         workdir = Path(self.workdir) if self.workdir is not None else Path(tempfile.mkdtemp(prefix="dcjax_"))
         try:
             with evaluate._quiet_orbax():   # orbax warns on every read-only open
@@ -224,7 +229,7 @@ class DeepClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
                         jnp.asarray(snap["embedding"], jnp.float32), keys, k, int(config.kmeans.n_init)))
                 for i in np.flatnonzero(epochs == epoch):
                     labels[i] = snap["assignments"][i]
-        chosen, self.labels_, self.launch_ = launch_choice(workdir, result, labels)
+        chosen, self.labels_, self.launch_ = launch_choice(workdir, result, labels, self.launch_selector)
         own = self.launch_ is None or self.launch_["seed"] >= 0   # labels_ is a seed's own partition
         epoch = int(epochs[chosen] if self.launch_ is None or not own else self.launch_["epoch"])
         with evaluate._quiet_orbax():
@@ -294,7 +299,8 @@ def _make_init(cls):
     """An `__init__` whose signature lists every parameter (scikit-learn reads
     it), storing each argument unchanged, as scikit-learn asks."""
     c = config_lib.make_config(cls.algorithm, "digits")
-    run = {"n_seeds": 1, "random_state": 0, "workdir": None, "selector": selection.DEFAULT_SELECTOR, "progress": False}
+    run = {"n_seeds": 1, "random_state": 0, "workdir": None, "selector": selection.DEFAULT_SELECTOR,
+           "launch_selector": None, "progress": False}
     hyper = {name: _get(c, field) for name, field in cls._fields().items()}
     keyword = inspect.Parameter.KEYWORD_ONLY
     positional = [] if cls.k_parameter != "n_clusters" else [   # UNSEEN: k is what it finds

@@ -3,6 +3,7 @@ Pipeline; the same numbers as the command line on the same data and seed;
 the fitted attributes; AE+k-means through a temporary workdir."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -78,6 +79,8 @@ def test_bad_parameters_are_refused_before_training():
         DKM(n_clusters=3, pretrain_epochs=2.5).fit(X)
     with pytest.raises(ValueError, match="unknown selector"):
         DKM(n_clusters=3, selector="best").fit(X)
+    with pytest.raises(ValueError, match="unknown launch_selector 'best'"):
+        DKM(n_clusters=3, launch_selector="best").fit(X)
     with pytest.raises(ValueError, match="NaN"):
         DKM(n_clusters=3).fit(np.where(X > 5, np.nan, X))
 
@@ -169,6 +172,21 @@ def test_fitted_attributes_and_pipeline_use(fitted):
     assert pipe.get_params()["dkm__alpha"] == 1000.0
     with pytest.raises(ValueError, match="4 features, but DKM was fitted with 5"):
         model.predict(X[:, :4])
+
+
+def test_launch_selector_parameter_reaches_the_launch_choice(fitted, tmp_path):
+    """`launch_selector` is passed to `launch.select_launch`: on a copy of
+    the fitted run, 'own_silhouette' chooses a seed and writes its labels."""
+    pipe, est_dir, _ = fitted
+    model = pipe[-1]
+    assert model.get_params()["launch_selector"] is None
+    shutil.copytree(est_dir, tmp_path / "run")
+    index, labels, choice = estimators.launch_choice(tmp_path / "run", model.selection_, model.labels_per_seed_,
+                                                     "own_silhouette")
+    assert choice["selector"] == "own_silhouette" and choice["seed"] == model.seeds_[index]
+    epoch = dict(zip(model.seeds_, model.selected_epoch_.tolist()))[choice["seed"]]
+    assert choice["epoch"] == epoch
+    np.testing.assert_array_equal(labels, model.labels_per_seed_[index])
 
 
 def test_ae_kmeans_fit_predict_in_a_temporary_folder(tmp_path, monkeypatch):
