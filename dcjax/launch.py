@@ -268,7 +268,7 @@ def _consensus(name: str, why: str):
 
 CONSENSUS_SELECTED, CONSENSUS_FINAL = "consensus of the selected epochs", "consensus of the final epochs"
 
-def _best_seed(column: str, what: str):
+def _best_seed(column: str, what: str, note: str = ""):
     """The seed whose final partition is best by `column`, at its per-seed
     selected epoch. Within a run such a score misleads (a deep-clustering
     embedding is trained to fit its own partition); between seeds at the
@@ -279,7 +279,7 @@ def _best_seed(column: str, what: str):
         others = pool[column].drop(row.name)
         return {"candidate": row.candidate, "seed": int(row.seed), "epoch": int(row.epoch),
                 "why": f"the seed whose final partition has {what} ({row[column]:.4f}; the other seeds "
-                       f"{others.min():.4f} to {others.max():.4f}), at its selected epoch {int(row.epoch)}"}
+                       f"{others.min():.4f} to {others.max():.4f}), at its selected epoch {int(row.epoch)}" + note}
     return pick
 
 
@@ -290,7 +290,9 @@ LAUNCH_SELECTORS = {
     # (experiments/launch_assessor.py), and alone it gained +3.15 over a random
     # seed on 60 launches of balanced benchmarks. It assumes the clusters are
     # of similar size.
-    "even_sizes": _best_seed("final_size_entropy", "the most even cluster sizes (size entropy)"),
+    "even_sizes": _best_seed("final_size_entropy", "the most even cluster sizes (size entropy)",
+                             "; this assumes clusters of similar size: if yours differ, use the consensus "
+                             "(--launch-selector consensus)"),
     "agreement": lambda t: _best(t, "cross_seed_nmi", "max", "selected",
                                  "of the seeds' selected epochs, the one most like the other seeds' partitions"),
     "agreement_all": lambda t: _best(t, "cross_seed_nmi", "max", None,

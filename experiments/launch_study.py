@@ -321,7 +321,8 @@ def report(launches: pd.DataFrame, outcomes: pd.DataFrame, table_only: pd.DataFr
         "`per_seed_primary`: the per-seed primary assessor applied to a random seed (mean over seeds), on every "
         "algorithm; `oracle`: the best "
         "ACC over all seeds × epochs. `default`: the product's launch default (`launch.default_selector`: "
-        "`consensus`, or `own_silhouette` where seeds keep different k, i.e. UNSEEN). UNSEEN: ACC of the "
+        f"`{launch.DEFAULT_LAUNCH_SELECTOR}`, or `{launch.DEFAULT_UNKNOWN_K_SELECTOR}` where seeds keep different k, "
+        "i.e. UNSEEN). UNSEEN: ACC of the "
         "method's own assignment (not Table I's k-means re-clustering). DECCS: its rounds are the epochs, its consensus member the partition.", "",
         "### Per data set × algorithm (mean over launches)", "",
         *markdown(pd.DataFrame(per_group_rows(launches))), "",
