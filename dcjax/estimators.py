@@ -26,9 +26,9 @@ So the same X (as a file), seed and settings give the CLI's numbers
 run is reproducible unless asked otherwise.
 
 With several seeds, `labels_` is the launch's choice (`launch_choice`, as
-`python -m dcjax.select` makes it: by default the consensus of the seeds'
-selected partitions, `launch_selector` for another of
-`launch.LAUNCH_SELECTORS`; `launch_` says which and why), and `final_labels_`,
+`python -m dcjax.select` makes it: by default the seed with the most even
+cluster sizes, `launch_selector` for another of `launch.LAUNCH_SELECTORS`,
+such as 'consensus'; `launch_` says which and why), and `final_labels_`,
 `transform`, `predict` are those of one seed, `seed_`: the chosen seed, or
 the one closest to the consensus. `cluster_centers_` are the centres of
 `labels_` in `seed_`'s embedding.
@@ -88,8 +88,8 @@ def launch_choice(workdir, result: dict, labels_per_seed: np.ndarray,
     """What `labels_` holds, and which seed's model serves `transform`,
     `predict` and `cluster_centers_`: with several seeds, the launch's choice
     of `python -m dcjax.select` (`launch.select_launch`, label-free: by
-    default the consensus of the seeds' selected partitions, which beat a
-    random seed's on digits launches, selection.md 'Launch-level selection').
+    default the seed with the most even cluster sizes, which beat a random
+    seed's on 30 launches, selection.md 'Launch-level selection').
     The model is the chosen seed's, or for a consensus the seed whose
     partition agrees best with it (ARI; ties: the first). One seed: its own.
     Returns (seed index, labels, the choice as selection.json has it)."""

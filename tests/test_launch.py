@@ -107,10 +107,12 @@ def test_selected_labels_file_is_the_chosen_snapshot(run):
     assert labels.shape == (400,) and labels.dtype == np.int32   # one integer per data row (subsample 400)
     parts = launch.read_partitions(workdir)
     consensus = launch.consensus_candidates(parts, per_seed_epochs(result))
-    if choice["seed"] == -1:   # the default: the consensus of the selected epochs
-        np.testing.assert_array_equal(labels, consensus[choice["candidate"]])
-    # a seed x epoch choice writes that snapshot's assignments
-    for name in ("own_silhouette", "agreement_all"):
+    # a consensus choice writes the consensus partition
+    choice = launch.select_launch(workdir, result, "consensus")
+    assert choice["seed"] == -1
+    np.testing.assert_array_equal(np.load(workdir / "selected_labels.npy"), consensus[choice["candidate"]])
+    # a seed x epoch choice (the default's kind) writes that snapshot's assignments
+    for name in (launch.DEFAULT_LAUNCH_SELECTOR, "own_silhouette", "agreement_all"):
         choice = launch.select_launch(workdir, result, name)
         assert choice["seed"] >= 0
         snap = checkpointing.load_snapshot(workdir, choice["epoch"])
