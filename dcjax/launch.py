@@ -286,7 +286,7 @@ LAUNCH_SELECTORS = {
     "own_silhouette": _best_seed("final_silhouette", "the highest silhouette in its own embedding"),
     # The seed with the most even cluster sizes: the default for a fixed k
     # (below). It assumes the clusters are of similar size.
-    "even_sizes": _best_seed("final_size_entropy", "the most even cluster sizes (size entropy)",
+    "even_sizes": _best_seed("final_size_entropy", "the most even cluster sizes, by size entropy",
                              "; this assumes clusters of similar size: if yours differ, use the consensus "
                              "(--launch-selector consensus)"),
     "agreement": lambda t: _best(t, "cross_seed_nmi", "max", "selected",
