@@ -80,11 +80,13 @@ def fit_predict(train: pd.DataFrame, test: pd.DataFrame, names: list[str], kind:
     return model.predict(within_launch(test, names))
 
 
-def choices(seeds: pd.DataFrame) -> pd.DataFrame:
-    """Per launch of the four held-out data sets: the final ACC of each model's seed."""
+def choices(seeds: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Per launch of the four held-out data sets: the final ACC of each
+    model's seed; and the features the models read."""
     names = sorted(set(selection.feature_names(seeds.dropna(axis=1, how="all"))) - {
         "acc", "dataset", "algorithm", "launch", "source", "epoch_fraction"})
     names = [c for c in names if seeds[c].notna().all()]   # the features every algorithm has
+    assert not set(names) & {"acc", *selection.LABEL_BASED}, "a label column among the features"
     rows = []
     for held_out in HELD_OUT:
         train, test = seeds[seeds.dataset != held_out], seeds[seeds.dataset == held_out]
