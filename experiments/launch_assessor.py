@@ -63,19 +63,22 @@ def all_seeds() -> pd.DataFrame:
     for path in sorted(LAUNCH_SCORES.glob("*.csv")):
         frames.append(seed_rows(path).assign(launch=path.stem))
     seeds = pd.concat(frames, ignore_index=True)
+    # a launch is (source, name): the per-seed study's seeds 5-9 and a launch
+    # study's run of seeds 5-9 share a name (e.g. optdigits_dec_s5)
+    seeds["key"] = seeds.source + "/" + seeds.launch
     return seeds[seeds.algorithm.isin(TRAINED_ON)].reset_index(drop=True)
 
 
 def within_launch(seeds: pd.DataFrame, names: list[str]) -> np.ndarray:
     """Each feature as a z-score over the seeds of its launch; 0 where it is
     constant or undefined (the neutral value)."""
-    g = seeds.groupby("launch")[names]
+    g = seeds.groupby("key")[names]
     z = (seeds[names] - g.transform("mean")) / g.transform("std")
     return z.replace([np.inf, -np.inf], np.nan).fillna(0.0).to_numpy(np.float64)
 
 
 def fit_predict(train: pd.DataFrame, test: pd.DataFrame, names: list[str], kind: str) -> np.ndarray:
-    target = train.acc - train.groupby("launch").acc.transform("mean")
+    target = train.acc - train.groupby("key").acc.transform("mean")
     model = selection._model(kind).fit(within_launch(train, names), target.to_numpy(np.float64))
     return model.predict(within_launch(test, names))
 
@@ -84,21 +87,21 @@ def choices(seeds: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     """Per launch of the four held-out data sets: the final ACC of each
     model's seed; and the features the models read."""
     names = sorted(set(selection.feature_names(seeds.dropna(axis=1, how="all"))) - {
-        "acc", "dataset", "algorithm", "launch", "source", "epoch_fraction"})
+        "acc", "dataset", "algorithm", "launch", "source", "key", "epoch_fraction"})
     names = [c for c in names if seeds[c].notna().all()]   # the features every algorithm has
     assert not set(names) & {"acc", *selection.LABEL_BASED}, "a label column among the features"
     rows = []
     for held_out in HELD_OUT:
         train, test = seeds[seeds.dataset != held_out], seeds[seeds.dataset == held_out]
-        train = train[train.groupby("launch").seed.transform("size") >= 3]
+        train = train[train.groupby("key").seed.transform("size") >= 3]
         predicted = {kind: fit_predict(train, test, names, kind) for kind in MODELS}
         test = pd.concat([test.reset_index(drop=True),
                           pd.DataFrame({f"p_{k}": v for k, v in predicted.items()})], axis=1)
-        for name, g in test.groupby("launch"):
+        for _, g in test.groupby("key"):
             if len(g) < 5:
                 continue
-            rows.append({"launch": name, "dataset": held_out, "algorithm": g.algorithm.iloc[0],
-                         "source": g.source.iloc[0], "train_launches": train.launch.nunique(),
+            rows.append({"launch": g.launch.iloc[0], "dataset": held_out, "algorithm": g.algorithm.iloc[0],
+                         "source": g.source.iloc[0], "train_launches": train.key.nunique(),
                          **{f"learned_{k}": g.acc[g[f"p_{k}"].idxmax()] for k in MODELS},
                          # the rule the model leans on most, alone: no fit
                          "max_final_size_entropy": g.acc[g.size_entropy.idxmax()]})
@@ -108,8 +111,8 @@ def choices(seeds: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
 def baselines() -> pd.DataFrame:
     """launch_study.py's outcome tables: the table-only launches (scores/) and
     the launches with partitions (scores_launch/, the default and consensus too)."""
-    tables = pd.read_csv(RESULTS / "launch_outcomes_tables.csv")
-    partitions = pd.read_csv(RESULTS / "launch_outcomes.csv")
+    tables = pd.read_csv(RESULTS / "launch_outcomes_tables.csv").assign(source="scores")
+    partitions = pd.read_csv(RESULTS / "launch_outcomes.csv").assign(source="scores_launch")
     partitions = partitions[partitions.algorithm.isin(TRAINED_ON)]
     return pd.concat([tables, partitions], ignore_index=True)
 
@@ -118,7 +121,7 @@ def main():
     t0 = time.perf_counter()
     seeds = all_seeds()
     picks, names = choices(seeds)
-    launches = picks.merge(baselines(), on=["launch", "dataset", "algorithm"], how="inner")
+    launches = picks.merge(baselines(), on=["launch", "source", "dataset", "algorithm"], how="inner", validate="1:1")
     launches.to_csv(RESULTS / "launch_assessor.csv", index=False, float_format="%.5g")
     chosen = [f"learned_{k}" for k in MODELS] + ["max_final_size_entropy"]
     lines = ["# A learned launch selector (leave-one-dataset-out)", "",
