@@ -86,9 +86,9 @@ def fit_predict(train: pd.DataFrame, test: pd.DataFrame, names: list[str], kind:
 def choices(seeds: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     """Per launch of the four held-out data sets: the final ACC of each
     model's seed; and the features the models read."""
-    names = sorted(set(selection.feature_names(seeds.dropna(axis=1, how="all"))) - {
-        "acc", "dataset", "algorithm", "launch", "source", "key", "epoch_fraction"})
-    names = [c for c in names if seeds[c].notna().all()]   # the features every algorithm has
+    not_features = {"acc", "dataset", "algorithm", "launch", "source", "key", "epoch_fraction"}
+    names = sorted(c for c in selection.feature_names(seeds)   # the features every algorithm has
+                   if c not in not_features and seeds[c].notna().all())
     assert not set(names) & {"acc", *selection.LABEL_BASED}, "a label column among the features"
     rows = []
     for held_out in HELD_OUT:
