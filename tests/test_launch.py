@@ -2,11 +2,14 @@
 of partitions of blobs is the blobs, and it never builds an N x N matrix. The
 launch's choice on a tiny 3-seed DEC run reads no label: permuted labels
 change nothing. The selected labels file is the chosen snapshot's partition
-(or the consensus). The collapse rule moves a collapsed seed to epoch 0."""
+(or the consensus). The studies' compact copies score as the run does.
+--launch-selector even_sizes takes the seed with the most even final
+clusters. The collapse rule moves a collapsed seed to epoch 0."""
 import contextlib
 import inspect
 import io
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -141,7 +144,6 @@ def test_launch_selector_flag_takes_the_seed_with_the_most_even_clusters(run, tm
     """--launch-selector even_sizes: the seed whose final partition has the
     highest size entropy, recomputed here from the snapshots, at its
     selected epoch; its labels are written."""
-    import shutil
     workdir = tmp_path / "run"
     shutil.copytree(run[0], workdir)   # the fixture's selection.json stays as the other tests read it
     with contextlib.redirect_stdout(io.StringIO()) as printed:
