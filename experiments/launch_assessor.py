@@ -10,7 +10,10 @@ seed's final epoch is one row, its features are the per-seed study's
 features (`selection.features`) standardised within its launch (a z-score
 over the launch's seeds), and the target is its ACC minus the launch's mean
 final ACC: how much better than a random seed it is. The model picks the
-seed with the highest prediction.
+seed with the highest prediction. Beside it: `control_shuffled`, the same
+model fitted to ACC permuted among each training launch's seeds (what it
+would gain by chance), and `max_final_size_entropy`, the one feature it
+leans on, alone.
 
 Launches: 5 seeds of one data set x algorithm (seeds 0-4 and 5-9 of the
 per-seed study's tables in scores/, MNIST and Fashion-MNIST 3 seeds, for
@@ -37,6 +40,7 @@ from dcjax import selection  # noqa: E402
 
 HELD_OUT = ("digits", "optdigits", "pendigits", "usps")
 MODELS = ("gbr", "ridge")   # selection._model's two kinds; gbr declared the primary before any was scored
+SHUFFLE_SEED = 0            # the control: the primary fitted to ACC permuted among each training launch's seeds
 OUT = RESULTS / "launch_assessor.md"
 
 
@@ -83,6 +87,14 @@ def fit_predict(train: pd.DataFrame, test: pd.DataFrame, names: list[str], kind:
     return model.predict(within_launch(test, names))
 
 
+def shuffled(train: pd.DataFrame) -> pd.DataFrame:
+    """The training rows with ACC permuted among the seeds of each launch:
+    what the model gains from that is what chance and the features' own
+    structure give, with no signal about which seed is better."""
+    rng = np.random.default_rng(SHUFFLE_SEED)
+    return train.assign(acc=train.groupby("key").acc.transform(lambda a: rng.permutation(a.to_numpy())))
+
+
 def choices(seeds: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     """Per launch of the four held-out data sets: the final ACC of each
     model's seed; and the features the models read."""
@@ -95,6 +107,7 @@ def choices(seeds: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
         train, test = seeds[seeds.dataset != held_out], seeds[seeds.dataset == held_out]
         train = train[train.groupby("key").seed.transform("size") >= 3]
         predicted = {kind: fit_predict(train, test, names, kind) for kind in MODELS}
+        predicted["shuffled"] = fit_predict(shuffled(train), test, names, MODELS[0])
         test = pd.concat([test.reset_index(drop=True),
                           pd.DataFrame({f"p_{k}": v for k, v in predicted.items()})], axis=1)
         for _, g in test.groupby("key"):
@@ -103,6 +116,7 @@ def choices(seeds: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
             rows.append({"launch": g.launch.iloc[0], "dataset": held_out, "algorithm": g.algorithm.iloc[0],
                          "source": g.source.iloc[0], "train_launches": train.key.nunique(),
                          **{f"learned_{k}": g.acc[g[f"p_{k}"].idxmax()] for k in MODELS},
+                         "control_shuffled": g.acc[g.p_shuffled.idxmax()],
                          # the rule the model leans on most, alone: no fit
                          "max_final_size_entropy": g.acc[g.size_entropy.idxmax()]})
     return pd.DataFrame(rows), names
@@ -123,7 +137,7 @@ def main():
     picks, names = choices(seeds)
     launches = picks.merge(baselines(), on=["launch", "source", "dataset", "algorithm"], how="inner", validate="1:1")
     launches.to_csv(RESULTS / "launch_assessor.csv", index=False, float_format="%.5g")
-    chosen = [f"learned_{k}" for k in MODELS] + ["max_final_size_entropy"]
+    chosen = [f"learned_{k}" for k in MODELS] + ["control_shuffled", "max_final_size_entropy"]
     lines = ["# A learned launch selector (leave-one-dataset-out)", "",
              f"Command: `python experiments/launch_assessor.py` ({time.perf_counter() - t0:.0f} s; committed score "
              "tables only). " + __doc__.split("\n\n")[2].replace("\n", " "), "",
