@@ -122,6 +122,22 @@ def choices(seeds: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     return pd.DataFrame(rows), names
 
 
+def what_it_reads(seeds: pd.DataFrame, names: list[str], top: int = 6) -> pd.DataFrame:
+    """The primary fitted on every launch: its largest feature importances,
+    and each of those features' Spearman correlation with the seed's ACC
+    minus its launch's mean, both as the model sees them (within-launch z-scores)."""
+    from scipy.stats import spearmanr
+    train = seeds[seeds.groupby("key").seed.transform("size") >= 3]
+    target = (train.acc - train.groupby("key").acc.transform("mean")).to_numpy(np.float64)
+    x = within_launch(train, names)
+    model = selection._model(MODELS[0]).fit(x, target)
+    order = np.argsort(model.feature_importances_)[::-1][:top]
+    return pd.DataFrame({"feature": [names[i] for i in order],
+                         "importance": [f"{model.feature_importances_[i]:.3f}" for i in order],
+                         "spearman with ACC (within launch)": [f"{spearmanr(x[:, i], target).statistic:+.2f}"
+                                                               for i in order]})
+
+
 def baselines() -> pd.DataFrame:
     """launch_study.py's outcome tables: the table-only launches (scores/) and
     the launches with partitions (scores_launch/, the default and consensus too)."""
@@ -141,7 +157,9 @@ def main():
     lines = ["# A learned launch selector (leave-one-dataset-out)", "",
              f"Command: `python experiments/launch_assessor.py` ({time.perf_counter() - t0:.0f} s; committed score "
              "tables only). " + __doc__.split("\n\n")[2].replace("\n", " "), "",
-             f"{len(names)} features (those every trained algorithm's table has): " + ", ".join(names) + ".", ""]
+             f"{len(names)} features (those every trained algorithm's table has): " + ", ".join(names) + ".", "",
+             f"What the primary leans on, fitted on all {seeds.key.nunique()} launches:", "",
+             *markdown(what_it_reads(seeds, names)), ""]
     for title, group in (("Launches of the per-seed study's tables (seeds 0-4 and 5-9)",
                           launches[launches.source == "scores"]),
                          ("Launches of the launch study (scores_launch/: digits seeds 10-24, and the other data "
