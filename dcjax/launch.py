@@ -276,9 +276,11 @@ def _best_seed(column: str, what: str, note: str = ""):
         pool = table[table.selected]
         row = pool.sort_values([column, "seed"], ascending=[False, True]).iloc[0]
         others = pool[column].drop(row.name)
+        tied = "; tied with every other seed, so the lowest seed" if (others == row[column]).all() else ""
         return {"candidate": row.candidate, "seed": int(row.seed), "epoch": int(row.epoch),
                 "why": f"the seed whose final partition has {what} ({row[column]:.4f}; the other seeds "
-                       f"{others.min():.4f} to {others.max():.4f}), at its selected epoch {int(row.epoch)}" + note}
+                       f"{others.min():.4f} to {others.max():.4f}{tied}), at its selected epoch {int(row.epoch)}"
+                       + note}
     return pick
 
 

@@ -166,6 +166,17 @@ def test_launch_selector_flag_takes_the_seed_with_the_most_even_clusters(run, tm
                                   snap["assignments"][seeds.index(choice["seed"])])
 
 
+def test_a_seed_selector_says_when_every_seed_ties():
+    """Seeds with the same final partition tie: the lowest is taken, and the why says so."""
+    table = pd.DataFrame({"candidate": ["seed 3, epoch 5", "seed 4, epoch 5"], "seed": [3, 4], "epoch": [5, 5],
+                          "selected": [True, True], "final_size_entropy": [0.9, 0.9]})
+    choice = launch.LAUNCH_SELECTORS["even_sizes"](table)
+    assert choice["seed"] == 3 and "tied with every other seed" in choice["why"]
+    table.loc[0, "final_size_entropy"] = 0.8
+    choice = launch.LAUNCH_SELECTORS["even_sizes"](table)
+    assert choice["seed"] == 4 and "tied" not in choice["why"]
+
+
 def test_collapse_rule_takes_the_kmeans_start_of_a_collapsed_seed():
     feats = pd.DataFrame({"seed": [0, 0, 0, 1, 1, 1], "epoch": [0, 1, 2] * 2,
                           "size_entropy": [0.97, 0.93, 0.90, 0.97, 0.95, 0.93]})
