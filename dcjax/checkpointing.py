@@ -54,6 +54,7 @@ initialisation on the pretrained embedding.
 """
 import contextlib
 import errno
+import hashlib
 import importlib
 import json
 import logging
@@ -71,6 +72,7 @@ log = logging.getLogger(__name__)
 PHASES = ("pretrain", "clustering")
 OPTIMIZER = "opt_state"   # the part of a training state that only resuming needs
 RESUME_KEEP = 2           # newest resume points kept: one damaged or half-written leaves the one before
+RUN_FILE = "run.json"     # what training resolved at its start (`write_run_facts`); dcjax.run reads it
 JOINT = "epochs"          # the directory of the one-item-per-epoch layout
 LAYOUTS = ("replay", "joint", "split")   # snapshots only; epochs/ (state + snapshot); state/ + snapshots/
 MODEL_STATES = ("replay", "every_epoch")
@@ -91,7 +93,7 @@ ITEM_OVERHEAD, ARRAY_OVERHEAD = 25_000, 1_000
 # state types. Importing dcjax.train at the top instead would make this leaf
 # module, which evaluate, selection and notebooks import, pull in the loop,
 # the methods and the data loaders for every stored read.
-REPLAY_ENTRY_POINT = "dcjax.train:replay_to_epoch"
+REPLAY_ENTRY_POINT = "dcjax.replay:replay_to_epoch"
 
 
 class DamagedCheckpointError(RuntimeError):
@@ -538,3 +540,54 @@ def load_config(workdir):
     """The run's config as an ml_collections.ConfigDict."""
     import ml_collections
     return ml_collections.ConfigDict(json.loads((Path(workdir) / "config.json").read_text()))
+
+
+def alive_at(workdir: Path, phase: str, epoch: int, n_seeds: int) -> np.ndarray:
+    """Seeds not diverged up to `epoch` of `phase`, by the records (a seed
+    frozen in pretraining stays frozen in clustering)."""
+    alive = np.ones(n_seeds, bool)
+    records = [r for p in PHASES[:PHASES.index(phase)]
+               for r in load_records(workdir, p)]
+    records += [r for r in load_records(workdir, phase) if r["epoch"] <= epoch]
+    for record in records:
+        alive &= ~np.asarray(record.get("diverged", [False] * n_seeds), bool)
+    return alive
+
+
+def diverged_seeds(workdir) -> dict[int, dict]:
+    """{seed: {'phase', 'epoch', 'last_finite_epoch'}} for the seeds whose loss
+    went non-finite: the epoch whose update was discarded, and the epoch (of
+    that phase) the seed's state stayed at. From the records."""
+    config = load_config(workdir)
+    seeds = list(range(int(config.seed), int(config.seed) + int(config.seeds)))
+    out = {}
+    for phase in PHASES:
+        for record in load_records(workdir, phase):
+            for i, frozen in enumerate(record.get("diverged", [])):
+                if frozen and seeds[i] not in out:
+                    out[seeds[i]] = {"phase": phase, "epoch": record["epoch"],
+                                     "last_finite_epoch": record["epoch"] - 1}
+    return out
+
+
+# -- what training resolved at its start, for the readers (dcjax.run)
+
+def data_fingerprint(x: np.ndarray) -> str:
+    """sha256 of the data as trained on (dtype, shape and bytes): a later
+    reader can tell whether a file still holds the same data."""
+    x = np.ascontiguousarray(x)
+    h = hashlib.sha256(f"{x.dtype.str}{x.shape}".encode())
+    h.update(memoryview(x).cast("B"))
+    return "sha256:" + h.hexdigest()
+
+
+def run_facts(x: np.ndarray, y, n_clusters: int) -> dict:
+    """What training writes to run.json at its start (`write_run_facts`):
+    the run's k, the data's shape, whether it has labels (for evaluation
+    only), and its fingerprint."""
+    return {"n_clusters": int(n_clusters), "n": int(x.shape[0]), "d": int(np.prod(x.shape[1:])),
+            "labelled": y is not None, "data_fingerprint": data_fingerprint(x)}
+
+
+def write_run_facts(workdir, facts: dict) -> None:
+    write_text_atomic(Path(workdir) / RUN_FILE, json.dumps(facts, indent=2) + "\n")

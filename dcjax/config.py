@@ -243,3 +243,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
     if any(not isinstance(h, int) or h < 1 for h in c.model.hidden_dims):
         raise ConfigError(f"model.hidden_dims = {tuple(c.model.hidden_dims)!r}: each width must be an integer >= 1",
                           "model.hidden_dims")
+
+
+def seed_ids(config) -> list[int]:
+    """The seed ids of a launch: `seeds` consecutive ids from `seed`."""
+    return list(range(int(config.seed), int(config.seed) + int(config.seeds)))

@@ -56,7 +56,6 @@ import tempfile
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
@@ -64,6 +63,7 @@ from sklearn.metrics import adjusted_rand_score
 from sklearn.utils.validation import check_array, check_is_fitted
 
 from dcjax import checkpointing, config as config_lib, data, evaluate, launch, selection, train
+from dcjax import run as run_lib
 from dcjax.methods import deccs as deccs_method
 from dcjax.models import make_autoencoder
 
@@ -220,15 +220,11 @@ class DeepClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
         seeds = train.seed_ids(config)
         epochs = np.array([s["epoch"] for s in result["seeds"]])
         labels = np.zeros((len(seeds), len(x)), np.int64)
-        with checkpointing.snapshot_reader(workdir, phase) as load, evaluate._quiet_orbax():
-            for epoch in sorted(set(epochs)):
-                snap = load(int(epoch))
-                if phase == "pretrain":   # AE+k-means: the k-means the selection scored (evaluate.py)
-                    keys = jnp.stack([evaluate.kmeans_key(s, int(epoch)) for s in seeds])
-                    snap["assignments"] = np.asarray(evaluate.kmeans_seeds(
-                        jnp.asarray(snap["embedding"], jnp.float32), keys, k, int(config.kmeans.n_init)))
-                for i in np.flatnonzero(epochs == epoch):
-                    labels[i] = snap["assignments"][i]
+        record = run_lib.RunRecord(workdir)
+        for epoch in sorted(set(epochs)):   # as the scoring pass stored them (pretraining: its k-means)
+            stored = record.load_scored(phase, int(epoch))["labels"]
+            for i in np.flatnonzero(epochs == epoch):
+                labels[i] = stored[i]
         chosen, self.labels_, self.launch_ = launch_choice(workdir, result, labels, self.launch_selector)
         own = self.launch_ is None or self.launch_["seed"] >= 0   # labels_ is a seed's own partition
         epoch = int(epochs[chosen] if self.launch_ is None or not own else self.launch_["epoch"])

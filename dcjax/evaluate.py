@@ -53,6 +53,7 @@ incremental driver, the only place that sees the labels; the command line.
 import contextlib
 import functools
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Callable, NamedTuple
@@ -64,7 +65,8 @@ import pandas as pd
 from absl import app, flags
 from jax import lax
 
-from dcjax import checkpointing, data, methods, metrics, train
+from dcjax import checkpointing, data, methods, metrics
+from dcjax import run as run_lib
 
 log = logging.getLogger(__name__)
 
@@ -192,28 +194,7 @@ def table_columns(with_labels: bool) -> list[str]:
 
 # ------------------------------------------------------------------ the driver
 
-@contextlib.contextmanager
-def _quiet_orbax():
-    """Orbax warns (through absl) on every read-only restore: hide warnings while reading."""
-    logger = logging.getLogger("absl")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
-def _epochs(workdir: Path, phase: str) -> list[int]:
-    """Snapshot epochs of a phase; none when the phase is absent (a run with
-    `pretrained_from` has its pretraining in the other run)."""
-    try:
-        with _quiet_orbax():
-            return checkpointing.list_epochs(workdir, phase)
-    except FileNotFoundError:
-        return []
-
-
+_quiet_orbax = run_lib.quiet_orbax   # (the name other modules used)
 
 
 def _read_table(path: Path, columns: list[str], silhouette_points: int,
@@ -251,17 +232,28 @@ class Setup(NamedTuple):
     silhouette_key: jax.Array
 
 
-def label_free_epoch(setup: Setup, phase: str, epoch: int, snap: dict, before) -> tuple[jax.Array, dict]:
-    """(assignments (S, N), label-free columns) of one snapshot, all seeds at
-    once. `before`: the previous clustering epoch's assignments, or None."""
-    z = jnp.asarray(snap["embedding"], jnp.float32)
-    k = setup.n_clusters
-    active = None   # pretraining, and snapshots written before masks existed: every cluster alive
+def assignments_of(setup: Setup, phase: str, epoch: int, snap: dict) -> jax.Array:
+    """(S, N) partitions of a snapshot: the algorithm's own in the clustering
+    phase, the k-means of the embedding in pretraining (computed once, in the
+    scoring pass, and stored: `run.RunRecord.save_scored`)."""
     if phase == "pretrain":
         keys = jnp.stack([kmeans_key(s, epoch) for s in setup.seeds])
-        assignments, probs = kmeans_seeds(z, keys, k, setup.kmeans_n_init), None
-    else:
-        assignments, probs = jnp.asarray(snap["assignments"]), None
+        return kmeans_seeds(jnp.asarray(snap["embedding"], jnp.float32), keys, setup.n_clusters,
+                            setup.kmeans_n_init)
+    return jnp.asarray(snap["assignments"])
+
+
+def label_free_epoch(setup: Setup, phase: str, epoch: int, snap: dict, before,
+                     assignments=None) -> tuple[jax.Array, dict]:
+    """(assignments (S, N), label-free columns) of one snapshot, all seeds at
+    once. `before`: the previous clustering epoch's assignments, or None;
+    `assignments`: the epoch's partitions when already known."""
+    z = jnp.asarray(snap["embedding"], jnp.float32)
+    k = setup.n_clusters
+    active, probs = None, None   # pretraining, and snapshots written before masks existed: every cluster alive
+    if assignments is None:
+        assignments = assignments_of(setup, phase, epoch, snap)
+    if phase == "clustering":
         active = jnp.asarray(snap["active"]) if "active" in snap else None
         if setup.soft_assign is not None:  # as the epoch was trained: with the epoch-(e-1) schedule
             probs = setup.soft_assign(jnp.asarray(snap["centers"]), z, jnp.int32(max(epoch - 1, 0)),
@@ -273,88 +265,126 @@ def label_free_epoch(setup: Setup, phase: str, epoch: int, snap: dict, before) -
     return assignments, scores
 
 
-def evaluate_run(workdir, *, labels: bool = True, exact_silhouette: bool = False,
+def _table_labels(output: Path) -> bool | None:
+    """Whether an existing table has the label columns (None: no table)."""
+    if not output.exists():
+        return None
+    with open(output) as f:
+        return "acc" in f.readline().strip().split(",")
+
+
+def _check_writable(workdir: Path, output: Path):
+    """A read-only run is refused in one line before any work (scoring writes
+    scores.csv and the scored partitions beside the run)."""
+    for folder in {workdir, output.parent}:
+        if not os.access(folder, os.W_OK):
+            raise PermissionError(
+                f"{folder} is read-only: scoring writes scores.csv and scored/ into the run; copy the run "
+                f"somewhere writable (cp -r {workdir} <copy>) and select or report on the copy")
+
+
+def evaluate_run(workdir, *, labels: bool | None = True, exact_silhouette: bool = False,
                  silhouette_samples: int = SILHOUETTE_SAMPLES, output=None, recompute: bool = False,
-                 progress: bool = True) -> pd.DataFrame:
+                 progress: bool = True, all_phases: bool = False, run=None) -> pd.DataFrame:
     """Score the epochs of `workdir` not yet in `output` (default
     `<workdir>/scores.csv`), append them, and return the whole table sorted by
-    phase, epoch, seed. `labels=False` withholds the ground truth.
+    phase, epoch, seed. The phase that selection reads is scored (the
+    clustering phase; pretraining for AE+k-means); `all_phases` scores both.
+    `labels=False` withholds the ground truth; None: as the existing table
+    (without labels when there is none). One pass reads each snapshot once:
+    it also stores each epoch's partitions and its embedding at the fixed
+    point sample (`run.RunRecord.save_scored`), which selection, the launch
+    choice and the report read instead of the snapshots.
     `attrs['computed']` (epochs scored), `attrs['damaged']` ((phase, epoch)
     whose snapshot could not be read: left out, with a warning) and
     `attrs['seconds']` say what this call did."""
     from tqdm.auto import tqdm
 
     t_start = time.perf_counter()
-    workdir = Path(workdir)
+    run = run or run_lib.RunRecord(workdir)
+    workdir = run.workdir
     output = Path(output) if output else workdir / "scores.csv"
-    config = checkpointing.load_config(workdir)
-    dataset = data.load_dataset(config.dataset)
-    n = len(dataset.x)
+    config = run.config
+    n = run.n_rows
+    phases = checkpointing.PHASES if all_phases else (run.selection_phase,)
+    if recompute:
+        output.unlink(missing_ok=True)
+    if labels is None:
+        labels = bool(_table_labels(output))
     method = methods.get_method(config)
     setup = Setup(
-        seeds=train.seed_ids(config),
-        n_clusters=methods.n_centers(config, int(config.dataset.n_clusters) or dataset.n_clusters),
-        kmeans_n_init=int(config.kmeans.n_init),
+        seeds=run.seeds, n_clusters=run.n_centers, kmeans_n_init=int(config.kmeans.n_init),
         soft_assign=method.soft_assign and jax.jit(jax.vmap(method.soft_assign, (0, 0, None, 0))),
         sample_size=None if exact_silhouette or n <= EXACT_SILHOUETTE_MAX_N else min(silhouette_samples, n),
         silhouette_key=jax.random.PRNGKey(SILHOUETTE_KEY))
-    # The ground truth is split off here, and reaches nothing but label_based_columns.
-    y = jnp.asarray(dataset.y) if labels and dataset.y is not None else None
-    n_classes = int(y.max()) + 1 if y is not None else None
-    del dataset
 
-    columns = table_columns(with_labels=y is not None)
-    if recompute:
-        output.unlink(missing_ok=True)
+    with_labels = bool(labels) and run.labelled
+    columns = table_columns(with_labels)
     table = _read_table(output, columns, setup.sample_size or n,
                         n_active=None if methods.unseen_enabled(config) else setup.n_clusters)
     done = set() if table is None else {
         (p, e) for (p, e), rows in table.groupby(["phase", "epoch"]) if set(rows["seed"]) == set(setup.seeds)}
-    todo = [(p, e) for p in checkpointing.PHASES for e in _epochs(workdir, p) if (p, e) not in done]
+    todo = {p: [e for e in run.epochs(p) if (p, e) not in done] for p in phases}
+    unstored = {p: sorted(set(run.epochs(p)) - set(run.scored_epochs(p))) for p in phases}
+    reads = {p: sorted(set(todo[p]) | set(unstored[p])) for p in phases}
+    if any(reads.values()):
+        _check_writable(workdir, output)
 
-    previous = {}   # clustering epoch -> (S, N) assignments, for the stability columns
-    readers = contextlib.ExitStack()
-    snapshot_of = {p: readers.enter_context(checkpointing.snapshot_reader(workdir, p))
-                   for p in sorted({p for p, _ in todo})}
-
-    def _snapshot(workdir, epoch, phase):
-        with _quiet_orbax():
-            return snapshot_of[phase](epoch)
+    y = n_classes = None
+    if with_labels and any(todo.values()):
+        # The ground truth is loaded here, and reaches nothing but label_based_columns.
+        y = jnp.asarray(data.load_dataset(config.dataset).y)
+        n_classes = int(y.max()) + 1
+    sample = run_lib.sample_rows(n)
 
     damaged = []    # (phase, epoch) whose snapshot is on disk but unreadable: left out, and said so
-    for phase, epoch in tqdm(todo, desc="evaluate", unit="epoch", disable=not progress):
-        t0 = time.perf_counter()
-        try:
-            snap = _snapshot(workdir, epoch, phase)
-        except checkpointing.DamagedCheckpointError as e:
-            log.warning("%s; epoch %d of %s is left out of %s", e, epoch, phase, output.name)
-            damaged.append((phase, epoch))
-            continue
-        before = None
-        if phase == "clustering" and epoch > 0:
-            before = previous.pop(epoch - 1, None)
-            if before is None and epoch - 1 in _epochs(workdir, phase) and (phase, epoch - 1) not in damaged:
-                with contextlib.suppress(checkpointing.DamagedCheckpointError):   # first epoch of a resumed evaluation
-                    before = jnp.asarray(_snapshot(workdir, epoch - 1, phase)["assignments"])
-        assignments, scores = label_free_epoch(setup, phase, epoch, snap, before)
-        if phase == "clustering":   # (a pretraining epoch is no clustering epoch's previous)
-            previous[epoch] = assignments
-        if y is not None:
-            scores |= label_based_columns(y, assignments, setup.n_clusters, n_classes)
-        scores = {name: np.asarray(v, np.float64) for name, v in jax.device_get(scores).items()}
-        rows = pd.DataFrame({"seed": setup.seeds, "phase": phase, "epoch": epoch,
-                             "assignment_source": "kmeans" if phase == "pretrain" else "algorithm",
-                             "silhouette_points": setup.sample_size or n, **scores})
-        rows["eval_seconds"] = time.perf_counter() - t0
-        # One append per epoch: an interrupted evaluation keeps what it finished.
-        rows.reindex(columns=columns).to_csv(output, mode="a", header=not output.exists(), index=False)
-    readers.close()
+    bar = tqdm(total=sum(map(len, reads.values())), desc="evaluate", unit="epoch", disable=not progress)
+    for phase in phases:
+        previous = {}   # clustering epoch -> (S, N) assignments, for the stability columns
+        with contextlib.closing(run.stream(phase, reads[phase])) as snapshots:
+            for epoch, snap in snapshots:
+                bar.update(1)
+                t0 = time.perf_counter()
+                if snap is None:
+                    damaged.append((phase, epoch))
+                    continue
+                if epoch in unstored[phase]:
+                    assignments = assignments_of(setup, phase, epoch, snap)
+                    run.save_scored(phase, epoch, np.asarray(assignments),
+                                    np.asarray(snap["embedding"], np.float32)[:, sample])
+                else:
+                    assignments = jnp.asarray(run.load_scored(phase, epoch)["labels"], jnp.int32)
+                if phase == "clustering":
+                    previous[epoch] = assignments
+                if epoch not in todo[phase]:
+                    continue
+                before = None
+                if phase == "clustering" and epoch > 0:
+                    before = previous.get(epoch - 1)
+                    if before is None and epoch - 1 in run.scored_epochs(phase):   # first epoch of a resumed evaluation
+                        before = jnp.asarray(run.load_scored(phase, epoch - 1)["labels"], jnp.int32)
+                assignments, scores = label_free_epoch(setup, phase, epoch, snap, before, assignments)
+                previous.pop(epoch - 1, None)
+                if y is not None:
+                    scores |= label_based_columns(y, assignments, setup.n_clusters, n_classes)
+                scores = {name: np.asarray(v, np.float64) for name, v in jax.device_get(scores).items()}
+                rows = pd.DataFrame({"seed": setup.seeds, "phase": phase, "epoch": epoch,
+                                     "assignment_source": "kmeans" if phase == "pretrain" else "algorithm",
+                                     "silhouette_points": setup.sample_size or n, **scores})
+                rows["eval_seconds"] = time.perf_counter() - t0
+                # One append per epoch: an interrupted evaluation keeps what it finished.
+                rows.reindex(columns=columns).to_csv(output, mode="a", header=not output.exists(), index=False)
+    bar.close()
+    if damaged:
+        log.warning("left out of %s, their snapshot damaged: %s", output.name,
+                    ", ".join(f"{p} epoch {e}" for p, e in damaged))
 
     table = pd.read_csv(output) if output.exists() else pd.DataFrame(columns=columns)
     order = table["phase"].map({p: i for i, p in enumerate(checkpointing.PHASES)})
     table = (table.assign(_order=order).sort_values(["_order", "epoch", "seed"], kind="stable").drop(columns="_order")
              .drop_duplicates(KEY, keep="last").reset_index(drop=True))
-    table.attrs.update(computed=len(todo) - len(damaged), damaged=damaged, seconds=time.perf_counter() - t_start)
+    computed = sum(len(t) for t in todo.values()) - sum(1 for p, e in damaged if e in todo[p])
+    table.attrs.update(computed=computed, damaged=damaged, seconds=time.perf_counter() - t_start)
     return table
 
 
@@ -368,6 +398,8 @@ flags.DEFINE_bool("exact_silhouette", False,
                   f"Exact O(N^2) silhouette even above N = {EXACT_SILHOUETTE_MAX_N:,} points.")
 flags.DEFINE_integer("silhouette_samples", SILHOUETTE_SAMPLES, "Points of the sampled silhouette.")
 flags.DEFINE_bool("recompute", False, "Discard the existing table and score every epoch again.")
+flags.DEFINE_bool("all_phases", False, "Score both phases; by default only the phase selection reads "
+                  "(clustering; pretraining for AE+k-means).")
 flags.DEFINE_bool("progress", True, "Progress bar over epochs.")
 
 
@@ -376,7 +408,7 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     table = evaluate_run(FLAGS.workdir, labels=FLAGS.labels, exact_silhouette=FLAGS.exact_silhouette,
                          silhouette_samples=FLAGS.silhouette_samples, output=FLAGS.output,
-                         recompute=FLAGS.recompute, progress=FLAGS.progress)
+                         recompute=FLAGS.recompute, progress=FLAGS.progress, all_phases=FLAGS.all_phases)
     trained = training_seconds(FLAGS.workdir)
     if table.attrs["damaged"]:
         print("left out, their snapshot damaged: " + ", ".join(f"{p} epoch {e}" for p, e in table.attrs["damaged"]))

@@ -48,14 +48,15 @@ import numpy as np
 import pandas as pd
 from jax import lax
 
-from dcjax import checkpointing, evaluate, methods, metrics, selection, train
+from dcjax import checkpointing, metrics, selection
+from dcjax import run as run_lib
 
 log = logging.getLogger(__name__)
 
 AGREEMENT_POINTS = 2000    # agreement and divergence on a fixed point sample: contingencies of n points
 SILHOUETTE_POINTS = selection.POOLED_POINTS   # the silhouette is O(n^2)
 REFERENCE_EVERY = selection.POOLED_EVERY      # reference partitions: every 10th epoch, and the last
-SAMPLE_KEY = 0                                # the same points for every candidate
+SAMPLE_KEY = run_lib.SAMPLE_KEY                # the same points for every candidate
 CONSENSUS_KEY = 0                             # the consensus's k-means seed
 
 
@@ -74,35 +75,27 @@ class Partitions(NamedTuple):
 
 
 def read_partitions(workdir, phase: str | None = None) -> Partitions:
-    """Every candidate partition of a run, through `dcjax.checkpointing`.
-    Pretraining snapshots hold only embeddings: they are k-means'd with the
-    keys `dcjax.evaluate` uses, so a candidate here is the one its score row
-    describes."""
-    config = checkpointing.load_config(workdir)
-    phase = phase or selection.selection_phase(workdir)
-    seeds, k = train.seed_ids(config), selection._n_clusters(config)
-    with evaluate._quiet_orbax():
-        epochs = checkpointing.list_epochs(workdir, phase)
-    labels, spaces, readable = [], [], []
-    with checkpointing.snapshot_reader(workdir, phase) as load, evaluate._quiet_orbax():
-        for epoch in epochs:
-            try:
-                snap = load(epoch)
-            except checkpointing.DamagedCheckpointError as e:   # no candidate, as in dcjax.evaluate
-                log.warning("%s; epoch %d is not a candidate", e, epoch)
-                continue
-            readable.append(epoch)
-            if phase == "pretrain":
-                keys = jnp.stack([evaluate.kmeans_key(s, epoch) for s in seeds])
-                z = jnp.asarray(snap["embedding"], jnp.float32)
-                labels.append(np.asarray(evaluate.kmeans_seeds(z, keys, k, int(config.kmeans.n_init))))
-            else:
-                labels.append(np.asarray(snap["assignments"]))
-            if epoch in (epochs[0], epochs[-1]):
-                spaces.extend(np.asarray(snap["embedding"], np.float32))
+    """Every candidate partition of a run, as the scoring pass stored them
+    (`run.RunRecord.save_scored`: a pretraining epoch's is the k-means that
+    its score row describes), and the first and last epochs' embeddings at
+    the launch silhouette's points (NaN elsewhere, as `load_partitions`
+    gives them). Reads no snapshot and computes no k-means."""
+    run = selection._record(workdir)
+    phase = phase or run.selection_phase
+    epochs, labels = run.partitions(phase)
+    if not epochs:
+        raise run_lib.RunNotReadyError(f"{run.workdir}: no scored {phase} epoch: run `python -m dcjax.select "
+                                       f"--workdir {run.workdir}` (it scores the run) first")
+    rows = run_lib.sample_rows(run.n_rows)   # where the scoring pass kept the embeddings (SILHOUETTE_POINTS of them)
+    spaces = []
+    for epoch in (epochs[0], epochs[-1]):
+        sample = run.load_scored(phase, epoch)["sample"]         # (S, SAMPLE_POINTS, e)
+        full = np.full((sample.shape[0], run.n_rows, sample.shape[-1]), np.nan, np.float32)
+        full[:, rows] = sample
+        spaces.extend(full)
+    k = run.n_centers
     dtype = np.uint8 if k <= 256 else np.int32
-    return Partitions(np.stack(labels).astype(dtype), np.stack(spaces), seeds, readable, phase, k,
-                      fixed_k=not methods.unseen_enabled(config))
+    return Partitions(labels.astype(dtype), np.stack(spaces), run.seeds, epochs, phase, k, fixed_k=run.fixed_k)
 
 
 def save_partitions(parts: Partitions, path) -> Path:
@@ -194,8 +187,17 @@ def launch_silhouettes(candidates, spaces, n_clusters: int):
     return lax.map(one, candidates)
 
 
+@functools.partial(jax.jit, static_argnames=("n_clusters",))
+def size_entropies(candidates, n_clusters: int):
+    """candidates (C, N) -> (C,) normalised size entropy of each partition,
+    one at a time (`lax.map`): vmapped, the one-hot counts of every candidate
+    at once would be C x N x k (4 GB at MNIST x 10 seeds x 151 epochs)."""
+    return lax.map(lambda labels: metrics.cluster_size_entropy(labels.astype(jnp.int32), n_clusters,
+                                                               normalize=True), candidates)
+
+
 def _sample(n: int, size: int) -> np.ndarray:
-    return np.sort(np.random.default_rng(SAMPLE_KEY).choice(n, min(size, n), replace=False))
+    return run_lib.sample_rows(n, size)
 
 
 def reference_epochs(epochs: list) -> list:
@@ -233,8 +235,7 @@ def launch_table(parts: Partitions, per_seed: dict | None = None, consensus: dic
         jnp.asarray(labels[:, sil], jnp.int32), jnp.asarray(parts.spaces[:, sil]), k), np.float64)
     rows["final_silhouette"] = rows.seed.map(final_silhouette or {}).astype(float)
     rows["final"] = rows.epoch == max(parts.epochs)
-    rows["size_entropy"] = np.asarray(jax.vmap(lambda l: metrics.cluster_size_entropy(l, k, normalize=True))(
-        jnp.asarray(labels, jnp.int32)), np.float64)
+    rows["size_entropy"] = np.asarray(size_entropies(jnp.asarray(labels), k), np.float64)
     rows["final_size_entropy"] = rows.seed.map(rows[rows.final].set_index("seed").size_entropy).astype(float)
     chosen = per_seed or {}
     rows["selected"] = [chosen.get(sd) == ep for sd, ep in zip(rows.seed, rows.epoch)]
@@ -405,5 +406,5 @@ def select_launch(workdir, per_seed: dict, selector: str | None = None) -> dict:
                                       "size_entropy", "final_size_entropy")}
     path = workdir / "selection.json"
     saved = json.loads(path.read_text()) if path.exists() else {}
-    path.write_text(json.dumps(saved | {"launch": result}, indent=2) + "\n")
+    checkpointing.write_text_atomic(path, json.dumps(saved | {"launch": result}, indent=2) + "\n")
     return result

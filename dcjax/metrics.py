@@ -471,8 +471,9 @@ def effective_rank(z: Array) -> Array:
     """Roy & Vetterli (2007) effective rank exp(H(p)), p = singular values of z
     divided by their sum: 1 for rank one, d for d equal singular values. Of z
     as given (no centring, as in RankMe); centre z first to measure spread
-    around the mean. NaN for an all-zero z."""
-    s = jnp.linalg.svd(z, compute_uv=False)
+    around the mean. NaN for an all-zero z. `full_matrices=False`: the full
+    SVD asks XLA for an N x N buffer (39 GB at N = 70,000) even without U."""
+    s = jnp.linalg.svd(z, full_matrices=False, compute_uv=False)
     return jnp.exp(_entropy(s / jnp.sum(s)))
 
 

@@ -48,7 +48,8 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 import jax.numpy as jnp  # noqa: E402
-from dcjax import checkpointing, data, evaluate, launch, methods, metrics, select, selection, train  # noqa: E402
+from dcjax import checkpointing, data, evaluate, launch, methods, metrics, select, selection, study  # noqa: E402
+from dcjax import run as run_lib  # noqa: E402
 
 DEFAULT_SELECTOR = select.DEFAULT_SELECTOR   # as `python -m dcjax.select`: the shipped assessor, guarded, where it applies
 
@@ -85,25 +86,26 @@ class Run:
         # A few snapshots kept: the figures of a seed read its selected and the final epoch.
         self.snapshot = functools.lru_cache(maxsize=4)(self._load_snapshot)
         self._losses = {}
+        self.record = run_lib.RunRecord(self.workdir)   # the one reader of the run
 
-    @functools.cached_property
+    @property
     def config(self):
-        return checkpointing.load_config(self.workdir)
+        return self.record.config
 
-    @functools.cached_property
+    @property
     def seeds(self) -> list[int]:
-        return train.seed_ids(self.config)
+        return self.record.seeds
 
-    @functools.cached_property
+    @property
     def phase(self) -> str:
         """The phase whose epochs are candidates (clustering, or pretraining for AE+k-means)."""
-        return selection.selection_phase(self.workdir)
+        return self.record.selection_phase
 
     def losses(self, phase: str) -> pd.DataFrame:
         """seed, epoch, loss_<component> per epoch (records.jsonl), read once:
         a 10-seed MNIST run's records hold every batch's loss (tens of MB)."""
         if phase not in self._losses:
-            self._losses[phase] = selection.loss_table(self.workdir, phase)
+            self._losses[phase] = selection.loss_table(self.record, phase)
         return self._losses[phase]
 
     def loss_components(self, phase: str) -> list[str]:
@@ -126,7 +128,7 @@ class Run:
     def scores(self) -> pd.DataFrame:
         """`dcjax.evaluate`'s table, both phases, with ACC/NMI/ARI where the data
         set has labels: epochs not yet in scores.csv are scored (progress bar)."""
-        return selection.scores_table(self.workdir, labels=True, progress=self.progress)
+        return selection.scores_table(self.record, labels=True, progress=self.progress)
 
     @property
     def has_labels(self) -> bool:
@@ -137,7 +139,7 @@ class Run:
         """The selection's inputs for the selection phase: the label-free
         scores, the pooled indices and the losses (`selection.base_table`;
         the label columns are dropped there)."""
-        return selection.base_table(self.workdir, scores=self.scores, phase=self.phase)
+        return selection.base_table(self.record, scores=self.scores, phase=self.phase)
 
     @functools.cached_property
     def selection(self) -> dict:
@@ -145,8 +147,8 @@ class Run:
         per-seed result, then `launch.select_launch`'s choice under 'launch'
         (both write selection.json; whatever else select_run adds to it, such
         as a 'chance' verdict, comes along)."""
-        self.scores   # score first, with labels, so that select_run reuses the table
-        result = selection.select_run(self.workdir, self.selector, self.assessor, progress=self.progress)
+        result = selection.select_run(self.record, self.selector, self.assessor, progress=self.progress,
+                                      feats=selection.features(self.label_free))
         return result | {"launch": launch.select_launch(self.workdir, result, self.launch_selector)}
 
     @property
@@ -172,7 +174,7 @@ class Run:
     def oracle(self) -> dict[int, int]:
         """Per seed, the epoch of best ACC (labels: evaluation only)."""
         table = self.scores[self.scores.phase == self.phase]
-        return {s: selection._best_epoch(rows, "acc") for s, rows in table.groupby("seed")}
+        return {s: study._best_epoch(rows, "acc") for s, rows in table.groupby("seed")}
 
     @functools.cached_property
     def clustering_records(self) -> list[dict]:
@@ -187,7 +189,7 @@ class Run:
         if not records:
             return np.zeros(0, int), np.zeros((0, len(self.seeds), 0), int)
         epochs, sizes = [r["epoch"] for r in records], [r["cluster_sizes"] for r in records]
-        with evaluate._quiet_orbax():
+        with run_lib.quiet_orbax():
             if 0 in checkpointing.list_epochs(self.workdir, "clustering"):
                 epochs.insert(0, 0)
                 sizes.insert(0, checkpointing.load_snapshot(self.workdir, 0)["cluster_sizes"])
@@ -196,7 +198,7 @@ class Run:
     @functools.cached_property
     def n_clusters(self) -> int:
         """The run's number of centres (UNSEEN: its k_init, of which some die)."""
-        return selection._n_clusters(self.config)
+        return self.record.n_centers
 
     @functools.cached_property
     def active_clusters(self) -> np.ndarray | None:
@@ -207,19 +209,18 @@ class Run:
         if not len(epochs) or not records or not methods.unseen_enabled(self.config):
             return None
         if epochs[0] == 0:   # the k-means initialisation: its snapshot's mask
-            with evaluate._quiet_orbax():
+            with run_lib.quiet_orbax():
                 records[0] = np.asarray(checkpointing.load_snapshot(self.workdir, 0)["active"]).sum(axis=-1)
         return np.asarray([records[int(e)] for e in epochs])
 
     def _load_snapshot(self, epoch: int) -> dict:
         """A selection-phase snapshot, all seeds. Pretraining snapshots hold no
-        clusters: they get the k-means partition that scored them in dcjax.evaluate."""
-        with evaluate._quiet_orbax():
+        clusters: they get the k-means partition that scored them (stored by
+        the scoring pass)."""
+        with run_lib.quiet_orbax():
             snap = checkpointing.load_snapshot(self.workdir, epoch, self.phase)
         if "assignments" not in snap:
-            keys = np.stack([evaluate.kmeans_key(s, epoch) for s in self.seeds])
-            snap["assignments"] = np.asarray(evaluate.kmeans_seeds(
-                snap["embedding"], keys, self.n_clusters, int(self.config.kmeans.n_init)))
+            snap["assignments"] = self.record.load_scored(self.phase, epoch)["labels"].astype(np.int32)
         return snap
 
     def embedding(self, seed: int, epoch: int) -> dict:
@@ -632,7 +633,8 @@ def chance_verdict(run: Run) -> tuple[str, bool] | None:
 
 def warnings(run: Run) -> list[str]:
     """What a reader must know before trusting a number on the page."""
-    out = []
+    status = run.selection.get("status") or {}
+    out = [status["message"] + "."] if status.get("message") else []
     for s in run.selection["seeds"]:
         if s.get("diverged"):
             d = s["diverged"]
@@ -792,8 +794,9 @@ def main(argv=None):
                     help="skip the UMAP views even when umap-learn is installed")
     ap.add_argument("--no-progress", dest="progress", action="store_false")
     args = select.parse_selection_arguments(ap, argv)
-    path = write_report(args.workdir, selector=args.selector, assessor=args.assessor, umap=args.umap,
-                        progress=args.progress, launch_selector=args.launch_selector)
+    with select.one_line_errors(ap):
+        path = write_report(args.workdir, selector=args.selector, assessor=args.assessor, umap=args.umap,
+                            progress=args.progress, launch_selector=args.launch_selector)
     print(f"wrote {path} (figures in {path.parent / 'report'}/)")
     return path
 

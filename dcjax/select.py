@@ -33,10 +33,12 @@ and epoch of all the seeds, or their consensus, and why. It goes to
 selection.json ('launch'), its labels to <workdir>/selected_labels.npy.
 """
 import argparse
+import contextlib
 import logging
 from pathlib import Path
 
 from dcjax import launch, selection
+from dcjax import run as run_lib
 
 DEFAULT_SELECTOR = selection.DEFAULT_SELECTOR   # the study's primary where the assessor knows the algorithm
 
@@ -73,6 +75,23 @@ def main(argv=None):
                                                      description=__doc__.split("\n\n")[0]))
     ap.add_argument("--progress", action="store_true", help="progress bar while scoring new epochs")
     args = parse_selection_arguments(ap, argv)
+    with one_line_errors(ap):
+        return _select(args)
+
+
+# What reading a run can meet that is the run's state, not a bug: said in one line, exit status 2.
+READING_ERRORS = (run_lib.RunNotReadyError, PermissionError)
+
+
+@contextlib.contextmanager
+def one_line_errors(ap: argparse.ArgumentParser):
+    try:
+        yield
+    except READING_ERRORS as e:
+        ap.exit(2, f"{ap.prog}: error: {e}\n")
+
+
+def _select(args) -> dict:
     result = selection.select_run(args.workdir, args.selector, args.assessor, progress=args.progress)
     print(f"{args.workdir}: selector {result['selector']}, phase {result['phase']}")
     if result["default_because"]:
@@ -89,6 +108,8 @@ def main(argv=None):
                   f"{selection.NOISE_COLUMN} {s['noise_autocorr']:.2f} < {selection.NOISE_AUTOCORR}): "
                   "its epochs differ in quality at random, no selector can tell them apart without labels")
     print(f"  {result['chance']['message']} (the chosen epochs)")
+    if result["status"]["message"]:
+        print(f"  warning: {result['status']['message']}")
     if result["damaged_epochs"]:
         print(f"  left out, their snapshot damaged (unreadable): epochs {result['damaged_epochs']}")
     result["launch"] = report_launch(args.workdir, result, args.launch_selector)

@@ -1,39 +1,19 @@
-"""The one training loop: pretraining, k-means initialisation, clustering.
+"""The driver of the one training loop: per-epoch checkpoints, records, resume.
 
-`make_train(config, n, d, k)` builds pure per-seed functions — an epoch is one
-`lax.scan` over mini-batches — and returns them `jit(vmap(...))`'d over seeds
-(`jit(lax.map(...))`'d on one CPU, see below), so any number of seeds is one
-compiled program. `Trainer.train(keys, x)` is
-the whole run as a pure function of the seed keys (benchmarks, tests);
-`train_and_evaluate` drives the same compiled epoch functions from Python,
-writing an orbax checkpoint after every epoch, and resumes a killed run.
-Both give bit-identical numbers: they run the same executables. So does
-`replay_to_epoch`, through which `checkpointing.load_state` rebuilds an
-epoch whose model state was not stored. The driver also refuses early what
-cannot finish (an unwritable or locked workdir, too little disk), freezes a
-seed whose loss goes non-finite while the others train on, and runs under
-`jax.distributed` (the seed axis over every process's devices).
-
-Seeds go through `vmap` (one batched program: what a GPU wants, and what
-shards the seed axis over devices) or `lax.map` ('loop': the one-seed program
-once per seed). XLA may sum in another order when the number of vmapped seeds
-changes, so under vmap a seed alone and the same seed among others agree to
-float round-off (~1e-6 after an epoch); under loop they are bit-identical.
-On CPU, loop is also faster: XLA lays out the batched weight gradients
-transposed, so every Adam step pays extra transposes (USPS pretraining epoch,
-2 cores: 0.82 s vmap vs 0.74 s loop for 1 seed, 15.1 vs 11.7 s for 16), and
-vmap brings no parallelism the matmuls do not already have. The default
-'auto' therefore means loop on a single CPU device and vmap otherwise.
-
-Randomness: seed s uses `PRNGKey(s)`; the batch order of epoch e of phase p is
-drawn from `fold_in(fold_in(key, p), e)`, so a seed gives the same run alone
-or among others, and a resumed run the same as an uninterrupted one.
+`train_and_evaluate(config, workdir)` runs the compiled epoch functions of
+`dcjax.trainer.make_train` from Python, writing an orbax checkpoint after
+every epoch, and resumes a killed run. The pure builder lives in
+`dcjax.trainer`, the seed axis over devices in `dcjax.sharding`, the
+rebuilding of an epoch's state in `dcjax.replay`. The driver also refuses
+early what cannot finish (an unwritable or locked workdir, too little disk),
+freezes a seed whose loss goes non-finite while the others train on, and
+runs under `jax.distributed` (the seed axis over every process's devices).
+Its names of the builder and of the sharding are re-exported here, so
+`train.make_train` and `train.seed_keys` keep working.
 """
 import contextlib
-import dataclasses
 import errno
 import fcntl
-import functools
 import json
 import logging
 import os
@@ -41,330 +21,23 @@ import shutil
 import socket
 import time
 from pathlib import Path
-from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 from sklearn.cluster import KMeans
 
 from dcjax import checkpointing, data, methods
 from dcjax import config as config_lib
-from dcjax.config import ConfigError
-from dcjax.methods.base import EpochEnd, LossInputs, no_center_rule
-from dcjax.models import make_autoencoder
+from dcjax.config import ConfigError, seed_ids
+from dcjax.sharding import place, seed_sharding, start_distributed, to_host  # noqa: F401 (re-exported)
+from dcjax.trainer import (EPOCH_END, PRETRAIN, CLUSTERING, Trainer, keep_finite, kmeans_host,  # noqa: F401
+                           make_train, resolve_seed_parallelism, seed_keys, state_shapes,
+                           _clustering_optimizer)
+from dcjax.replay import replay_to_epoch  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
-
-PRETRAIN, CLUSTERING = 1, 2  # folded into the seed key: one random stream per phase
-EPOCH_END = 4                # the stream of end-of-epoch rules (evaluate.py's k-means uses 3)
-
-
-def kmeans_host(z: np.ndarray, seed: np.ndarray, n_clusters: int, n_init: int):
-    """scikit-learn k-means on one seed's embedding (host side, via pure_callback)."""
-    km = KMeans(n_clusters=n_clusters, n_init=n_init, random_state=int(seed))
-    labels = km.fit_predict(np.asarray(z, np.float64))
-    return km.cluster_centers_.astype(np.float32), labels.astype(np.int32)
-
-
-@dataclasses.dataclass(frozen=True)
-class Trainer:
-    """Seed-vmapped, jitted functions of one configuration. State leaves have
-    the seed axis first; `x` (N, d) is shared by all seeds."""
-    config: ml_collections.ConfigDict
-    n_clusters: int               # centers per seed (UNSEEN: k_init; state['active'] says which are alive)
-    init_pretrain: Callable       # keys -> state
-    pretrain_epoch: Callable      # (state, x) -> (state, out)
-    init_clustering: Callable     # (pretrain params, keys, x) -> (state, out)
-    cluster_epoch: Callable       # (state, x) -> (state, out)
-    pretrain_snapshot: Callable   # (state, x) -> snapshot
-    cluster_snapshot: Callable    # (state, x) -> snapshot
-    train: Callable               # (keys, x) -> (pretrain state, clustering state, history)
-                                  # history["assignments"]: (S, epochs + 1, N), epoch 0 = k-means;
-                                  # history["active"]: (S, epochs + 1, k), the clusters alive
-    embed: Callable               # (ae params, x) -> (S, N, e)
-
-
-def _clustering_optimizer(learning_rate: float, uses_decoder: bool, kind: str = "adam",
-                          momentum: float = 0.9) -> optax.GradientTransformation:
-    """Adam (or SGD with momentum, as DECCS uses) over what the clustering loss
-    can move. A method without reconstruction (DEC) leaves the decoder out: its
-    gradient is zero, so Adam would never change it, yet would still update
-    moments and weights of half the network every step (PyTorch skips
-    parameters without a gradient; ClustPy's DEC relies on that). Results are
-    identical either way."""
-    if kind == "adam":
-        adam = optax.adam(learning_rate)
-    elif kind == "sgd":
-        adam = optax.sgd(learning_rate, momentum=momentum or None)
-    else:
-        raise ValueError(f"clustering.optimizer must be 'adam' or 'sgd', got {kind!r}")
-    if uses_decoder:
-        return adam
-
-    def labels(params):
-        return {"ae": {name: jax.tree.map(lambda _: "frozen" if name.startswith("decoder") else "train", layer)
-                       for name, layer in params["ae"].items()},
-                "centers": "train"}
-    return optax.multi_transform({"train": adam, "frozen": optax.set_to_zero()}, labels)
-
-
-def resolve_seed_parallelism(setting: str) -> str:
-    """'auto' -> 'loop' on a single CPU device (faster there, and bit-identical
-    per seed), 'vmap' on accelerators or several devices (parallel, shardable)."""
-    if setting == "auto":
-        return "loop" if jax.default_backend() == "cpu" and jax.device_count() == 1 else "vmap"
-    if setting not in ("vmap", "loop"):
-        raise ValueError(f"seed_parallelism must be 'auto', 'vmap' or 'loop', got {setting!r}")
-    return setting
-
-
-def make_train(config: ml_collections.ConfigDict, n: int, d: int, n_clusters: int) -> Trainer:
-    """`n_clusters`: the data set's (or configured) k. A method that starts
-    from an upper bound (UNSEEN) keeps `methods.n_centers(config, k)` centers instead."""
-    model = make_autoencoder(d, config.model, n_clusters)
-    parallelism = resolve_seed_parallelism(config.seed_parallelism)
-    if methods.unseen_enabled(config):
-        methods.unseen.check(config, n_samples=n)
-    method = methods.get_method(config)
-    n_clusters = methods.n_centers(config, n_clusters)
-    batch_size = int(config.batch_size)
-    # Equal chunks of at most eval_chunk rows: the least padding for that many chunks.
-    chunk = -(-n // -(-n // min(int(config.eval_chunk), n)))
-    pretrain_tx = optax.adam(config.pretrain.learning_rate)
-    cluster_tx = _clustering_optimizer(config.clustering.learning_rate, method.uses_decoder,
-                                       config.clustering.get("optimizer", "adam"),
-                                       float(config.clustering.get("momentum", 0.9)))
-    # The learning rate of clustering epoch e (0-based) is lr * lr_decay**e (DECCS: 0.9 per round).
-    lr_decay = float(config.clustering.get("lr_decay", 1.0))
-    snapshot_dtype = jnp.dtype(config.checkpoint.embedding_dtype)
-
-    def encode(params, x):
-        return model.apply({"params": params}, x, method=model.encode)
-
-    def embed(params, x):
-        """Full-data embedding in fixed-size chunks, so memory stays bounded."""
-        n_chunks = -(-n // chunk)
-        padded = jnp.pad(x, ((0, n_chunks * chunk - n), (0, 0))).reshape(n_chunks, chunk, d)
-        z = jax.lax.map(lambda xb: encode(params, xb), padded)
-        return z.reshape(n_chunks * chunk, -1)[:n]
-
-    def epoch_batches(key, phase, epoch):
-        return data.batch_indices(jax.random.fold_in(jax.random.fold_in(key, phase), epoch), n, batch_size)
-
-    # -- pretraining ---------------------------------------------------------
-    def init_pretrain(key):
-        params = model.init(jax.random.fold_in(key, 0), jnp.zeros((1, d), jnp.float32))["params"]
-        return {"params": params, "opt_state": pretrain_tx.init(params), "key": key,
-                "epoch": jnp.zeros((), jnp.int32)}
-
-    def pretrain_snapshot(state, x):
-        return {"embedding": embed(state["params"], x).astype(snapshot_dtype)}
-
-    def pretrain_epoch(state, x):
-        def step(carry, idx):
-            params, opt_state = carry
-            xb = x[idx]
-
-            def loss_fn(p):
-                _, x_rec = model.apply({"params": p}, xb)
-                return jnp.mean(jnp.square(xb - x_rec))
-
-            loss, grads = jax.value_and_grad(loss_fn)(params)
-            updates, opt_state = pretrain_tx.update(grads, opt_state, params)
-            return (optax.apply_updates(params, updates), opt_state), {"reconstruction": loss}
-
-        batches = epoch_batches(state["key"], PRETRAIN, state["epoch"])
-        (params, opt_state), losses = jax.lax.scan(step, (state["params"], state["opt_state"]), batches)
-        state = {**state, "params": params, "opt_state": opt_state, "epoch": state["epoch"] + 1}
-        return state, {"losses": losses, **pretrain_snapshot(state, x)}
-
-    # -- clustering ----------------------------------------------------------
-    # The clustering state holds `active`, a (k,) bool mask of the clusters
-    # alive: all True unless the method's end-of-epoch rule removes some
-    # (UNSEEN). Shapes never change; a dead center is masked everywhere.
-    def snapshot_of(state, z):
-        centers, active = state["params"]["centers"], state["active"]
-        if method.partition is None:
-            partition = {"assignments": method.assign(centers, z, active)}
-        else:
-            partition = method.partition(centers, state["extras"], z)
-        labels = partition["assignments"]
-        return {"embedding": z.astype(snapshot_dtype), **partition, "centers": centers,
-                "cluster_sizes": jnp.bincount(labels, length=n_clusters).astype(jnp.int32),
-                "active": active}
-
-    def cluster_snapshot(state, x):
-        return snapshot_of(state, embed(state["params"]["ae"], x))
-
-    def init_clustering(ae_params, key, x):
-        z = embed(ae_params, x)
-        seed = jax.random.randint(jax.random.fold_in(key, CLUSTERING), (), 0, 2 ** 31 - 1)
-        shapes = (jax.ShapeDtypeStruct((n_clusters, z.shape[1]), jnp.float32),
-                  jax.ShapeDtypeStruct((n,), jnp.int32))
-        centers, labels = jax.pure_callback(
-            lambda zz, s: kmeans_host(zz, s, n_clusters, int(config.kmeans.n_init)),
-            shapes, z, seed, vmap_method="sequential")
-        extras = method.init(z, centers, labels)
-        if method.init_centers is not None:
-            centers = method.init_centers(z, centers, labels)
-        params = {"ae": ae_params, "centers": centers}
-        state = {"params": params, "opt_state": cluster_tx.init(params), "key": key,
-                 "extras": extras, "epoch": jnp.zeros((), jnp.int32),
-                 "active": jnp.ones((n_clusters,), bool)}
-        return state, snapshot_of(state, z)
-
-    def cluster_epoch(state, x):
-        epoch, params, active = state["epoch"], state["params"], state["active"]
-        extras = method.begin_epoch(state["extras"], params["centers"], embed(params["ae"], x), epoch, active)
-        updating = None if method.updates is None else method.updates(extras)
-
-        def step(carry, idx):
-            params, opt_state, extras = carry
-            xb = x[idx]
-
-            def loss_fn(p):
-                centers = p["centers"] if method.learn_centers else jax.lax.stop_gradient(p["centers"])
-                if method.uses_decoder:
-                    z, x_rec = model.apply({"params": p["ae"]}, xb)
-                else:
-                    z, x_rec = encode(p["ae"], xb), None
-                return method.loss(LossInputs(z, xb, x_rec, centers, extras, idx, epoch, active))
-
-            (_, parts), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-            updates, new_opt_state = cluster_tx.update(grads, opt_state, params)
-            if method.init_centers is None:
-                # A dead center has no gradient, but Adam's momentum would still move it: it stays put.
-                updates = {**updates, "centers": jnp.where(active[:, None], updates["centers"], 0.0)}
-            if lr_decay != 1.0:
-                updates = jax.tree.map(lambda u: u * lr_decay ** epoch.astype(u.dtype), updates)
-            new_params = optax.apply_updates(params, updates)
-            if updating is None:
-                params, opt_state = new_params, new_opt_state
-            else:   # a method that has stopped keeps its parameters and optimiser state
-                params, opt_state = jax.tree.map(lambda new, old: jnp.where(updating, new, old),
-                                                 (new_params, new_opt_state), (params, opt_state))
-            if method.after_step is not no_center_rule:
-                extras, centers = method.after_step(extras, params["centers"], encode(params["ae"], xb), idx,
-                                                    active)
-                params = {**params, "centers": centers}
-            return (params, opt_state, extras), parts
-
-        if method.batches is None:
-            batches = epoch_batches(state["key"], CLUSTERING, epoch)
-        else:
-            batches = method.batches(extras, jax.random.fold_in(jax.random.fold_in(state["key"], CLUSTERING), epoch))
-        (params, opt_state, extras), losses = jax.lax.scan(
-            step, (params, state["opt_state"], extras), batches)
-        z = embed(params["ae"], x)   # once: for the end-of-epoch rule and the snapshot
-        if method.end_epoch is not None:
-            key = jax.random.fold_in(jax.random.fold_in(state["key"], EPOCH_END), epoch + 1)
-            extras, centers, active = method.end_epoch(EpochEnd(z, params["centers"], active, extras, epoch + 1, key))
-            params = {**params, "centers": centers}
-        state = {**state, "params": params, "opt_state": opt_state, "extras": extras, "epoch": epoch + 1,
-                 "active": active}
-        return state, {"losses": losses, **snapshot_of(state, z)}
-
-    if parallelism == "vmap":
-        def over_seeds(f, axes):
-            return jax.jit(jax.vmap(f, in_axes=axes))
-    else:
-        def over_seeds(f, axes):
-            # lax.map runs the one-seed program once per seed: bit-identical
-            # results for a seed whatever the number of seeds in the launch.
-            def looped(*args):
-                per_seed = [a for a, ax in zip(args, axes) if ax == 0]
-                shared = [a for a, ax in zip(args, axes) if ax is None]
-
-                def one(seed_args):
-                    it_seed, it_shared = iter(seed_args), iter(shared)
-                    return f(*[next(it_seed) if ax == 0 else next(it_shared) for ax in axes])
-                return jax.lax.map(one, per_seed)
-            return jax.jit(looped)
-
-    def train(keys, x):
-        """The whole run without checkpoints, through the same compiled epoch
-        functions as `train_and_evaluate`, so both give identical numbers."""
-        pstate = trainer.init_pretrain(keys)
-        for _ in range(int(config.pretrain.epochs)):
-            pstate, _ = trainer.pretrain_epoch(pstate, x)
-        kept = ("assignments", "active")   # not the embeddings: they would pile up over the epochs
-        cstate, snap = trainer.init_clustering(pstate["params"], keys, x)
-        history = [{name: snap[name] for name in kept}]
-        for _ in range(int(config.clustering.epochs)):
-            cstate, out = trainer.cluster_epoch(cstate, x)
-            history.append({name: out[name] for name in kept})
-        return pstate, cstate, {name: jnp.stack([h[name] for h in history], axis=1) for name in kept}
-
-    trainer = Trainer(
-        config=config, n_clusters=n_clusters,
-        init_pretrain=over_seeds(init_pretrain, (0,)),
-        pretrain_epoch=over_seeds(pretrain_epoch, (0, None)),
-        init_clustering=over_seeds(init_clustering, (0, 0, None)),
-        cluster_epoch=over_seeds(cluster_epoch, (0, None)),
-        pretrain_snapshot=over_seeds(pretrain_snapshot, (0, None)),
-        cluster_snapshot=over_seeds(cluster_snapshot, (0, None)),
-        train=train,
-        embed=over_seeds(embed, (0, None)),
-    )
-    return trainer
-
-
-def seed_sharding(n_seeds: int):
-    """Shard the seed axis over as many devices as divide the seeds.
-
-    With one device this is a no-op. Under `jax.distributed` (`dcjax.main
-    --distributed`) `jax.devices()` are every process's devices, so the mesh
-    is global; it must then reach every process."""
-    devices = jax.devices()
-    usable = max(g for g in range(1, len(devices) + 1) if n_seeds % g == 0)
-    processes = {d.process_index for d in devices[:usable]}
-    if len(processes) < jax.process_count():
-        raise ValueError(f"{n_seeds} seeds cannot be spread over the {len(devices)} devices of "
-                         f"{jax.process_count()} processes; use a multiple of {len(devices)} seeds")
-    mesh = jax.sharding.Mesh(np.asarray(devices[:usable]), ("seeds",))
-    return (jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("seeds")),
-            jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
-
-
-def place(tree, sharding):
-    """Host arrays (numpy) onto a sharding, which may span several processes:
-    each process gives the slices of its own devices (the same host data everywhere)."""
-    def one(value):
-        value = np.asarray(value)
-        return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
-    return jax.tree.map(one, tree)
-
-
-def to_host(tree):
-    """Device arrays as numpy, also where they are spread over several processes."""
-    if jax.process_count() == 1:
-        return jax.device_get(tree)
-    from jax.experimental import multihost_utils
-    return multihost_utils.process_allgather(tree, tiled=True)
-
-
-def start_distributed(coordinator_address: str | None = None, num_processes: int | None = None,
-                      process_id: int | None = None):
-    """`jax.distributed.initialize`. What is not given JAX reads from the
-    cluster (SLURM, Open MPI, Kubernetes, Cloud TPU) or, for the address,
-    JAX_COORDINATOR_ADDRESS. CPU processes exchange arrays through gloo;
-    accelerators use their own collectives, untouched by this."""
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
-                               process_id=process_id)
-
-
-def seed_keys(config) -> jax.Array:
-    """One PRNGKey per seed id: seed s is the same stream in any launch."""
-    return jnp.stack([jax.random.PRNGKey(s) for s in seed_ids(config)])
-
-
-def seed_ids(config) -> list[int]:
-    return list(range(int(config.seed), int(config.seed) + int(config.seeds)))
-
 
 # ----------------------------------------------------------------------------
 # The driver: per-epoch checkpoints, records, resume, faults, summary.
@@ -546,48 +219,6 @@ def _is_disk_full(error: BaseException) -> bool:
 
 # -- one epoch of every seed; a seed whose loss goes non-finite is frozen, the others go on
 
-@jax.jit
-def _keep_finite(before, after, losses, alive):
-    """`after` for the seeds still alive whose epoch losses are all finite,
-    `before` (their last finite state) for the others, and the new alive mask.
-    On device and exact (a select), so the healthy seeds' numbers are
-    those of a launch without the diverging one."""
-    finite = alive
-    for loss in jax.tree.leaves(losses):
-        finite = finite & jnp.isfinite(loss).reshape(loss.shape[0], -1).all(axis=1)
-
-    def pick(new, old):
-        return jnp.where(finite.reshape((-1,) + (1,) * (new.ndim - 1)), new, old)
-    return jax.tree.map(pick, after, before), finite
-
-
-def _alive_at(workdir: Path, phase: str, epoch: int, n_seeds: int) -> np.ndarray:
-    """Seeds not diverged up to `epoch` of `phase`, by the records (a seed
-    frozen in pretraining stays frozen in clustering)."""
-    alive = np.ones(n_seeds, bool)
-    records = [r for p in checkpointing.PHASES[:checkpointing.PHASES.index(phase)]
-               for r in checkpointing.load_records(workdir, p)]
-    records += [r for r in checkpointing.load_records(workdir, phase) if r["epoch"] <= epoch]
-    for record in records:
-        alive &= ~np.asarray(record.get("diverged", [False] * n_seeds), bool)
-    return alive
-
-
-def diverged_seeds(workdir) -> dict[int, dict]:
-    """{seed: {'phase', 'epoch', 'last_finite_epoch'}} for the seeds whose loss
-    went non-finite: the epoch whose update was discarded, and the epoch (of
-    that phase) the seed's state stayed at. From the records."""
-    seeds = seed_ids(checkpointing.load_config(workdir))
-    out = {}
-    for phase in checkpointing.PHASES:
-        for record in checkpointing.load_records(workdir, phase):
-            for i, frozen in enumerate(record.get("diverged", [])):
-                if frozen and seeds[i] not in out:
-                    out[seeds[i]] = {"phase": phase, "epoch": record["epoch"],
-                                     "last_finite_epoch": record["epoch"] - 1}
-    return out
-
-
 def _record(epoch: int, seconds: float, losses: dict, sizes=None, active=None, diverged=None) -> dict:
     losses = {name: np.asarray(v, np.float64) for name, v in losses.items()}  # (S, batches)
     rec = {"epoch": epoch, "seconds": seconds,
@@ -654,7 +285,7 @@ def _run_phase(name: str, ckpts: checkpointing.PhaseCheckpoints, state, epoch_fn
     pending = None
     for epoch in range(start + 1, n_epochs + 1):
         new_state, out = epoch_fn(state, x)
-        state, alive_next = _keep_finite(state, new_state, out["losses"], alive)
+        state, alive_next = keep_finite(state, new_state, out["losses"], alive)
         if pending is not None:
             finish(*pending)
         pending = (epoch, state, out, alive, alive_next)
@@ -684,53 +315,6 @@ def _resume(ckpts: checkpointing.PhaseCheckpoints, abstract_state, snapshot_fn, 
     # Nothing (intact) to resume from: what a run killed before its first resume point wrote goes.
     ckpts.discard_after(-1)
     return None
-
-
-def _state_shapes(trainer: Trainer, keys, x, per_seed):
-    """Abstract pretraining and clustering states on the seed mesh: the
-    targets orbax restores onto (with optax's state types)."""
-    def sharded(shapes):
-        return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=per_seed), shapes)
-    pstate = sharded(jax.eval_shape(trainer.init_pretrain, keys))
-    return pstate, sharded(jax.eval_shape(trainer.init_clustering, pstate["params"], keys, x)[0])
-
-
-# -- replay: any epoch's model state, rebuilt (checkpointing.load_state reaches this)
-
-@functools.lru_cache(maxsize=1)
-def _replay_setup(workdir: str, config_json: str):
-    """The run's trainer and data, kept for the next replay of the same run
-    (compiling is most of a short replay)."""
-    config = ml_collections.ConfigDict(json.loads(config_json))
-    dataset = data.load_dataset(config.dataset)
-    k = int(config.dataset.n_clusters) or dataset.n_clusters
-    trainer = make_train(config, *dataset.x.shape, k)
-    per_seed, replicated = seed_sharding(int(config.seeds))
-    return config, trainer, place(dataset.x, replicated), per_seed
-
-
-def replay_to_epoch(workdir: Path, phase: str, start_epoch: int, read_start, epoch: int) -> dict:
-    """checkpointing.REPLAY_ENTRY_POINT: the model state (numpy) of `epoch`,
-    trained from the resume point at `start_epoch` (`read_start(abstract
-    state)` reads it; None: the initial pretraining state) through the run's
-    own compiled epoch functions and divergence rule, as `train_and_evaluate`
-    trained it. On the same device layout it is the same program on the same
-    inputs: bit-identical (tested, loop and vmap). On another (e.g. a run
-    sharded over 4 devices, replayed on 1) vmapped seeds agree to float
-    round-off, as any launch with another number of seeds per device does
-    (README, Reproducibility)."""
-    config, trainer, x, per_seed = _replay_setup(str(workdir), (Path(workdir) / "config.json").read_text())
-    keys = place(seed_keys(config), per_seed)
-    if read_start is None:
-        state = trainer.init_pretrain(keys)
-    else:
-        state = read_start(_state_shapes(trainer, keys, x, per_seed)[phase == "clustering"])
-    epoch_fn = trainer.pretrain_epoch if phase == "pretrain" else trainer.cluster_epoch
-    alive = place(_alive_at(Path(workdir), phase, start_epoch, int(config.seeds)), per_seed)
-    for _ in range(start_epoch, epoch):
-        new_state, out = epoch_fn(state, x)
-        state, alive = _keep_finite(state, new_state, out["losses"], alive)
-    return jax.tree.map(np.asarray, to_host(checkpointing.model_state(state)))
 
 
 def _pretrained_params(config, keys, trainer, x):
@@ -865,6 +449,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
     with _claim_workdir(workdir):   # after the checks: a refused run leaves no folder
         config = _settle_seed_parallelism(config, workdir)
         _write_config(config, workdir)
+        if jax.process_index() == 0:
+            checkpointing.write_run_facts(workdir, checkpointing.run_facts(dataset.x, dataset.y, k))
         n, d = dataset.x.shape
         trainer = make_train(config, n, d, k)
         pre_ckpts = checkpointing.PhaseCheckpoints.from_settings(workdir, "pretrain", config.checkpoint)
@@ -888,7 +474,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
         per_seed, replicated = seed_sharding(int(config.seeds))
         whole = jax.jit(lambda tree: tree, out_shardings=replicated)   # every process holds every seed
         summary = summarize(config, dataset, trainer, whole(cstate), whole(place(dataset.x, replicated)),
-                            workdir, diverged=diverged_seeds(workdir))
+                            workdir, diverged=checkpointing.diverged_seeds(workdir))
     log.info("finished; checkpoints and summary.json in %s", workdir.absolute())
     return summary
 
@@ -900,7 +486,7 @@ def _train(config, workdir: Path, trainer: Trainer, dataset, pre_ckpts, clu_ckpt
     keys = place(seed_keys(config), per_seed)
     seeds = seed_ids(config)
 
-    pstate_shape, cstate_shape = _state_shapes(trainer, keys, x, per_seed)
+    pstate_shape, cstate_shape = state_shapes(trainer, keys, x, per_seed)
 
     plans = disk_plans(config, trainer, x, (pstate_shape, cstate_shape), pre_ckpts, clu_ckpts)
     _agree(_check_disk(config, workdir, plans) if jax.process_index() == 0 else None)
@@ -916,7 +502,7 @@ def _train(config, workdir: Path, trainer: Trainer, dataset, pre_ckpts, clu_ckpt
             if pstate is None:
                 pstate = trainer.init_pretrain(keys)
             done = int(np.max(to_host(pstate["epoch"])))
-            alive = place(_alive_at(workdir, "pretrain", done, n_seeds), per_seed)
+            alive = place(checkpointing.alive_at(workdir, "pretrain", done, n_seeds), per_seed)
             pstate, alive = _run_phase("pretrain", pre_ckpts, pstate, trainer.pretrain_epoch,
                                        int(config.pretrain.epochs), x, config.progress, alive=alive,
                                        snapshot_fn=trainer.pretrain_snapshot, seeds=seeds)
@@ -925,6 +511,6 @@ def _train(config, workdir: Path, trainer: Trainer, dataset, pre_ckpts, clu_ckpt
         clu_ckpts.save(0, cstate, snapshot, None)
     else:
         done = int(np.max(to_host(cstate["epoch"])))
-        alive = place(_alive_at(workdir, "clustering", done, n_seeds), per_seed)
+        alive = place(checkpointing.alive_at(workdir, "clustering", done, n_seeds), per_seed)
     return _run_phase(config.algorithm, clu_ckpts, cstate, trainer.cluster_epoch, int(config.clustering.epochs),
                       x, config.progress, alive=alive, snapshot_fn=trainer.cluster_snapshot, seeds=seeds)

@@ -23,16 +23,16 @@ import time
 import numpy as np
 import pandas as pd
 
-from dcjax import selection
+from dcjax import selection, study
 from selection_study import ASSESSORS, PRIMARY, RESULTS, markdown, read_run_csv, study_tables
 
 
 def primary_outcomes(runs, truth, train_on=None, seed: int = 0) -> pd.DataFrame:
     group, kind, guard, target, noise_guard = ASSESSORS[PRIMARY]
-    chosen = selection.cross_fit(runs, group, kind, guard, None, target, noise_guard=noise_guard,
+    chosen = study.cross_fit(runs, group, kind, guard, None, target, noise_guard=noise_guard,
                                  train_on=train_on, seed=seed)
     picks = pd.concat([c.assign(run=run, selector=PRIMARY) for run, c in chosen.items()], ignore_index=True)
-    return selection.outcomes(picks, truth)
+    return study.outcomes(picks, truth)
 
 
 def summary(out: pd.DataFrame, algorithm_of: dict) -> dict:

@@ -43,7 +43,7 @@ from scipy import stats
 sys.path.insert(0, str(Path(__file__).parent))
 from selection_study import SCORES, markdown, read_run_csv, study_tables, write_run_csv  # noqa: E402
 
-from dcjax import checkpointing, config as config_lib, data, launch, methods, metrics, selection  # noqa: E402
+from dcjax import checkpointing, config as config_lib, data, launch, methods, metrics, selection, study  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 PARTITIONS = RESULTS / "partitions"
@@ -148,7 +148,7 @@ def study_launch(name: str, assessor: dict) -> tuple[dict, pd.DataFrame]:
     row["default"] = row[launch.default_selector(parts)]   # what `python -m dcjax.select` chooses
     picks = pd.concat([per_seed.assign(selector="primary"), collapse.assign(selector="primary_collapse")])
     picks = picks.assign(run=base.attrs["run"])[["run", "selector", "seed", "epoch"]]
-    return row, selection.outcomes(picks, truth.assign(run=base.attrs["run"])).assign(
+    return row, study.outcomes(picks, truth.assign(run=base.attrs["run"])).assign(
         dataset=base.attrs["dataset"], algorithm=base.attrs["algorithm"], launch=name)
 
 

@@ -41,7 +41,7 @@ def estimate(workdir: Path) -> dict[str, dict[str, int]]:
     trainer = train.make_train(config, *dataset.x.shape, k)
     per_seed, replicated = train.seed_sharding(int(config.seeds))
     x = train.place(dataset.x, replicated)
-    shapes = train._state_shapes(trainer, train.place(train.seed_keys(config), per_seed), x, per_seed)
+    shapes = train.state_shapes(trainer, train.place(train.seed_keys(config), per_seed), x, per_seed)
     with tempfile.TemporaryDirectory() as empty:
         ckpts = [checkpointing.PhaseCheckpoints.from_settings(Path(empty), phase, config.checkpoint)
                  for phase in checkpointing.PHASES]

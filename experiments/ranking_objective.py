@@ -17,7 +17,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).parent))
 from selection_study import SCORES, markdown, read_run_csv, study_tables  # noqa: E402
 
-from dcjax import selection  # noqa: E402
+from dcjax import selection, study  # noqa: E402
 
 LAUNCH_SCORES = SCORES.parent / "scores_launch"   # the seeds trained for issue 20
 CANDIDATES = {"ridge_rank": ("ridge", "rank"), "linear_pairwise": ("ridge", "pairwise")}
@@ -35,9 +35,9 @@ def main():
     info = pd.DataFrame([f.attrs for f, _ in runs])[["run", "dataset", "algorithm"]]
     picks = [selection.select_last(f).assign(run=f.attrs["run"], selector="last") for f, _ in runs]
     for name, (kind, target) in CANDIDATES.items():
-        for run, chosen in selection.cross_fit(runs, "dataset", kind, 0.0, target=target).items():
+        for run, chosen in study.cross_fit(runs, "dataset", kind, 0.0, target=target).items():
             picks.append(chosen.assign(run=run, selector=name))
-    out = selection.outcomes(pd.concat(picks, ignore_index=True), truth).merge(info, on="run")
+    out = study.outcomes(pd.concat(picks, ignore_index=True), truth).merge(info, on="run")
     rows = []
     for part, sel in (("earlier pairs", ~out.run.isin(new)), ("new seeds (issue 20)", out.run.isin(new))):
         for name, g in out[sel].groupby("selector", sort=False):

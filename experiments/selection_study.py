@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dcjax import checkpointing, selection
+from dcjax import checkpointing, selection, study
 
 RESULTS = Path(__file__).parent / "results"
 SCORES = RESULTS / "scores"
@@ -134,7 +134,7 @@ def run_selectors(runs: list[tuple[pd.DataFrame, pd.DataFrame]]) -> tuple[pd.Dat
     features_of = {f.attrs["run"]: f for f, _ in runs}
     for name, (group, kind, guard, target, noise_guard) in ASSESSORS.items():
         scores[name] = {}
-        for run, chosen in selection.cross_fit(runs, group, kind, guard, scores[name], target,
+        for run, chosen in study.cross_fit(runs, group, kind, guard, scores[name], target,
                                                noise_guard=noise_guard,
                                                cache=fitted).items():
             picks.append(chosen.assign(run=run, selector=name))
@@ -330,7 +330,7 @@ def report(name: str, runs, picks: pd.DataFrame, command: str, seconds: float, s
     analyses need neither the runs nor the ~10 minutes of cross-fitting."""
     truth = pd.concat([t for _, t in runs], ignore_index=True)
     info = pd.DataFrame([f.attrs for f, _ in runs])[INFO]
-    out = selection.outcomes(picks, truth).merge(info, on="run")
+    out = study.outcomes(picks, truth).merge(info, on="run")
     if outcomes_path is not None:
         out.drop(columns="phase").to_csv(outcomes_path, index=False, float_format="%.5g")
     datasets = sorted(info.dataset.unique())
@@ -348,10 +348,10 @@ def report(name: str, runs, picks: pd.DataFrame, command: str, seconds: float, s
               "its candidates are pretraining epochs 1..100, each k-means'd by `dcjax.evaluate` (JAX k-means, "
               "10 starts), so its 'final' ACC differs a little from protocol_digits.md (scikit-learn's k-means). "
               "ACC/NMI/ARI are in points (%). Regret = oracle ACC − selected ACC. Win = selected ACC > final. "
-              f"Do-no-harm = selected ≥ final − {100 * selection.DO_NO_HARM:.1f} points.", ""]
+              f"Do-no-harm = selected ≥ final − {100 * study.DO_NO_HARM:.1f} points.", ""]
 
     # oracle vs final
-    ovf = selection.oracle_vs_final(truth).merge(info, on="run")
+    ovf = study.oracle_vs_final(truth).merge(info, on="run")
     noise = pd.concat([selection.noise_dominated(f).assign(run=f.attrs["run"]) for f, _ in runs])
     noise = noise.groupby("run").agg(noisy=("noisy", "sum"), noise_autocorr=("autocorr", "mean")).reset_index()
     ovf = ovf.merge(noise, on="run", how="left")
@@ -375,8 +375,8 @@ def report(name: str, runs, picks: pd.DataFrame, command: str, seconds: float, s
               f"`{NOISE_GUARDED}` keeps the final epoch of a flagged seed.", ""]
 
     # aggregate
-    agg = selection.summarize(out, ["selector"]).set_index("selector").loc[selectors]
-    tests = {b: selection.wilcoxon_vs(out, b).set_index("selector") for b in ("last", "min_loss")}
+    agg = study.summarize(out, ["selector"]).set_index("selector").loc[selectors]
+    tests = {b: study.wilcoxon_vs(out, b).set_index("selector") for b in ("last", "min_loss")}
     lines += ["## All runs: mean over (run, seed)", "",
               "p: one-sided Wilcoxon signed-rank (selected ACC > baseline ACC), paired by (run, seed), zero "
               "differences split.", ""]
@@ -417,7 +417,7 @@ def report(name: str, runs, picks: pd.DataFrame, command: str, seconds: float, s
         lines += [f"![{p.stem}]({p.parent.name}/{p.name})" for p in plots] + [""]
 
     # per algorithm x dataset
-    per = selection.summarize(out, ["dataset", "algorithm", "selector"])
+    per = study.summarize(out, ["dataset", "algorithm", "selector"])
     lines += ["## Per data set × algorithm: Δ ACC vs final / regret (points), do-no-harm", ""]
     groups = list(dict.fromkeys(zip(per.dataset, per.algorithm)))
     rows = []
@@ -443,7 +443,7 @@ def report(name: str, runs, picks: pd.DataFrame, command: str, seconds: float, s
     for other in selectors:
         if other == main or main not in selectors:
             continue
-        t = selection.wilcoxon_vs(out[out.selector.isin([main, other])], other)
+        t = study.wilcoxon_vs(out[out.selector.isin([main, other])], other)
         t = t[t.selector == main].iloc[0]
         rows.append({"baseline": other, "mean Δ ACC (pts)": pts(t.mean_diff), "better": t.better,
                      "worse": t.worse, "p": pval(t.p_greater)})
@@ -456,7 +456,7 @@ def report(name: str, runs, picks: pd.DataFrame, command: str, seconds: float, s
     rho = {}
     for f, t in runs:   # a data set x algorithm run in two batches of seeds: the seeds are pooled
         key = f"{f.attrs['algorithm']} ({f.attrs['dataset']})"
-        rho.setdefault(key, []).append((t.seed.nunique(), selection.score_acc_spearman(f, t, SPEARMAN_COLUMNS)))
+        rho.setdefault(key, []).append((t.seed.nunique(), study.score_acc_spearman(f, t, SPEARMAN_COLUMNS)))
     rho = {key: sum(n * r for n, r in parts) / sum(n for n, _ in parts) for key, parts in rho.items()}
     rho = pd.DataFrame(rho).reindex(SPEARMAN_COLUMNS)
     rho["mean"] = rho.mean(axis=1)

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from dcjax import selection
+from dcjax import selection, study
 from protocol import write_report
 from selection_study import NOTES, PRIMARY, RESULTS, SCORES, markdown, pts, read_run_csv, write_run_csv
 from unseen_reproduce import OUT, PAPER
@@ -67,7 +67,7 @@ def selections(runs, assessor) -> pd.DataFrame:
 
 
 def formatted(table: pd.DataFrame) -> pd.DataFrame:
-    """A `selection.summarize` table for print: ACC in %, regret and gain in points, rates in %."""
+    """A `study.summarize` table for print: ACC in %, regret and gain in points, rates in %."""
     table = table.copy()
     for c in ("acc_selected", "acc_final", "acc_oracle"):
         table[c] = table[c].map(lambda v: f"{100 * v:.2f}")
@@ -109,10 +109,10 @@ def deccs_tables(assessor) -> list[str]:
     runs = [(selection.features(base), truth) for base, truth in runs]
     picks = pd.concat([selection.select(f, name, assessor).assign(run=f.attrs["run"], selector=name)
                        for f, _ in runs for name in ("last", "assessor", "assessor_guarded")], ignore_index=True)
-    out = selection.outcomes(picks, pd.concat([t for _, t in runs], ignore_index=True))
+    out = study.outcomes(picks, pd.concat([t for _, t in runs], ignore_index=True))
     info = pd.DataFrame([f.attrs for f, _ in runs])[["run", "dataset"]]
-    table = selection.summarize(out.merge(info, on="run"), ["dataset", "selector"])
-    table = pd.concat([table, selection.summarize(out, ["selector"]).assign(dataset="all")], ignore_index=True)
+    table = study.summarize(out.merge(info, on="run"), ["dataset", "selector"])
+    table = pd.concat([table, study.summarize(out, ["selector"]).assign(dataset="all")], ignore_index=True)
     table = table[["dataset", "selector", "n", "acc_selected", "acc_final", "acc_oracle", "regret",
                    "gain_vs_final", "do_no_harm"]].copy()
     return markdown(formatted(table))
@@ -129,11 +129,11 @@ def report():
     assessor = selection.load_assessor(ASSESSOR)
     truth = pd.concat([t for _, t in runs], ignore_index=True)
     info = pd.DataFrame([f.attrs for f, _ in runs])[["run", "dataset", "algorithm"]]
-    gaps = info.merge(selection.oracle_vs_final(truth), on="run")
-    out = selection.outcomes(selections(runs, assessor), truth).merge(info, on="run")
+    gaps = info.merge(study.oracle_vs_final(truth), on="run")
+    out = study.outcomes(selections(runs, assessor), truth).merge(info, on="run")
     out["batch"] = out.run.map(batch_of)
-    by_selector = selection.summarize(out, ["selector"]).sort_values("regret")
-    primary = selection.summarize(out[out.selector == "assessor_guarded"], ["dataset", "algorithm"])
+    by_selector = study.summarize(out, ["selector"]).sort_values("regret")
+    primary = study.summarize(out[out.selector == "assessor_guarded"], ["dataset", "algorithm"])
     alive = pd.concat([f[["seed", "epoch", "n_active_clusters"]].assign(run=f.attrs["run"]) for f, _ in runs])
     final_k = alive[alive.epoch == alive.groupby(["run", "seed"]).epoch.transform("max")].groupby("run") \
         .n_active_clusters.mean().rename("final clusters (mean)")

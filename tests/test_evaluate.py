@@ -23,7 +23,7 @@ def scored(tmp_path_factory):
     train.train_and_evaluate(cfg, workdir)
     # The command line's main, in this process (a subprocess would compile everything again).
     printed = io.StringIO()
-    evaluate.FLAGS(["evaluate", f"--workdir={workdir}", "--noprogress"])
+    evaluate.FLAGS(["evaluate", f"--workdir={workdir}", "--noprogress", "--all_phases"])
     try:
         with contextlib.redirect_stdout(printed):
             evaluate.main(["evaluate"])
@@ -101,14 +101,14 @@ def test_running_again_recomputes_nothing_and_appends_new_epochs(scored, monkeyp
     scores = evaluate.label_free_columns
     monkeypatch.setattr(evaluate, "label_free_columns", lambda *a, **kw: calls.append(1) or scores(*a, **kw))
 
-    again = evaluate.evaluate_run(workdir, progress=False)
+    again = evaluate.evaluate_run(workdir, progress=False, all_phases=True)
     assert calls == [] and again.attrs["computed"] == 0
     pd.testing.assert_frame_equal(again, table)
 
     # a run that has trained further: its last epoch is not in the table yet
     partial = tmp_path / "partial.csv"
     table[~((table.phase == "clustering") & (table.epoch == CLUSTERING_EPOCHS))].to_csv(partial, index=False)
-    grown = evaluate.evaluate_run(workdir, output=partial, progress=False)
+    grown = evaluate.evaluate_run(workdir, output=partial, progress=False, all_phases=True)
     assert len(calls) == 1 and grown.attrs["computed"] == 1
     pd.testing.assert_frame_equal(grown.drop(columns="eval_seconds"), table.drop(columns="eval_seconds"))
 
@@ -119,14 +119,14 @@ def test_a_table_from_before_unseen_is_read_without_rescoring(scored, tmp_path):
     _, workdir, table = scored
     old = tmp_path / "old.csv"
     table.drop(columns="n_active_clusters").to_csv(old, index=False)
-    again = evaluate.evaluate_run(workdir, output=old, progress=False)
+    again = evaluate.evaluate_run(workdir, output=old, progress=False, all_phases=True)
     assert again.attrs["computed"] == 0
     pd.testing.assert_frame_equal(again, table, check_dtype=False)
 
 
 def test_withheld_labels_drop_acc_nmi_ari_and_change_nothing_else(scored, tmp_path):
     _, workdir, table = scored
-    blind = evaluate.evaluate_run(workdir, labels=False, output=tmp_path / "blind.csv", progress=False)
+    blind = evaluate.evaluate_run(workdir, labels=False, output=tmp_path / "blind.csv", progress=False, all_phases=True)
     assert list(blind.columns) == evaluate.table_columns(with_labels=False)
     assert not set(evaluate.LABEL_BASED) & set(blind.columns)
     pd.testing.assert_frame_equal(label_free(blind), label_free(table))
@@ -138,10 +138,12 @@ def test_withheld_labels_drop_acc_nmi_ari_and_change_nothing_else(scored, tmp_pa
 def test_large_data_get_the_sampled_silhouette(scored, monkeypatch, tmp_path):
     _, workdir, table = scored
     monkeypatch.setattr(evaluate, "EXACT_SILHOUETTE_MAX_N", 300)      # the run has N = 400
-    sampled = evaluate.evaluate_run(workdir, silhouette_samples=200, output=tmp_path / "s.csv", progress=False)
+    sampled = evaluate.evaluate_run(workdir, silhouette_samples=200, output=tmp_path / "s.csv", progress=False,
+                                    all_phases=True)
     assert (sampled.silhouette_points == 200).all() and (sampled.silhouette_se > 0).all()
     assert (abs(sampled.silhouette - table.silhouette) < 5 * sampled.silhouette_se).all()
     others = sampled.columns.difference(["silhouette", "silhouette_se", "silhouette_points", "eval_seconds"])
     pd.testing.assert_frame_equal(sampled[others], table[others])
-    exact = evaluate.evaluate_run(workdir, exact_silhouette=True, output=tmp_path / "e.csv", progress=False)
+    exact = evaluate.evaluate_run(workdir, exact_silhouette=True, output=tmp_path / "e.csv", progress=False,
+                                  all_phases=True)
     pd.testing.assert_frame_equal(exact.drop(columns="eval_seconds"), table.drop(columns="eval_seconds"))

@@ -17,6 +17,8 @@ import pytest
 
 from conftest import tiny_config
 from dcjax import checkpointing, data, evaluate, metrics, select, selection, train
+from dcjax import study as study_lib
+from dcjax import run as run_lib
 
 SEEDS, PRETRAIN_EPOCHS, CLUSTERING_EPOCHS = 3, 3, 8
 ALL_SELECTORS = [*selection.ASSESSOR_SELECTORS, *selection.SELECTORS]
@@ -129,8 +131,9 @@ def test_command_line_on_a_run_without_labels_matches_and_marks_the_epochs(run, 
 
 def test_pooled_indices_are_the_mean_over_reference_embeddings(run):
     workdir, _ = run
-    table = selection.snapshot_table(workdir, "clustering", points=150, every=3)
-    sample = np.sort(np.random.default_rng(selection.POOLED_KEY).choice(400, 150, replace=False))
+    table = selection.snapshot_table(workdir, "clustering", every=3)
+    sample = np.sort(np.random.default_rng(selection.POOLED_KEY).choice(400, min(selection.POOLED_POINTS, 400),
+                                                                         replace=False))
     refs = [0, 3, 6, CLUSTERING_EPOCHS]
     labels = jnp.asarray(checkpointing.load_snapshot(workdir, 5)["assignments"][1][sample])
     sil = [metrics.silhouette(jnp.asarray(checkpointing.load_snapshot(workdir, f)["embedding"][1][sample]), labels, 10)
@@ -164,7 +167,7 @@ def test_dip_test_tells_clustered_spaces_from_one_blob():
 
 def test_snapshot_table_has_ace_scores_and_ace_selectors_run(run):
     workdir, _ = run
-    table = selection.snapshot_table(workdir, "clustering", points=150, every=3)
+    table = selection.snapshot_table(workdir, "clustering", every=3)
     for name in selection.ACE:
         values = table[name].to_numpy()
         assert np.isfinite(values).all() and (values > 0).all() and (values <= 1).all()
@@ -177,13 +180,25 @@ def test_snapshot_table_has_ace_scores_and_ace_selectors_run(run):
 def test_pretraining_phase_is_selected_where_clustering_has_only_epoch_0(run, tmp_path):
     """AE+k-means: its clustering phase is epoch 0 alone, so its pretraining
     epochs (k-means'd) are the candidates. Mimicked by a copy of the run
-    without clustering epochs 1.., to spare a second tiny training."""
+    without clustering epochs 1.. and with AE+k-means's clustering.epochs = 0,
+    to spare a second tiny training. The same copy with its own config is a
+    run stopped after clustering epoch 0: still the clustering phase, and
+    its status says it is incomplete."""
     workdir, _ = run
     assert selection.selection_phase(workdir) == "clustering"
     ae = tmp_path / "ae_like"
     shutil.copytree(workdir, ae)
     for epoch in range(1, CLUSTERING_EPOCHS + 1):
         shutil.rmtree(checkpointing.epoch_dir(ae, epoch))
+    shutil.rmtree(ae / "scored")
+    stopped = run_lib.RunRecord(ae)
+    assert stopped.selection_phase == "clustering"
+    status = stopped.status()
+    assert not status["complete"] and not status["in_progress"]
+    assert f"has 0 of {CLUSTERING_EPOCHS} epochs" in status["message"] and "not the configured run's end" in status["message"]
+    config = json.loads((ae / "config.json").read_text())
+    config["clustering"]["epochs"] = 0
+    (ae / "config.json").write_text(json.dumps(config))
     assert selection.selection_phase(ae) == "pretrain"
     base = selection.base_table(ae)
     assert base.attrs["phase"] == "pretrain" and list(base.epoch.unique()) == list(range(1, PRETRAIN_EPOCHS + 1))
@@ -217,13 +232,13 @@ def test_assessor_saves_loads_and_cross_fits(tmp_path):
     np.testing.assert_array_equal(selection.assessor_predict(loaded, runs[0][0]),
                                   selection.assessor_predict(assessor, runs[0][0]))
     for group in ("dataset", "algorithm"):
-        chosen = selection.cross_fit(runs, group, "ridge")
+        chosen = study_lib.cross_fit(runs, group, "ridge")
         assert set(chosen) == {f.attrs["run"] for f, _ in runs}
         for feats, truth in runs:   # the held-out run's peak is found: `signal` generalises
             oracle = truth.loc[truth.groupby("seed").acc.idxmax()].epoch.to_numpy()
             np.testing.assert_array_equal(chosen[feats.attrs["run"]].epoch, oracle)
     # leave-one-dataset-out with one data set has nothing to train on
-    assert selection.cross_fit([fake_run("d1", "a1"), fake_run("d1", "a2")], "dataset") == {}
+    assert study_lib.cross_fit([fake_run("d1", "a1"), fake_run("d1", "a2")], "dataset") == {}
 
 
 def test_ties_go_to_the_later_epoch_and_nan_never_wins():
@@ -240,16 +255,16 @@ def test_study_metrics_on_a_hand_made_case():
     truth["nmi"], truth["ari"] = truth.acc, truth.acc
     picks = pd.DataFrame({"run": "r", "selector": ["last", "last", "s", "s"], "seed": [0, 1, 0, 1],
                           "epoch": [3, 3, 1, 0]})
-    out = selection.outcomes(picks, truth).set_index(["selector", "seed"])
+    out = study_lib.outcomes(picks, truth).set_index(["selector", "seed"])
     assert out.loc[("s", 0), "oracle_epoch"] == 1 and out.loc[("s", 1), "oracle_epoch"] == 3   # ties: later
     np.testing.assert_allclose(out.loc[("s", 0), ["regret", "gain_vs_final"]].astype(float), [0.0, 0.08])
     np.testing.assert_allclose(out.loc[("s", 1), ["regret", "gain_vs_final"]].astype(float), [0.10, -0.10])
-    summary = selection.summarize(out.reset_index(), ["selector"]).set_index("selector")
+    summary = study_lib.summarize(out.reset_index(), ["selector"]).set_index("selector")
     assert summary.loc["s", "win"] == 0.5 and summary.loc["s", "do_no_harm"] == 0.5
     assert summary.loc["last", "do_no_harm"] == 1.0 and summary.loc["last", "win"] == 0.0
-    test = selection.wilcoxon_vs(out.reset_index(), "last").set_index("selector")
+    test = study_lib.wilcoxon_vs(out.reset_index(), "last").set_index("selector")
     assert test.loc["s", "better"] == 1 and test.loc["s", "worse"] == 1 and 0 < test.loc["s", "p_greater"] <= 1
-    ovf = selection.oracle_vs_final(truth).iloc[0]
+    ovf = study_lib.oracle_vs_final(truth).iloc[0]
     assert ovf.differs == 0.5 and ovf.differs_by_half_point == 0.5
     np.testing.assert_allclose(ovf.mean_gain, 0.04)
     # per seed: |ΔACC| (0.10 + 0.05 + 0.03) / 3 and (0.05 + 0.05 + 0) / 3, averaged
@@ -258,7 +273,7 @@ def test_study_metrics_on_a_hand_made_case():
     r1 = np.corrcoef([0.60, 0.65, 0.70], [0.65, 0.70, 0.70])[0, 1]
     np.testing.assert_allclose(ovf.lag1_autocorr, (r0 + r1) / 2)
     feats = truth[["seed", "epoch"]].assign(up=truth.acc, down=-truth.acc)
-    rho = selection.score_acc_spearman(feats, truth, ["up", "down"])
+    rho = study_lib.score_acc_spearman(feats, truth, ["up", "down"])
     np.testing.assert_allclose(rho.to_numpy(), [1.0, -1.0])
 
 
@@ -293,7 +308,7 @@ def test_bootstrap_of_the_targets_resamples_whole_seed_groups():
     # two data sets x two seeds x two algorithms; one (data set, seed) group carries all the regret
     out = pd.DataFrame({"selector": "a", "dataset": ["d"] * 4 + ["e"] * 4, "seed": [0, 0, 1, 1] * 2,
                         "regret": [0.04, 0.04, 0, 0, 0, 0, 0, 0], "gain_vs_final": [-0.01, -0.01, 0, 0, 0, 0, 0, 0.01]})
-    out["do_no_harm"] = out.gain_vs_final >= -selection.DO_NO_HARM
+    out["do_no_harm"] = out.gain_vs_final >= -study_lib.DO_NO_HARM
     table = study.bootstrap_targets(out, "a", resamples=400).set_index("measure")
     assert table.at["mean regret", "all pairs"] == "1.00"       # 8 points over 8 pairs
     lo, hi = map(float, table.at["mean regret", "95% interval"].split(" – "))
@@ -407,12 +422,12 @@ def test_noise_detector_flags_partitions_that_jump_and_the_noise_guard_keeps_the
 def test_cross_fit_cache_reuses_fitted_members_and_changes_nothing():
     runs = [fake_run(d, a) for d in ("d1", "d2") for a in ("a1", "a2")]
     cache = {}
-    rank = selection.cross_fit(runs, "dataset", "ridge", cache=cache)
+    rank = study_lib.cross_fit(runs, "dataset", "ridge", cache=cache)
     assert set(cache) == {("dataset", d, "ridge", "rank", 0) for d in ("d1", "d2")}
     fitted = dict(cache)
-    cached = selection.cross_fit(runs, "dataset", "ridge", target="ensemble", cache=cache)
+    cached = study_lib.cross_fit(runs, "dataset", "ridge", target="ensemble", cache=cache)
     assert all(cache[k] is fitted[k] for k in fitted) and len(cache) == 4   # rank reused, gap added
-    fresh = selection.cross_fit(runs, "dataset", "ridge", target="ensemble")
+    fresh = study_lib.cross_fit(runs, "dataset", "ridge", target="ensemble")
     for run in fresh:
         pd.testing.assert_frame_equal(cached[run][["seed", "epoch"]], fresh[run][["seed", "epoch"]])
     assert set(rank) == set(fresh)
@@ -423,8 +438,8 @@ def test_model_seed_reaches_the_boosted_models_and_keys_the_cache():
     ensemble = selection.train_assessor(runs, "gbr", target="ensemble", seed=3)
     assert all(m["model"].random_state == 3 for m in ensemble["members"].values())
     cache = {}
-    selection.cross_fit(runs, "dataset", "gbr", cache=cache)
-    selection.cross_fit(runs, "dataset", "gbr", cache=cache, seed=1)   # not served from seed 0's fits
+    study_lib.cross_fit(runs, "dataset", "gbr", cache=cache)
+    study_lib.cross_fit(runs, "dataset", "gbr", cache=cache, seed=1)   # not served from seed 0's fits
     assert {k[-1] for k in cache} == {0, 1} and len(cache) == 4
     assert cache[("dataset", "d1", "gbr", "rank", 1)]["model"].random_state == 1
 
@@ -432,15 +447,15 @@ def test_model_seed_reaches_the_boosted_models_and_keys_the_cache():
 def test_cross_fit_train_on_limits_the_training_runs_not_the_judged_ones():
     runs = [fake_run(d, a) for d in ("d1", "d2") for a in ("a1", "a2")]
     names = {f.attrs["run"] for f, _ in runs}
-    everything = selection.cross_fit(runs, "dataset", "ridge", train_on=names)
-    plain = selection.cross_fit(runs, "dataset", "ridge")
+    everything = study_lib.cross_fit(runs, "dataset", "ridge", train_on=names)
+    plain = study_lib.cross_fit(runs, "dataset", "ridge")
     for run in plain:
         pd.testing.assert_frame_equal(everything[run], plain[run])
     # without d2's runs to learn from, d1's runs have no assessor; d2's are still judged
-    only_d1 = selection.cross_fit(runs, "dataset", "ridge", train_on={"d1/a1", "d1/a2"})
+    only_d1 = study_lib.cross_fit(runs, "dataset", "ridge", train_on={"d1/a1", "d1/a2"})
     assert set(only_d1) == {"d2/a1", "d2/a2"}
     with pytest.raises(ValueError, match="cache"):
-        selection.cross_fit(runs, "dataset", "ridge", train_on=names, cache={})
+        study_lib.cross_fit(runs, "dataset", "ridge", train_on=names, cache={})
 
 
 def test_default_selector_is_the_assessor_only_on_the_algorithms_it_learned_from(tmp_path):
