@@ -53,7 +53,6 @@ incremental driver, the only place that sees the labels; the command line.
 import contextlib
 import functools
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Callable, NamedTuple
@@ -273,16 +272,6 @@ def _table_labels(output: Path) -> bool | None:
         return "acc" in f.readline().strip().split(",")
 
 
-def _check_writable(workdir: Path, output: Path):
-    """A read-only run is refused in one line before any work (scoring writes
-    scores.csv and the scored partitions beside the run)."""
-    for folder in {workdir, output.parent}:
-        if not os.access(folder, os.W_OK):
-            raise PermissionError(
-                f"{folder} is read-only: scoring writes scores.csv and scored/ into the run; copy the run "
-                f"somewhere writable (cp -r {workdir} <copy>) and select or report on the copy")
-
-
 def evaluate_run(workdir, *, labels: bool | None = True, exact_silhouette: bool = False,
                  silhouette_samples: int = SILHOUETTE_SAMPLES, output=None, recompute: bool = False,
                  progress: bool = True, all_phases: bool = False, run=None) -> pd.DataFrame:
@@ -328,7 +317,8 @@ def evaluate_run(workdir, *, labels: bool | None = True, exact_silhouette: bool 
     unstored = {p: sorted(set(run.epochs(p)) - set(run.scored_epochs(p))) for p in phases}
     reads = {p: sorted(set(todo[p]) | set(unstored[p])) for p in phases}
     if any(reads.values()):
-        _check_writable(workdir, output)
+        for folder in {workdir, output.parent}:
+            run_lib.require_writable(folder, f"{output.name} and scored/")
 
     y = n_classes = None
     if with_labels and any(todo.values()):

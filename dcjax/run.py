@@ -90,8 +90,26 @@ def is_locked(workdir) -> bool:
         os.close(fd)
 
 
-class RunNotReadyError(RuntimeError):
+class RunReadError(RuntimeError):
+    """What reading a run can meet that is the run's state, not a bug: the
+    command line says it in one line."""
+
+
+class RunNotReadyError(RunReadError):
     """The run has no candidates yet (still in pretraining, or not started)."""
+
+
+class ReadOnlyRunError(RunReadError):
+    """The run cannot be written to, and reading it writes its scores and choice beside it."""
+
+
+def require_writable(workdir, what: str = "scores.csv, scored/ and selection.json") -> None:
+    """Refuse, before any work, a run on a read-only disk or folder: reading
+    it writes `what` into it."""
+    workdir = Path(workdir)
+    if not os.access(workdir, os.W_OK):
+        raise ReadOnlyRunError(f"{workdir} is read-only, and choosing writes {what} into the run: copy it "
+                               f"somewhere writable (cp -r {workdir} <copy>) and run this on the copy")
 
 
 class RunRecord:

@@ -80,7 +80,7 @@ def main(argv=None):
 
 
 # What reading a run can meet that is the run's state, not a bug: said in one line, exit status 2.
-READING_ERRORS = (run_lib.RunNotReadyError, PermissionError)
+READING_ERRORS = (run_lib.RunReadError, PermissionError)
 
 
 @contextlib.contextmanager

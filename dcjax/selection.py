@@ -201,6 +201,7 @@ def select_run(workdir, selector: str = DEFAULT_SELECTOR, assessor_path=None, pr
     same, and `status` in the result (and its message) says so."""
     run = _record(workdir)
     workdir = run.workdir
+    run_lib.require_writable(workdir)
     feats = run_features(run, progress=progress) if feats is None else feats
     requested, because = selector, None
     if selector == DEFAULT_SELECTOR:

@@ -6,6 +6,8 @@ import fcntl
 import io
 import json
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -87,3 +89,51 @@ def test_a_run_in_progress_is_said_to_be(ae_run, tmp_path):
         result, printed = quiet_select(["--workdir", str(workdir)])
     assert result["status"]["in_progress"] and "warning: training is still running" in printed
     assert not run_lib.RunRecord(workdir).status()["in_progress"]   # released: a stale lock file is no run
+
+
+@contextlib.contextmanager
+def read_only_copy(source, tmp_path):
+    """A copy of the run behind a read-only bind mount (root can write to a
+    chmod 555 folder, not to a read-only file system); skips where mounting
+    is not allowed."""
+    copy, view = tmp_path / "copy", tmp_path / "read_only"
+    shutil.copytree(source, copy)
+    view.mkdir()
+    if subprocess.run(["mount", "--bind", str(copy), str(view)], capture_output=True).returncode:
+        pytest.skip("no bind mounts here")
+    try:
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(view)], check=True, capture_output=True)
+        yield view
+    finally:
+        subprocess.run(["umount", str(view)], capture_output=True)
+
+
+@pytest.mark.parametrize("command", ["select", "report"])
+def test_a_read_only_run_is_refused_in_one_line_and_nothing_hangs(ae_run, tmp_path, command):
+    with read_only_copy(ae_run, tmp_path) as view:
+        done = subprocess.run([sys.executable, "-m", f"dcjax.{command}", "--workdir", str(view)],
+                              capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr[-2000:]
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "is read-only" in lines[0] and "copy it somewhere writable" in lines[0], lines
+
+
+def test_a_seed_that_diverged_to_infinity_is_chosen_before_it_diverged(ae_run, tmp_path):
+    """A learning rate far too high sends a seed's loss to +inf (not NaN):
+    the curves' filters must not see the inf, and the seed's choice stays at
+    its last finite epoch. The run's records are edited as the driver writes them."""
+    workdir = tmp_path / "run"
+    shutil.copytree(ae_run, workdir)
+    path = workdir / "pretrain" / "records.jsonl"
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    for record in records:
+        if record["epoch"] == 4:
+            for name in record["loss"]:
+                record["loss"][name][1] = float("inf")
+                record["batch_loss"][name][1] = [float("inf")] * len(record["batch_loss"][name][1])
+            record["diverged"] = [False, True]
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    result, printed = quiet_select(["--workdir", str(workdir), "--selector", "min_loss"])
+    chosen = {s["seed"]: s for s in result["seeds"]}
+    assert chosen[1]["epoch"] <= 3 and chosen[1]["diverged"]["last_finite_epoch"] == 3
+    assert "seed 1 diverged" in printed
