@@ -87,6 +87,33 @@ def test_resume_skips_a_damaged_resume_point_for_the_one_before(reference, tmp_p
         json.loads((reference / "summary.json").read_text())["seeds"]
 
 
+def test_bytes_overwritten_in_place_are_damage_and_resume_falls_back(reference, tmp_path, caplog):
+    """64 bytes overwritten inside the newest resume point, its size unchanged:
+    orbax would read it back as numbers; its checksum manifest says it
+    changed, so resuming takes the resume point before it and the run ends
+    as the uninterrupted one."""
+    cfg = config()
+    cfg.clustering.epochs = 4
+    train.train_and_evaluate(cfg, tmp_path)
+    item = tmp_path / "clustering" / "resume" / "4"
+    assert (item / checkpointing.CHECKSUMS).exists()
+    target = largest_file(item)
+    size = target.stat().st_size
+    with open(target, "r+b") as f:
+        f.seek(size // 2)
+        original = f.read(64)
+        f.seek(size // 2)
+        f.write(bytes(b ^ 0xFF for b in original))
+    assert target.stat().st_size == size
+    with pytest.raises(checkpointing.DamagedCheckpointError, match="does not match its checksum"):
+        checkpointing.load_state(tmp_path, 4, kind="resume")
+    cfg.clustering.epochs = CLUSTERING_EPOCHS
+    with caplog.at_level(logging.WARNING, logger="dcjax"):
+        train.train_and_evaluate(cfg, tmp_path)
+    assert any("resume point of epoch 4" in r.message and "skipped" in r.message for r in caplog.records)
+    assert_same_run(tmp_path, reference)
+
+
 def test_a_damaged_snapshot_or_state_is_reported_never_returned_and_evaluation_goes_on(reference, tmp_path, caplog):
     workdir = tmp_path / "run"
     shutil.copytree(reference, workdir)
