@@ -17,7 +17,10 @@ subsample, smoke network, resume points every 2 epochs):
 - a read-only workdir (a read-only mount as root, else chmod), finished and fresh;
 - a second launch on the same workdir, and a launch after the first is killed;
 - a disk that fills up mid-run (a small tmpfs and a file that eats the rest;
-  root only), then, with room again, the same command.
+  root only), then, with room again, the same command;
+- the reading side: a read-only finished run (select, report), seeds
+  diverging to +inf, select while training runs, a run killed in pretraining
+  and one killed mid-clustering, 64 bytes overwritten in place in a resume point.
 
 "Results equal" compares bit for bit the snapshots of every epoch, the
 records' per-batch losses, the final model states and the summary with
@@ -396,6 +399,118 @@ def child_diverge(index: int, from_epoch: int, argv: list[str]):
     app.run(dcjax_main.main)
 
 
+# ---------------------------------------------------------------------------- the reading side
+
+def read(module: str, workdir: Path, *extra, timeout=900) -> tuple[int | str, str, float]:
+    """`python -m dcjax.<module> --workdir W`: (exit code, or 'hung' past `timeout`; output; seconds)."""
+    t0 = time.time()
+    try:
+        out = subprocess.run([sys.executable, "-m", module, f"--workdir={workdir}", *extra], cwd=REPO, env=ENV,
+                             capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return "hung", "", time.time() - t0
+    return out.returncode, out.stdout + out.stderr, time.time() - t0
+
+
+def one_line_error(text: str) -> bool:
+    return len([line for line in text.splitlines() if "error" in line.lower()]) == 1 and "Traceback" not in text
+
+
+def read_only_run(root: Path, reference: Path) -> dict:
+    """A finished, never-selected run behind a read-only mount: select and report."""
+    workdir = root / "read_only_run"
+    shutil.rmtree(workdir, ignore_errors=True)
+    shutil.copytree(reference, workdir, ignore=shutil.ignore_patterns("scores.csv", "scored", "selection.json",
+                                                                      "keep_epochs.json", "selected_labels.npy"))
+    with read_only(workdir):
+        results = [read(m, workdir, timeout=300) for m in ("dcjax.select", "dcjax.report")]
+    held = all(rc == 2 and "read-only" in text and one_line_error(text) for rc, text, _ in results)
+    return row("read-only finished run: dcjax.select, dcjax.report", 2, "2/2 one line, exit 2" if held else
+               "; ".join(f"rc {rc}" for rc, *_ in results), "n/a", "none",
+               f"ended after {', '.join(f'{s:.1f} s' for *_, s in results)}, none hung: "
+               f"{all(rc != 'hung' for rc, *_ in results)}")
+
+
+def inf_divergence(root: Path) -> dict:
+    """--config.clustering.learning_rate=20 with 4 seeds: losses go to +inf, not NaN."""
+    workdir = root / "diverge_inf"
+    shutil.rmtree(workdir, ignore_errors=True)
+    rc = run(workdir, "--config.clustering.learning_rate=20", seeds=4)
+    summary = json.loads((workdir / "summary.json").read_text()) if rc == 0 else {}
+    infinite = any(not np.isfinite(v).all() for r in checkpointing.load_records(workdir)
+                   for v in map(np.asarray, r["loss"].values()))
+    results = [read(m, workdir) for m in ("dcjax.select", "dcjax.report")]
+    held = rc == 0 and all(code == 0 for code, *_ in results)
+    return row("seeds diverging to +inf (clustering lr 20, 4 seeds), then dcjax.select and dcjax.report",
+               3, "3/3" if held else f"train rc {rc}; " + ", ".join(str(c) for c, *_ in results),
+               "n/a", f"the diverged seeds' epochs after divergence: {summary.get('diverged_seeds')}",
+               f"an infinite loss in the records: {infinite}; select names them: "
+               f"{all(f'seed {s} diverged' in results[0][1] for s in summary.get('diverged_seeds', []))}")
+
+
+def in_progress(root: Path) -> dict:
+    """dcjax.select while the run trains: it reads what is there and says the run is still running."""
+    workdir = root / "in_progress"
+    shutil.rmtree(workdir, ignore_errors=True)
+    proc = launch(workdir)
+    wait_for(lambda: len(checkpointing.load_records(workdir, "clustering")) >= 2, proc)
+    rc, text, seconds = read("dcjax.select", workdir)
+    still = proc.poll() is None
+    finished = proc.wait(timeout=1800)
+    said = "training is still running" in text
+    damaged = "damaged" in text
+    return row("dcjax.select while training runs (after clustering epoch 2)", 2,
+               "1/1" if rc == 0 and finished == 0 else f"select rc {rc}, train rc {finished}", "n/a", "none",
+               f"says the run is in progress: {said}; an epoch called damaged: {damaged}; "
+               f"training still running when select ended: {still} ({seconds:.1f} s)")
+
+
+def killed_then_selected(root: Path, when: str) -> dict:
+    """Killed in pretraining (no candidate yet) or mid-clustering (incomplete), then dcjax.select."""
+    workdir = root / f"killed_{when}"
+    shutil.rmtree(workdir, ignore_errors=True)
+    proc = launch(workdir)
+    if when == "pretraining":
+        wait_for(lambda: len(checkpointing.load_records(workdir, "pretrain")) >= 2, proc)
+    else:
+        wait_for(lambda: len(checkpointing.load_records(workdir, "clustering")) >= 3, proc)
+    kill(proc)
+    rc, text, _ = read("dcjax.select", workdir)
+    if when == "pretraining":
+        held = rc == 2 and one_line_error(text) and "no clustering epoch to choose from yet" in text \
+            and not (workdir / "selected_labels.npy").exists()
+        return row("killed in pretraining, then dcjax.select", 2, "1/1 refused in one line" if held else f"rc {rc}",
+                   "n/a", "none", "no selected_labels.npy written: "
+                                  f"{not (workdir / 'selected_labels.npy').exists()}")
+    held = rc == 0 and "the run is incomplete" in text and "of 6 epochs" in text
+    return row("killed mid-clustering, then dcjax.select", 2, "1/1" if held else f"rc {rc}", "n/a", "none",
+               "says which phase and how many of how many epochs: " + str("of 6 epochs" in text))
+
+
+def overwritten_resume_point(root: Path, reference: Path) -> dict:
+    """64 bytes overwritten in place in the newest resume point (size unchanged), then the same command."""
+    workdir = root / "resume_overwritten"
+    shutil.rmtree(workdir, ignore_errors=True)
+    proc = launch(workdir)
+    wait_for(lambda: 4 in _steps(workdir / "clustering" / "resume"), proc)
+    kill(proc)
+    newest = workdir / "clustering" / "resume" / str(max(_steps(workdir / "clustering" / "resume")))
+    victim = largest_file(newest)
+    with open(victim, "r+b") as f:
+        f.seek(victim.stat().st_size // 2)
+        chunk = f.read(64)
+        f.seek(-len(chunk), 1)
+        f.write(bytes(b ^ 0xFF for b in chunk))
+    rc = run(workdir)
+    warned = "does not match its checksum" in tail(workdir, 10 ** 6) or "skipped" in tail(workdir, 10 ** 6)
+    equal, why = same_run(workdir, reference) if rc == 0 else (False, tail(workdir, 500))
+    return row(f"64 bytes overwritten in place in the newest resume point ({newest.name}), then the same command",
+               2, "1/1" if rc == 0 else "0/1", "yes" if equal else f"no: {why}",
+               "none: it resumed from the resume point before" if equal else "?",
+               f"warning naming the damaged resume point: {warned} (sealed: "
+               f"{(newest / checkpointing.CHECKSUMS).exists() if newest.exists() else 'gone'})")
+
+
 def table(rows: list[dict]) -> str:
     lines = ["| fault | runs | survived | results equal to the uninterrupted run | data lost | notes |",
              "| --- | --- | --- | --- | --- | --- |"]
@@ -448,6 +563,12 @@ def main():
         "second_launch": lambda: second_launch(root, reference),
         "full_disk": lambda: full_disk(root, reference, rate=None),
         "full_disk_gradual": lambda: full_disk(root, reference, rate=2e6),
+        "read_only_run": lambda: read_only_run(root, reference),
+        "diverge_inf": lambda: inf_divergence(root),
+        "in_progress": lambda: in_progress(root),
+        "killed_pretraining": lambda: killed_then_selected(root, "pretraining"),
+        "killed_clustering": lambda: killed_then_selected(root, "clustering"),
+        "resume_overwritten": lambda: overwritten_resume_point(root, reference),
     }
     for name, scenario in scenarios.items():
         if name not in done:
