@@ -64,7 +64,7 @@ import pandas as pd
 from absl import app, flags
 from jax import lax
 
-from dcjax import checkpointing, data, methods, metrics
+from dcjax import checkpointing, compilation_cache, data, methods, metrics
 from dcjax import run as run_lib
 
 log = logging.getLogger(__name__)
@@ -108,17 +108,26 @@ def _kmeans_plusplus(z, key, n_clusters: int):
 
 
 def _lloyd(z, centers, iterations: int):
-    """Fixed-count Lloyd iterations; an emptied cluster keeps its center.
-    Returns (labels, inertia)."""
+    """At most `iterations` Lloyd steps; an emptied cluster keeps its center.
+    Returns (labels, inertia). It stops early once a step leaves the centers
+    exactly as they were: a fixed point, which every further step would
+    return unchanged, so the result is the fixed-count one, bit for bit
+    (under vmap the loop runs until every start has stopped)."""
     k = centers.shape[0]
 
-    def step(centers, _):
+    def step(centers):
         members = jax.nn.one_hot(jnp.argmin(_squared_distances(z, centers), axis=1), k, dtype=z.dtype)
         counts = jnp.sum(members, axis=0)[:, None]
         means = jnp.matmul(members.T, z, precision=_HIGHEST) / jnp.maximum(counts, 1.0)
-        return jnp.where(counts > 0, means, centers), None
+        return jnp.where(counts > 0, means, centers)
 
-    centers, _ = lax.scan(step, centers, None, length=iterations)
+    def body(carry):
+        i, centers, _ = carry
+        new = step(centers)
+        return i + 1, new, jnp.all(new == centers)
+
+    _, centers, _ = lax.while_loop(lambda c: (c[0] < iterations) & ~c[2], body,
+                                   (jnp.int32(0), centers, jnp.bool_(False)))
     d2 = _squared_distances(z, centers)
     return jnp.argmin(d2, axis=1).astype(jnp.int32), jnp.sum(jnp.min(d2, axis=1))
 
@@ -290,6 +299,7 @@ def evaluate_run(workdir, *, labels: bool | None = True, exact_silhouette: bool 
     from tqdm.auto import tqdm
 
     t_start = time.perf_counter()
+    compilation_cache.enable()
     run = run or run_lib.RunRecord(workdir)
     workdir = run.workdir
     output = Path(output) if output else workdir / "scores.csv"

@@ -28,7 +28,7 @@ import ml_collections
 import numpy as np
 from sklearn.cluster import KMeans
 
-from dcjax import checkpointing, data, methods
+from dcjax import checkpointing, compilation_cache, data, methods
 from dcjax import config as config_lib
 from dcjax.config import ConfigError, seed_ids
 from dcjax.sharding import place, seed_sharding, start_distributed, to_host  # noqa: F401 (re-exported)
@@ -435,6 +435,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
     A full disk mid-run ends it with DiskFullError; what is on disk stays
     complete, and the same command continues once there is room."""
     workdir = Path(workdir)
+    compilation_cache.enable()   # a second process with the same shapes compiles (almost) nothing
     if config.algorithm not in methods.REGISTRY:
         raise ValueError(f"unknown algorithm {config.algorithm!r}; known: {', '.join(sorted(methods.REGISTRY))}")
     dataset = data.load_dataset(config.dataset)
