@@ -5,7 +5,8 @@ Each fenced block of shell, Python or YAML is marked after its language:
   repository (later pages use the runs of earlier ones), with `dcjax` and
   `python` on the PATH as after `pip install .`. Training is shortened to 2
   pretraining and 2 clustering epochs (SHORT), so CI stays quick: the
-  commands are the README's, the epochs are not.
+  commands are the README's, the epochs are not. The commands share one
+  JAX compilation cache.
 - `ci`: `.ci/run` runs it (installation and the test command);
 - `example`: not runnable here (it needs a cluster); each is listed in
   EXAMPLES with the reason.
@@ -83,7 +84,10 @@ def user(tmp_path_factory):
     script.chmod(script.stat().st_mode | stat.S_IXUSR)
     (home / "configs").symlink_to(REPO / "configs")   # `--config configs/...` as from a clone
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
-           "PYTHONPATH": str(REPO), "MPLBACKEND": "Agg", "JAX_PLATFORMS": "cpu"}
+           "PYTHONPATH": str(REPO), "MPLBACKEND": "Agg", "JAX_PLATFORMS": "cpu",
+           # one compilation per shape for all the commands (they train the same networks): halves the time
+           "JAX_COMPILATION_CACHE_DIR": str(home / "jax_cache"), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+           "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "-1"}
     return home, env
 
 
