@@ -23,6 +23,7 @@ is imported by name when it runs, so `dcjax --help` is instant and the
 import graph has no circle through here.
 """
 import importlib
+import inspect
 import sys
 from typing import Callable
 
@@ -140,7 +141,10 @@ def run(argv: list[str] | None = None) -> int:
         if e.name != module_name:
             raise
         fail("dcjax", f"'{command}' needs {module_name}, which this version of dcjax does not have")
-    result = module.main(argv[1:], prog=f"dcjax {command}")
+    # Every main takes the arguments without the program name; those of this
+    # package also take `prog`, the name their messages start with.
+    takes_prog = "prog" in inspect.signature(module.main).parameters
+    result = module.main(argv[1:], **({"prog": f"dcjax {command}"} if takes_prog else {}))
     return result if isinstance(result, int) else 0
 
 

@@ -82,3 +82,14 @@ def test_the_package_has_one_version_a_console_script_and_its_extras():
     assert any(r.startswith("jax[cuda12]") for r in project["project"]["optional-dependencies"]["cuda"])
     assert "version" not in (REPO / "setup.py").read_text().split('"""')[-1]
     assert (REPO / "dcjax" / "py.typed").exists()
+
+
+def test_explain_is_dispatched_to_its_module(monkeypatch, capsys):
+    """`dcjax explain` runs `dcjax.explain.main(argv)` (its module comes from
+    another branch): the arguments without the program name."""
+    import types
+    explain = types.ModuleType("dcjax.explain")
+    explain.main = lambda argv: print("explain", argv)
+    monkeypatch.setitem(sys.modules, "dcjax.explain", explain)
+    assert cli.run(["explain", "--workdir", "w"]) == 0
+    assert capsys.readouterr().out == "explain ['--workdir', 'w']\n"
