@@ -61,7 +61,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
-from absl import app, flags
+from absl import flags
 from jax import lax
 
 from dcjax import checkpointing, compilation_cache, data, methods, metrics
@@ -390,22 +390,26 @@ def evaluate_run(workdir, *, labels: bool | None = True, exact_silhouette: bool 
 
 # -------------------------------------------------------------- command line
 
-FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "The run to evaluate (what dcjax.main wrote).")
-flags.DEFINE_string("output", None, "The table (default: <workdir>/scores.csv).")
-flags.DEFINE_bool("labels", True, "Add acc/nmi/ari where the data set has labels; --nolabels withholds them.")
-flags.DEFINE_bool("exact_silhouette", False,
-                  f"Exact O(N^2) silhouette even above N = {EXACT_SILHOUETTE_MAX_N:,} points.")
-flags.DEFINE_integer("silhouette_samples", SILHOUETTE_SAMPLES, "Points of the sampled silhouette.")
-flags.DEFINE_bool("recompute", False, "Discard the existing table and score every epoch again.")
-flags.DEFINE_bool("all_phases", False, "Score both phases; by default only the phase selection reads "
-                  "(clustering; pretraining for AE+k-means).")
-flags.DEFINE_bool("progress", True, "Progress bar over epochs.")
+def define_flags(fv: flags.FlagValues) -> None:
+    """The flags of `dcjax evaluate`, on `fv` (none is defined at import)."""
+    flags.DEFINE_string("workdir", None, "The run to evaluate (what dcjax train wrote).", flag_values=fv)
+    flags.DEFINE_string("output", None, "The table (default: <workdir>/scores.csv).", flag_values=fv)
+    flags.DEFINE_bool("labels", True, "Add acc/nmi/ari where the data set has labels; --nolabels withholds them.",
+                      flag_values=fv)
+    flags.DEFINE_bool("exact_silhouette", False,
+                      f"Exact O(N^2) silhouette even above N = {EXACT_SILHOUETTE_MAX_N:,} points.", flag_values=fv)
+    flags.DEFINE_integer("silhouette_samples", SILHOUETTE_SAMPLES, "Points of the sampled silhouette.",
+                         flag_values=fv)
+    flags.DEFINE_bool("recompute", False, "Discard the existing table and score every epoch again.", flag_values=fv)
+    flags.DEFINE_bool("all_phases", False, "Score both phases; by default only the phase selection reads "
+                      "(clustering; pretraining for AE+k-means).", flag_values=fv)
+    flags.DEFINE_bool("progress", True, "Progress bar over epochs.", flag_values=fv)
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+def main(argv: list[str] | None = None, prog: str = "python -m dcjax.evaluate"):
+    """`dcjax evaluate`: `argv` without the program name (default: sys.argv[1:])."""
+    from dcjax import cli
+    FLAGS = cli.parse(prog, define_flags, argv, doc=__doc__, required=("workdir",))
     table = evaluate_run(FLAGS.workdir, labels=FLAGS.labels, exact_silhouette=FLAGS.exact_silhouette,
                          silhouette_samples=FLAGS.silhouette_samples, output=FLAGS.output,
                          recompute=FLAGS.recompute, progress=FLAGS.progress, all_phases=FLAGS.all_phases)
@@ -415,8 +419,8 @@ def main(argv):
     print(f"{FLAGS.output or Path(FLAGS.workdir) / 'scores.csv'}: {len(table)} rows; scored "
           f"{table.attrs['computed']} epochs in {table.attrs['seconds']:.1f} s (training: "
           + ", ".join(f"{p} {s:.1f} s" for p, s in trained.items()) + ", from records.jsonl)")
+    return table
 
 
 if __name__ == "__main__":
-    flags.mark_flag_as_required("workdir")
-    app.run(main)
+    main()

@@ -1,4 +1,5 @@
-"""Command line: `python -m dcjax.main --config dkm_usps [--workdir runs/x]`.
+"""Command line: `dcjax train --config dkm_usps [--workdir runs/x]`, also
+`python -m dcjax.main --config dkm_usps` (the same flags; see `dcjax.cli`).
 
 `--config` is a config name or a config file:
 - a name, resolved inside the installed package, so it works from any
@@ -10,7 +11,8 @@
 Presets after a colon: `--config dkm_usps:smoke,seeds=4`. Overrides:
 `--config.seeds=10 --config.clustering.epochs=20`. Your own data:
 
-    python -m dcjax.main --config dkm --config.dataset.name=data.csv --config.dataset.n_clusters=3
+    dcjax train --config dkm --config.dataset.name=data.csv --config.dataset.n_clusters=3
+    dcjax train --config dkm --show-config      # the fields and their values; trains nothing
 
 Re-running with the workdir of a killed run continues it. A mistake in the
 settings or the data prints one line (what is wrong, what to do) and exits
@@ -22,30 +24,37 @@ import subprocess
 import sys
 from pathlib import Path
 
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
+from dcjax import cli
 from dcjax import config as config_lib
 from dcjax import methods
 
 NAMED_CONFIG_FILE = Path(__file__).resolve().with_name("named_config.py")
 PROG = "python -m dcjax.main"
 
-FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "Where checkpoints and records go (default: runs/<algorithm>_<dataset>).")
-flags.DEFINE_bool("distributed", False, "Several processes (hosts) train one launch, the seeds sharded over "
-                  "all their devices: jax.distributed.initialize() first. The coordinator comes from the "
-                  "cluster (SLURM, GKE) or JAX_COORDINATOR_ADDRESS, or from the three flags below.")
-flags.DEFINE_string("coordinator_address", None, "With --distributed: host:port of process 0.")
-flags.DEFINE_integer("num_processes", None, "With --distributed: how many processes.")
-flags.DEFINE_integer("process_id", None, "With --distributed: this process's index, 0 .. num_processes-1.")
 
-
-def fail(message) -> None:
-    """A user's mistake: one line on stderr, exit status 2 (as argparse), no traceback."""
-    lines = [line.strip() for line in str(message).strip().splitlines() if line.strip()]
-    print(f"{PROG}: error: {lines[-1] if lines else message}", file=sys.stderr)
-    sys.exit(2)
+def define_flags(fv: flags.FlagValues) -> None:
+    """The flags of `dcjax train`, on `fv` (none is defined at import)."""
+    flags.DEFINE_string("workdir", None, "Where checkpoints and records go (default: runs/<algorithm>_<dataset>).",
+                        flag_values=fv)
+    flags.DEFINE_bool("show_config", False, "Print the config's fields and their values (after --config.* "
+                      "overrides) and exit without training.", flag_values=fv)
+    flags.DEFINE_bool("distributed", False, "Several processes (hosts) train one launch, the seeds sharded over "
+                      "all their devices: jax.distributed.initialize() first. The coordinator comes from the "
+                      "cluster (SLURM, GKE) or JAX_COORDINATOR_ADDRESS, or from the three flags below.",
+                      flag_values=fv)
+    flags.DEFINE_string("coordinator_address", None, "With --distributed: host:port of process 0.", flag_values=fv)
+    flags.DEFINE_integer("num_processes", None, "With --distributed: how many processes.", flag_values=fv)
+    flags.DEFINE_integer("process_id", None, "With --distributed: this process's index, 0 .. num_processes-1.",
+                         flag_values=fv)
+    # Without --config, ml_collections loads the default and applies the
+    # --config.* overrides as it parses.
+    config_flags.DEFINE_config_file(
+        "config", f"{NAMED_CONFIG_FILE}:default", "A config name (default, dkm, dkm_usps, ...) or "
+        "file (configs/dkm_usps.py), with presets after a colon; fields as --config.<field>=<value>.",
+        flag_values=fv, lock_config=True)
 
 
 def config_argument(value: str) -> str:
@@ -62,26 +71,27 @@ def config_argument(value: str) -> str:
     return f"{NAMED_CONFIG_FILE}:{value}"
 
 
-def parse_flags(argv: list[str]) -> list[str]:
-    """absl's flag parsing, with config names resolved and errors as one line."""
+def resolve_config_names(argv: list[str]) -> list[str]:
     argv = list(argv)
+    for i, arg in enumerate(argv):
+        if arg in ("--config", "-config") and i + 1 < len(argv):
+            argv[i + 1] = config_argument(argv[i + 1])
+        elif arg.startswith(("--config=", "-config=")):
+            option, value = arg.split("=", 1)
+            argv[i] = f"{option}={config_argument(value)}"
+    return argv
+
+
+def parse_flags(argv: list[str] | None, prog: str = PROG) -> flags.FlagValues:
+    """absl's flag parsing (`cli.parse`), with config names resolved and
+    errors as one line."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        # Defined here, not at import: without --config, ml_collections loads
-        # the default and applies the --config.* overrides as it defines the flag.
-        config_flags.DEFINE_config_file(
-            "config", f"{NAMED_CONFIG_FILE}:default", "A config name (default, dkm, dkm_usps, ...) or "
-            "file (configs/dkm_usps.py), with presets after a colon.", lock_config=True)
-        for i, arg in enumerate(argv):
-            if arg in ("--config", "-config") and i + 1 < len(argv):
-                argv[i + 1] = config_argument(argv[i + 1])
-            elif arg.startswith(("--config=", "-config=")):
-                option, value = arg.split("=", 1)
-                argv[i] = f"{option}={config_argument(value)}"
-        return FLAGS(argv)
+        return cli.parse(prog, define_flags, argv, doc=__doc__, prepare=resolve_config_names)
     except (KeyError, AttributeError) as e:   # how ml_collections reports an unknown field
-        fail(unknown_field_message(str(e), argv))
-    except (flags.Error, ValueError, TypeError) as e:   # a failing get_config() carries its traceback
-        fail(e)
+        cli.fail(prog, unknown_field_message(str(e), argv))
+    except (config_lib.ConfigError, ValueError, TypeError) as e:   # a failing get_config() carries its traceback
+        cli.fail(prog, e)
 
 
 def unknown_field_message(error: str, argv: list[str]) -> str:
@@ -91,7 +101,7 @@ def unknown_field_message(error: str, argv: list[str]) -> str:
     fields = [arg.split("=", 1)[0].split(".", 1)[1] for arg in argv if re.match(r"--?config\.", arg)]
     field = next((f for f in fields if key and key.group(1) in f.split(".")), key.group(1) if key else "?")
     suggestion = f" (did you mean {field.rsplit('.', 1)[0] + '.' if '.' in field else ''}{hint.group(1)}?)" if hint else ""
-    return f"unknown config field {field!r}{suggestion}; the fields are listed in dcjax/config.py"
+    return f"unknown config field {field!r}{suggestion}; --show-config lists the fields"
 
 
 def default_workdir(config) -> str:
@@ -103,10 +113,16 @@ def _is_file(name: str) -> bool:
     return Path(name).suffix.lower() in (".csv", ".tsv", ".npy", ".npz") and not name.startswith("tfds:")
 
 
-def main(argv):
-    if len(argv) > 1:
-        fail(f"unexpected arguments {argv[1:]}; settings go in --config.<field>=<value>")
+def main(argv: list[str] | None = None, prog: str = PROG):
+    """Train: `argv` without the program name (default: sys.argv[1:])."""
+    FLAGS = parse_flags(argv, prog)
+
+    def fail(message):
+        cli.fail(prog, message)
     config = FLAGS.config
+    if FLAGS.show_config:   # the fields and their values, before any check or compute
+        print(config)
+        return 0
     try:
         config_lib.validate(config)
     except config_lib.ConfigError as e:
@@ -129,13 +145,13 @@ def main(argv):
     import jax
     if jax.process_index() == 0:   # under --distributed, one process reports
         print(train.format_summary(summary, Path(workdir)))
-        print(f"next, the best epoch without labels: python -m dcjax.select --workdir {workdir}")
+        select = "dcjax select" if prog.startswith("dcjax") else "python -m dcjax.select"
+        print(f"next, the best epoch without labels: {select} --workdir {workdir}")
         if config.get("report", False):
-            # In a process of its own: dcjax.evaluate, which the report uses, defines
-            # command-line flags ('workdir') that would clash with this module's.
+            # In a process of its own, so the report's memory is not added to training's.
             subprocess.run([sys.executable, "-m", "dcjax.report", "--workdir", workdir,
-                            *([] if config.progress else ["--no-progress"])], check=True)
+                            *([] if config.progress else ["--noprogress"])], check=True)
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=parse_flags)
+    sys.exit(main())

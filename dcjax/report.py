@@ -1,4 +1,4 @@
-"""A run report a person can look at: `python -m dcjax.report --workdir W`.
+"""A run report a person can look at: `dcjax report --workdir W` (or `python -m dcjax.report --workdir W`).
 
 Writes `W/report.html`, one self-contained page (every figure an embedded
 base64 PNG, so it opens offline and can be mailed), and the same PNGs in
@@ -26,7 +26,6 @@ MAX_SEED_LINES seeds, curves turn grey with the median in black.
 Read top to bottom: reading a run (`Run`); the panel functions (one ax
 each); the page's figures (grids of panels); the HTML page; the command line.
 """
-import argparse
 import base64
 import functools
 import html
@@ -382,7 +381,7 @@ def project(z: np.ndarray, method: str = "pca", max_points: int | None = None):
         pca = PCA(n_components=2, random_state=0).fit(z)
         return pca.transform(z[idx]), idx, pca.transform
     if method == "umap":
-        import umap   # optional: pip install "dcjax[report]"
+        import umap   # optional: pip install "dcjax[umap]"
         idx = sample_points(len(z), max_points or UMAP_POINTS)
         return umap.UMAP(n_components=2, random_state=0, n_jobs=1).fit_transform(z[idx]), idx, None
     raise ValueError(f"method must be 'pca' or 'umap', got {method!r}")
@@ -787,14 +786,18 @@ def write_report(workdir, *, selector: str = DEFAULT_SELECTOR, assessor=None, um
 
 # ============================================================ command line
 
-def main(argv=None):
-    ap = select.selection_arguments(argparse.ArgumentParser(prog="python -m dcjax.report",
-                                                            description=__doc__.split("\n\n")[0]))
-    ap.add_argument("--no-umap", dest="umap", action="store_false", default=None,
-                    help="skip the UMAP views even when umap-learn is installed")
-    ap.add_argument("--no-progress", dest="progress", action="store_false")
-    args = select.parse_selection_arguments(ap, argv)
-    with select.one_line_errors(ap):
+def define_flags(fv) -> None:
+    from absl import flags
+    select.define_selection_flags(fv)
+    flags.DEFINE_bool("umap", None, "UMAP views (default: when umap-learn is installed); --noumap skips them",
+                      flag_values=fv)
+    flags.DEFINE_bool("progress", True, "progress bar while scoring new epochs", flag_values=fv)
+
+
+def main(argv: list[str] | None = None, prog: str = "python -m dcjax.report"):
+    """`dcjax report`: `argv` without the program name (default: sys.argv[1:])."""
+    args = select.parse_selection_flags(prog, define_flags, argv, __doc__)
+    with select.one_line_errors(prog):
         path = write_report(args.workdir, selector=args.selector, assessor=args.assessor, umap=args.umap,
                             progress=args.progress, launch_selector=args.launch_selector)
     print(f"wrote {path} (figures in {path.parent / 'report'}/)")

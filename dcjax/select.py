@@ -1,8 +1,8 @@
 """Choose, without labels, the epoch of a finished run that gave the best clusters.
 
-    python -m dcjax.select --workdir runs/x
-    python -m dcjax.select --workdir runs/x --selector pooled_silhouette
-    python -m dcjax.select --workdir runs/x --launch-selector consensus
+    dcjax select --workdir runs/x               (or python -m dcjax.select --workdir runs/x)
+    dcjax select --workdir runs/x --selector pooled_silhouette
+    dcjax select --workdir runs/x --launch_selector consensus
 
 Scores the run first (`dcjax.evaluate`, cached in <workdir>/scores.csv; an
 existing table written with labels is reused, its label columns unread).
@@ -32,50 +32,56 @@ After the per-seed lines, the launch's choice (`dcjax.launch`): which seed
 and epoch of all the seeds, or their consensus, and why. It goes to
 selection.json ('launch'), its labels to <workdir>/selected_labels.npy.
 """
-import argparse
 import contextlib
 import logging
 from pathlib import Path
 
-from dcjax import launch, selection
+from absl import flags
+
+from dcjax import cli, launch, selection
 from dcjax import run as run_lib
 
 DEFAULT_SELECTOR = selection.DEFAULT_SELECTOR   # the study's primary where the assessor knows the algorithm
 
 
-def selection_arguments(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """--workdir, --selector, --assessor: the choice's arguments, the same for
-    this command and `python -m dcjax.report`, which chooses as it does."""
-    ap.add_argument("--workdir", required=True, help="the run (what dcjax.main wrote)")
-    ap.add_argument("--selector", default=DEFAULT_SELECTOR,
-                    choices=[DEFAULT_SELECTOR, *selection.ASSESSOR_SELECTORS, *selection.SELECTORS],
-                    help=f"how to choose (default: {DEFAULT_SELECTOR}: {selection.IN_DOMAIN_SELECTOR}, the study's "
-                         f"primary, on the algorithms the shipped assessor was trained on, else the final epoch)")
-    ap.add_argument("--assessor", help="trained assessor file (.npz or .joblib) for the assessor "
-                    "selectors (default: the study's, shipped with dcjax)")
-    ap.add_argument("--launch-selector", choices=list(launch.LAUNCH_SELECTORS),
-                    help=f"how to choose among the seeds (default: {launch.DEFAULT_LAUNCH_SELECTOR} for a fixed "
-                         f"k, {launch.DEFAULT_UNKNOWN_K_SELECTOR} where seeds keep different numbers of clusters)")
-    return ap
+def define_selection_flags(fv: flags.FlagValues) -> None:
+    """--workdir, --selector, --assessor, --launch_selector: the choice's flags,
+    the same for this command and `dcjax report`, which chooses as it does."""
+    flags.DEFINE_string("workdir", None, "the run (what dcjax train wrote)", flag_values=fv)
+    flags.DEFINE_enum("selector", DEFAULT_SELECTOR,
+                      [DEFAULT_SELECTOR, *selection.ASSESSOR_SELECTORS, *selection.SELECTORS],
+                      f"how to choose (default: {DEFAULT_SELECTOR}: {selection.IN_DOMAIN_SELECTOR}, the study's "
+                      f"primary, on the algorithms the shipped assessor was trained on, else the final epoch)",
+                      flag_values=fv)
+    flags.DEFINE_string("assessor", None, "trained assessor file (.npz or .joblib) for the assessor "
+                        "selectors (default: the study's, shipped with dcjax)", flag_values=fv)
+    flags.DEFINE_enum("launch_selector", None, list(launch.LAUNCH_SELECTORS),
+                      f"how to choose among the seeds (default: {launch.DEFAULT_LAUNCH_SELECTOR} for a fixed "
+                      f"k, {launch.DEFAULT_UNKNOWN_K_SELECTOR} where seeds keep different numbers of clusters)",
+                      flag_values=fv)
 
 
-def parse_selection_arguments(ap: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
-    """The arguments, with a plain error for a workdir without a run or a missing assessor file."""
-    args = ap.parse_args(argv)
+def parse_selection_flags(prog: str, define, argv, doc: str) -> flags.FlagValues:
+    """The flags (`cli.parse`), with a plain error for a workdir without a run
+    or a missing assessor file."""
+    args = cli.parse(prog, define, argv, doc=doc, required=("workdir",))
     if not (Path(args.workdir) / "config.json").exists():
-        ap.error(f"{args.workdir} holds no run (no config.json): pass the --workdir that dcjax.main wrote")
+        cli.fail(prog, f"{args.workdir} holds no run (no config.json): pass the --workdir that dcjax train wrote")
     if args.assessor and not Path(args.assessor).exists():
-        ap.error(f"assessor file {args.assessor} not found")
+        cli.fail(prog, f"assessor file {args.assessor} not found")
     logging.getLogger("absl").setLevel(logging.ERROR)
     return args
 
 
-def main(argv=None):
-    ap = selection_arguments(argparse.ArgumentParser(prog="python -m dcjax.select",
-                                                     description=__doc__.split("\n\n")[0]))
-    ap.add_argument("--progress", action="store_true", help="progress bar while scoring new epochs")
-    args = parse_selection_arguments(ap, argv)
-    with one_line_errors(ap):
+def define_flags(fv: flags.FlagValues) -> None:
+    define_selection_flags(fv)
+    flags.DEFINE_bool("progress", False, "progress bar while scoring new epochs", flag_values=fv)
+
+
+def main(argv: list[str] | None = None, prog: str = "python -m dcjax.select"):
+    """`dcjax select`: `argv` without the program name (default: sys.argv[1:])."""
+    args = parse_selection_flags(prog, define_flags, argv, __doc__)
+    with one_line_errors(prog):
         return _select(args)
 
 
@@ -84,11 +90,11 @@ READING_ERRORS = (run_lib.RunReadError, PermissionError)
 
 
 @contextlib.contextmanager
-def one_line_errors(ap: argparse.ArgumentParser):
+def one_line_errors(prog: str):
     try:
         yield
     except READING_ERRORS as e:
-        ap.exit(2, f"{ap.prog}: error: {e}\n")
+        cli.fail(prog, e)
 
 
 def _select(args) -> dict:

@@ -28,10 +28,10 @@ from dcjax import selection, shipped_assessor
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
-from selection_study import PRIMARY, PRIMARY_TARGET, RESULTS, read_run_csv, study_tables  # noqa: E402
+from selection_study import (PICKS, PRIMARY, PRIMARY_TARGET, RESULTS, export, read_run_csv,  # noqa: E402
+                             study_tables)
 
 STUDY_MODEL = RESULTS / "assessor_selection.joblib"
-PICKS = RESULTS / "assessor_shipped_picks.csv"
 
 
 def committed_runs() -> list[tuple[pd.DataFrame, pd.DataFrame]]:
@@ -40,22 +40,6 @@ def committed_runs() -> list[tuple[pd.DataFrame, pd.DataFrame]]:
         base, truth = read_run_csv(path)
         runs.append((selection.features(base), truth))
     return runs
-
-
-def export(study: dict, runs) -> pd.DataFrame:
-    """Write the arrays; check them; return the guarded picks of the study's model."""
-    shipped = selection.load_assessor(shipped_assessor.to_file(study, shipped_assessor.SHIPPED))
-    picks = []
-    for feats, _ in runs:
-        feats = feats.reset_index(drop=True)
-        for target, member in study["members"].items():
-            ours = shipped["members"][target]["model"].predict(selection.rank_features(feats, member["features"]))
-            theirs = member["model"].predict(selection.rank_features(feats, member["features"]))
-            if not np.array_equal(ours, theirs):
-                raise AssertionError(f"{feats.attrs['run']}: the arrays predict differently ({target})")
-        chosen = selection.select(feats, "assessor_guarded", study)
-        picks.append(chosen[["seed", "epoch"]].assign(run=feats.attrs["run"]))
-    return pd.concat(picks, ignore_index=True)[["run", "seed", "epoch"]]
 
 
 def main():

@@ -368,35 +368,13 @@ def full_disk(root: Path, reference: Path, rate: float | None) -> dict:
 
 # ---------------------------------------------------------------------------- driver
 
-def poisoned(make_train, index: int, from_epoch: int):
-    """`make_train` whose trainers give seed `index` NaN weights in clustering
-    epoch `from_epoch` and later: a seed that diverges, the others untouched
-    (tests/test_faults.py uses it too)."""
-    import dataclasses
-    import jax
-    import jax.numpy as jnp
-
-    def patched(*args, **kw):
-        trainer = make_train(*args, **kw)
-        clean = trainer.cluster_epoch
-
-        def cluster_epoch(state, x):
-            bad = (jnp.arange(state["epoch"].shape[0]) == index) & (state["epoch"] + 1 >= from_epoch)
-            params = jax.tree.map(lambda p: jnp.where(bad.reshape((-1,) + (1,) * (p.ndim - 1)), jnp.nan, p),
-                                  state["params"])
-            return clean({**state, "params": params}, x)
-        return dataclasses.replace(trainer, cluster_epoch=cluster_epoch)
-    return patched
-
-
 def child_diverge(index: int, from_epoch: int, argv: list[str]):
     """dcjax.main with seed `index` diverging from clustering epoch `from_epoch` on."""
-    from absl import app
     from dcjax import main as dcjax_main, train
+    from dcjax.testing import poisoned
 
     train.make_train = poisoned(train.make_train, index, from_epoch)
-    sys.argv = ["dcjax.main", *argv]
-    app.run(dcjax_main.main)
+    dcjax_main.main(argv)
 
 
 # ---------------------------------------------------------------------------- the reading side

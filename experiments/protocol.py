@@ -22,6 +22,18 @@ RESULTS = Path(__file__).parent / "results"
 NOTES = "## Notes (hand-written)"
 
 
+# Table cells shared by reproduce.py and unseen_reproduce.py (here, so neither imports the other).
+def fmt(mean_and_sd: tuple[float, float]) -> str:
+    return f"{mean_and_sd[0]:.1f} ± {mean_and_sd[1]:.1f}"
+
+
+def verdict(acc: tuple[float, float], published: float | None) -> str:
+    if published is None:
+        return "no published value"
+    gap = acc[0] - published
+    return f"{'within' if abs(gap) <= acc[1] else 'outside'} 1 sd ({gap:+.1f})"
+
+
 def write_report(path: Path, lines: list[str]):
     """Write a generated report, keeping its hand-written notes section (at the end) across re-runs."""
     old = path.read_text() if path.exists() else ""

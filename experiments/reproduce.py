@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from protocol import ALGORITHMS, RESULTS, run_protocol, write_report
+from protocol import ALGORITHMS, RESULTS, fmt, run_protocol, verdict, write_report
 
 # Published mean ACC (%) over 10 runs, as given in the project brief. Cells
 # without a number are not in the brief: reported without a verdict.
@@ -51,17 +51,6 @@ def mean_sd(rows: list[dict], label: str, metric: str) -> tuple[float, float]:
     """Mean and sd (numpy's default, ddof=0, as the runs' summaries) in %."""
     values = 100 * np.array([r[label][metric] for r in rows])
     return float(values.mean()), float(values.std())
-
-
-def fmt(mean_and_sd: tuple[float, float]) -> str:
-    return f"{mean_and_sd[0]:.1f} ± {mean_and_sd[1]:.1f}"
-
-
-def verdict(acc: tuple[float, float], published: float | None) -> str:
-    if published is None:
-        return "no published value"
-    gap = acc[0] - published
-    return f"{'within' if abs(gap) <= acc[1] else 'outside'} 1 sd ({gap:+.1f})"
 
 
 def table(datasets) -> list[str]:
@@ -108,7 +97,7 @@ def main():
              "ClustPy downloads (see shared/data/README.md). ClustPy itself on our file (`clustpy_usps.md`) and a "
              "one-start k-means ablation (`kmeans_init_usps_s5.md`) show what sets the USPS gap: the notes below.", ""
              ] + table(DATASETS)
-    from unseen_reproduce import count_and_acc, table_one as unseen_table_one   # here: it imports this module's helpers
+    from unseen_reproduce import count_and_acc, table_one as unseen_table_one
     lines += ["", "## UNSEEN (Table I's UNSEEN columns)", "",
               "Command: `python experiments/unseen_reproduce.py --queue` (trains, resumably) or "
               "`python experiments/unseen_reproduce.py` (the tables, from the committed "

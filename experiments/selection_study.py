@@ -39,11 +39,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dcjax import checkpointing, selection, study
+from dcjax import selection, shipped_assessor, study
 
 RESULTS = Path(__file__).parent / "results"
 SCORES = RESULTS / "scores"
-INFO = ["run", "dataset", "algorithm", "phase"]
+INFO = study.INFO
 NOTES = "## Notes (hand-written)"
 ORDER = {name: i for i, name in enumerate(("ae_kmeans", "dec", "idec", "dcn", "dkm"))}   # table column order
 # Selectors reported, in order; the assessors are added by cross-fitting.
@@ -94,32 +94,11 @@ def report_stem(name: str) -> str:
 
 def write_run_csv(workdir: Path, directory: Path | None = None) -> Path:
     """Score the run (cached) and write its base table + labels, rounded, to
-    `directory` (default: SCORES, read when called)."""
-    directory = directory or SCORES
-    t0 = time.perf_counter()
-    scores = selection.scores_table(workdir, labels=True)
-    base = selection.base_table(workdir, scores=scores)
-    info = base.attrs
-    truth = scores[scores.phase == info["phase"]][selection.ID + selection.LABEL_BASED]
-    table = base.merge(truth, on=selection.ID, how="left")
-    for key in INFO:
-        table.insert(INFO.index(key), key, info[key])
-    directory.mkdir(parents=True, exist_ok=True)
-    first_seed = int(checkpointing.load_config(workdir).seed)   # a later batch of seeds: its own file
-    path = directory / (f"{info['dataset']}_{info['algorithm']}" + (f"_s{first_seed}" if first_seed else "") + ".csv")
-    table.to_csv(path, index=False, float_format="%.5g")
-    print(f"{workdir}: {len(table)} rows -> {path} ({time.perf_counter() - t0:.0f} s)", flush=True)
-    return path
+    `directory` (default: SCORES, read when called): `dcjax.study.write_run_csv`."""
+    return study.write_run_csv(workdir, directory or SCORES)
 
 
-def read_run_csv(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(label-free base table with the run's info in attrs, truth table)."""
-    table = pd.read_csv(path)
-    info = {key: table[key].iloc[0] for key in INFO}
-    base = table.drop(columns=INFO + selection.LABEL_BASED)
-    base.attrs.update(info)
-    truth = table[selection.ID + selection.LABEL_BASED].assign(run=info["run"])
-    return base, truth
+read_run_csv = study.read_run_csv   # (label-free base table with the run's info in attrs, truth table)
 
 
 # ------------------------------------------------------------ 2-3. selections and their scores
@@ -219,35 +198,8 @@ def targets(out: pd.DataFrame, runs, scores: dict, selectors: list[str]) -> list
 # "1.04 against a target of 1.0"? Resampled by (data set, seed): the five
 # algorithms of a seed share its pretrained autoencoder, so their outcomes are
 # not independent draws.
-BOOTSTRAP_RESAMPLES = 2000
-BOOTSTRAP_SEED = 0
-
-
-def bootstrap_targets(out: pd.DataFrame, selector: str, resamples: int = BOOTSTRAP_RESAMPLES,
-                      seed: int = BOOTSTRAP_SEED) -> pd.DataFrame:
-    """Per target measure of `selector`: the value on all pairs, a 95% percentile
-    interval over `resamples` cluster-bootstrap resamples of (data set, seed),
-    and the share of resamples in which the target is met."""
-    sel = out[out.selector == selector].reset_index(drop=True)
-    clusters = list(sel.groupby(["dataset", "seed"]).indices.values())
-    measures = {"mean regret": (lambda g: 100 * g.regret.mean(), lambda v: v <= 1.0, "≤ 1.0"),
-                "p90 regret": (lambda g: 100 * g.regret.quantile(0.9), lambda v: v <= 3.0, "≤ 3.0"),
-                "do-no-harm %": (lambda g: 100 * g.do_no_harm.mean(), lambda v: v >= 95.0, "≥ 95"),
-                "gain vs final": (lambda g: 100 * g.gain_vs_final.mean(), lambda v: v > 0.0, "> 0")}
-    rng = np.random.default_rng(seed)
-    draws = {name: [] for name in measures}
-    for _ in range(resamples):
-        rows = np.concatenate([clusters[k] for k in rng.integers(len(clusters), size=len(clusters))])
-        g = sel.iloc[rows]
-        for name, (measure, _, _) in measures.items():
-            draws[name].append(measure(g))
-    table = []
-    for name, (measure, met, target) in measures.items():
-        v = np.asarray(draws[name])
-        lo, hi = np.percentile(v, [2.5, 97.5])
-        table.append({"measure": name, "target": target, "all pairs": f"{measure(sel):.2f}",
-                      "95% interval": f"{lo:.2f} – {hi:.2f}", "resamples meeting the target": f"{100 * met(v).mean():.0f}%"})
-    return pd.DataFrame(table)
+BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED = study.BOOTSTRAP_RESAMPLES, study.BOOTSTRAP_SEED
+bootstrap_targets = study.bootstrap_targets   # the targets' cluster bootstrap over (data set, seed)
 
 
 def uncertainty(out: pd.DataFrame, selector: str) -> list[str]:
@@ -516,9 +468,29 @@ def main():
     print(md)
     print(f"wrote {path} and {saved} ({saved.stat().st_size / 1024:.0f} KiB)")
     if args.name == "selection":   # the primary ships inside the package, as arrays
-        import export_assessor
-        export_assessor.export(final, runs).to_csv(export_assessor.PICKS, index=False)
-        print(f"shipped it: {export_assessor.shipped_assessor.SHIPPED}, picks in {export_assessor.PICKS}")
+        export(final, runs).to_csv(PICKS, index=False)
+        print(f"shipped it: {shipped_assessor.SHIPPED}, picks in {PICKS}")
+
+
+# ------------------------------------------------------------ the shipped assessor
+
+PICKS = RESULTS / "assessor_shipped_picks.csv"   # the shipped model's picks (tests/test_shipped_assessor.py)
+
+
+def export(study: dict, runs) -> pd.DataFrame:
+    """Write the arrays; check them; return the guarded picks of the study's model."""
+    shipped = selection.load_assessor(shipped_assessor.to_file(study, shipped_assessor.SHIPPED))
+    picks = []
+    for feats, _ in runs:
+        feats = feats.reset_index(drop=True)
+        for target, member in study["members"].items():
+            ours = shipped["members"][target]["model"].predict(selection.rank_features(feats, member["features"]))
+            theirs = member["model"].predict(selection.rank_features(feats, member["features"]))
+            if not np.array_equal(ours, theirs):
+                raise AssertionError(f"{feats.attrs['run']}: the arrays predict differently ({target})")
+        chosen = selection.select(feats, "assessor_guarded", study)
+        picks.append(chosen[["seed", "epoch"]].assign(run=feats.attrs["run"]))
+    return pd.concat(picks, ignore_index=True)[["run", "seed", "epoch"]]
 
 
 if __name__ == "__main__":

@@ -37,8 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from dcjax import config as config_lib, train
-from protocol import RESULTS, seconds_per_seed_epoch, write_report
-from reproduce import fmt, verdict
+from protocol import RESULTS, fmt, seconds_per_seed_epoch, verdict, write_report
 
 OUT = RESULTS / "unseen"
 PAPER = ("unseen_dcn", "unseen_dec", "unseen_dkm")

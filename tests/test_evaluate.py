@@ -23,12 +23,8 @@ def scored(tmp_path_factory):
     train.train_and_evaluate(cfg, workdir)
     # The command line's main, in this process (a subprocess would compile everything again).
     printed = io.StringIO()
-    evaluate.FLAGS(["evaluate", f"--workdir={workdir}", "--noprogress", "--all_phases"])
-    try:
-        with contextlib.redirect_stdout(printed):
-            evaluate.main(["evaluate"])
-    finally:
-        evaluate.FLAGS.unparse_flags()
+    with contextlib.redirect_stdout(printed):
+        evaluate.main([f"--workdir={workdir}", "--noprogress", "--all_phases"])
     assert "scored 6 epochs" in printed.getvalue() and "from records.jsonl" in printed.getvalue()
     return cfg, workdir, pd.read_csv(workdir / "scores.csv")
 

@@ -1,7 +1,6 @@
 """Faults a run survives: a damaged resume point or snapshot, a diverging
 seed, a second launch, an unwritable workdir, a disk too small or full. And
 the default checkpoints: any pruned epoch's model state comes back exact."""
-import importlib.util
 import json
 import logging
 import os
@@ -17,7 +16,7 @@ import numpy as np
 import pytest
 
 from conftest import tiny_config
-from dcjax import checkpointing, evaluate, train
+from dcjax import checkpointing, evaluate, testing, train
 
 REPO = Path(__file__).resolve().parents[1]
 CLUSTERING_EPOCHS = 6
@@ -155,10 +154,7 @@ def test_restoring_a_pruned_epoch_gives_its_exact_parameters_under_vmap(tmp_path
 def poison_seed(monkeypatch, index: int, from_epoch: int):
     """Seed `index` gets NaN weights in clustering epoch `from_epoch` and later
     (the fault-injection script's way of making one seed diverge)."""
-    spec = importlib.util.spec_from_file_location("fault_injection", REPO / "experiments" / "fault_injection.py")
-    fault_injection = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(fault_injection)
-    monkeypatch.setattr(train, "make_train", fault_injection.poisoned(train.make_train, index, from_epoch))
+    monkeypatch.setattr(train, "make_train", testing.poisoned(train.make_train, index, from_epoch))
 
 
 def test_a_diverging_seed_is_frozen_and_flagged_while_the_others_equal_a_launch_without_it(

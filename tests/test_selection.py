@@ -3,7 +3,6 @@ change a selection, and neither can their absence or a permutation of them.
 The command line writes what the retention needs. Pretraining-phase selection
 works (AE+k-means). The assessor round-trips and cross-fits. The study metrics
 and the study's CSV are right on hand-made cases."""
-import importlib.util
 import inspect
 import json
 import shutil
@@ -16,8 +15,7 @@ import pandas as pd
 import pytest
 
 from conftest import tiny_config
-from dcjax import checkpointing, data, evaluate, metrics, select, selection, train
-from dcjax import study as study_lib
+from dcjax import checkpointing, data, evaluate, metrics, select, selection, study, train
 from dcjax import run as run_lib
 
 SEEDS, PRETRAIN_EPOCHS, CLUSTERING_EPOCHS = 3, 3, 8
@@ -232,13 +230,13 @@ def test_assessor_saves_loads_and_cross_fits(tmp_path):
     np.testing.assert_array_equal(selection.assessor_predict(loaded, runs[0][0]),
                                   selection.assessor_predict(assessor, runs[0][0]))
     for group in ("dataset", "algorithm"):
-        chosen = study_lib.cross_fit(runs, group, "ridge")
+        chosen = study.cross_fit(runs, group, "ridge")
         assert set(chosen) == {f.attrs["run"] for f, _ in runs}
         for feats, truth in runs:   # the held-out run's peak is found: `signal` generalises
             oracle = truth.loc[truth.groupby("seed").acc.idxmax()].epoch.to_numpy()
             np.testing.assert_array_equal(chosen[feats.attrs["run"]].epoch, oracle)
     # leave-one-dataset-out with one data set has nothing to train on
-    assert study_lib.cross_fit([fake_run("d1", "a1"), fake_run("d1", "a2")], "dataset") == {}
+    assert study.cross_fit([fake_run("d1", "a1"), fake_run("d1", "a2")], "dataset") == {}
 
 
 def test_ties_go_to_the_later_epoch_and_nan_never_wins():
@@ -255,16 +253,16 @@ def test_study_metrics_on_a_hand_made_case():
     truth["nmi"], truth["ari"] = truth.acc, truth.acc
     picks = pd.DataFrame({"run": "r", "selector": ["last", "last", "s", "s"], "seed": [0, 1, 0, 1],
                           "epoch": [3, 3, 1, 0]})
-    out = study_lib.outcomes(picks, truth).set_index(["selector", "seed"])
+    out = study.outcomes(picks, truth).set_index(["selector", "seed"])
     assert out.loc[("s", 0), "oracle_epoch"] == 1 and out.loc[("s", 1), "oracle_epoch"] == 3   # ties: later
     np.testing.assert_allclose(out.loc[("s", 0), ["regret", "gain_vs_final"]].astype(float), [0.0, 0.08])
     np.testing.assert_allclose(out.loc[("s", 1), ["regret", "gain_vs_final"]].astype(float), [0.10, -0.10])
-    summary = study_lib.summarize(out.reset_index(), ["selector"]).set_index("selector")
+    summary = study.summarize(out.reset_index(), ["selector"]).set_index("selector")
     assert summary.loc["s", "win"] == 0.5 and summary.loc["s", "do_no_harm"] == 0.5
     assert summary.loc["last", "do_no_harm"] == 1.0 and summary.loc["last", "win"] == 0.0
-    test = study_lib.wilcoxon_vs(out.reset_index(), "last").set_index("selector")
+    test = study.wilcoxon_vs(out.reset_index(), "last").set_index("selector")
     assert test.loc["s", "better"] == 1 and test.loc["s", "worse"] == 1 and 0 < test.loc["s", "p_greater"] <= 1
-    ovf = study_lib.oracle_vs_final(truth).iloc[0]
+    ovf = study.oracle_vs_final(truth).iloc[0]
     assert ovf.differs == 0.5 and ovf.differs_by_half_point == 0.5
     np.testing.assert_allclose(ovf.mean_gain, 0.04)
     # per seed: |ΔACC| (0.10 + 0.05 + 0.03) / 3 and (0.05 + 0.05 + 0) / 3, averaged
@@ -273,42 +271,32 @@ def test_study_metrics_on_a_hand_made_case():
     r1 = np.corrcoef([0.60, 0.65, 0.70], [0.65, 0.70, 0.70])[0, 1]
     np.testing.assert_allclose(ovf.lag1_autocorr, (r0 + r1) / 2)
     feats = truth[["seed", "epoch"]].assign(up=truth.acc, down=-truth.acc)
-    rho = study_lib.score_acc_spearman(feats, truth, ["up", "down"])
+    rho = study.score_acc_spearman(feats, truth, ["up", "down"])
     np.testing.assert_allclose(rho.to_numpy(), [1.0, -1.0])
 
 
-def _study_module():
-    spec = importlib.util.spec_from_file_location(
-        "selection_study", Path(__file__).parent.parent / "experiments" / "selection_study.py")
-    study = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(study)
-    return study
-
-
-def test_study_driver_round_trips_its_csv(run, monkeypatch, tmp_path):
+def test_a_runs_study_table_round_trips_its_csv(run, tmp_path):
+    """`dcjax.study`'s CSV (what experiments/selection_study.py writes to
+    experiments/results/scores/): the labels come back apart from the
+    label-free table, and the outcomes of every selector can be scored on it."""
     workdir, _ = run
-    study = _study_module()
-    monkeypatch.setattr(study, "SCORES", tmp_path)
-    base, truth = study.read_run_csv(study.write_run_csv(workdir))
+    base, truth = study.read_run_csv(study.write_run_csv(workdir, tmp_path))
     assert base.attrs["algorithm"] == "dec" and not set(evaluate.LABEL_BASED) & set(base.columns)
     assert truth.acc.notna().all() and len(base) == SEEDS * (CLUSTERING_EPOCHS + 1)
     feats = selection.features(base)
     picks = pd.concat([selection.select(feats, name).assign(run=base.attrs["run"], selector=name)
                        for name in selection.SELECTORS])
-    md = study.report("tiny", [(feats, truth)], picks, "test", 0.0, outcomes_path=tmp_path / "outcomes.csv")
-    assert "PRELIMINARY" in md and "| max_agreement |" in md
-    out = pd.read_csv(tmp_path / "outcomes.csv")
-    assert len(out) == len(picks) and {"regret", "acc_selected", "dataset", "algorithm"} <= set(out.columns)
+    out = selection.outcomes(picks, truth)
+    assert len(out) == len(picks) and {"regret", "acc_selected"} <= set(out.columns)
     last = out[out.selector == "last"]
     assert (last.epoch == last.final_epoch).all() and np.allclose(last.gain_vs_final, 0)
 
 
 def test_bootstrap_of_the_targets_resamples_whole_seed_groups():
-    study = _study_module()
     # two data sets x two seeds x two algorithms; one (data set, seed) group carries all the regret
     out = pd.DataFrame({"selector": "a", "dataset": ["d"] * 4 + ["e"] * 4, "seed": [0, 0, 1, 1] * 2,
                         "regret": [0.04, 0.04, 0, 0, 0, 0, 0, 0], "gain_vs_final": [-0.01, -0.01, 0, 0, 0, 0, 0, 0.01]})
-    out["do_no_harm"] = out.gain_vs_final >= -study_lib.DO_NO_HARM
+    out["do_no_harm"] = out.gain_vs_final >= -study.DO_NO_HARM
     table = study.bootstrap_targets(out, "a", resamples=400).set_index("measure")
     assert table.at["mean regret", "all pairs"] == "1.00"       # 8 points over 8 pairs
     lo, hi = map(float, table.at["mean regret", "95% interval"].split(" – "))
@@ -422,12 +410,12 @@ def test_noise_detector_flags_partitions_that_jump_and_the_noise_guard_keeps_the
 def test_cross_fit_cache_reuses_fitted_members_and_changes_nothing():
     runs = [fake_run(d, a) for d in ("d1", "d2") for a in ("a1", "a2")]
     cache = {}
-    rank = study_lib.cross_fit(runs, "dataset", "ridge", cache=cache)
+    rank = study.cross_fit(runs, "dataset", "ridge", cache=cache)
     assert set(cache) == {("dataset", d, "ridge", "rank", 0) for d in ("d1", "d2")}
     fitted = dict(cache)
-    cached = study_lib.cross_fit(runs, "dataset", "ridge", target="ensemble", cache=cache)
+    cached = study.cross_fit(runs, "dataset", "ridge", target="ensemble", cache=cache)
     assert all(cache[k] is fitted[k] for k in fitted) and len(cache) == 4   # rank reused, gap added
-    fresh = study_lib.cross_fit(runs, "dataset", "ridge", target="ensemble")
+    fresh = study.cross_fit(runs, "dataset", "ridge", target="ensemble")
     for run in fresh:
         pd.testing.assert_frame_equal(cached[run][["seed", "epoch"]], fresh[run][["seed", "epoch"]])
     assert set(rank) == set(fresh)
@@ -438,8 +426,8 @@ def test_model_seed_reaches_the_boosted_models_and_keys_the_cache():
     ensemble = selection.train_assessor(runs, "gbr", target="ensemble", seed=3)
     assert all(m["model"].random_state == 3 for m in ensemble["members"].values())
     cache = {}
-    study_lib.cross_fit(runs, "dataset", "gbr", cache=cache)
-    study_lib.cross_fit(runs, "dataset", "gbr", cache=cache, seed=1)   # not served from seed 0's fits
+    study.cross_fit(runs, "dataset", "gbr", cache=cache)
+    study.cross_fit(runs, "dataset", "gbr", cache=cache, seed=1)   # not served from seed 0's fits
     assert {k[-1] for k in cache} == {0, 1} and len(cache) == 4
     assert cache[("dataset", "d1", "gbr", "rank", 1)]["model"].random_state == 1
 
@@ -447,15 +435,15 @@ def test_model_seed_reaches_the_boosted_models_and_keys_the_cache():
 def test_cross_fit_train_on_limits_the_training_runs_not_the_judged_ones():
     runs = [fake_run(d, a) for d in ("d1", "d2") for a in ("a1", "a2")]
     names = {f.attrs["run"] for f, _ in runs}
-    everything = study_lib.cross_fit(runs, "dataset", "ridge", train_on=names)
-    plain = study_lib.cross_fit(runs, "dataset", "ridge")
+    everything = study.cross_fit(runs, "dataset", "ridge", train_on=names)
+    plain = study.cross_fit(runs, "dataset", "ridge")
     for run in plain:
         pd.testing.assert_frame_equal(everything[run], plain[run])
     # without d2's runs to learn from, d1's runs have no assessor; d2's are still judged
-    only_d1 = study_lib.cross_fit(runs, "dataset", "ridge", train_on={"d1/a1", "d1/a2"})
+    only_d1 = study.cross_fit(runs, "dataset", "ridge", train_on={"d1/a1", "d1/a2"})
     assert set(only_d1) == {"d2/a1", "d2/a2"}
     with pytest.raises(ValueError, match="cache"):
-        study_lib.cross_fit(runs, "dataset", "ridge", train_on=names, cache={})
+        study.cross_fit(runs, "dataset", "ridge", train_on=names, cache={})
 
 
 def test_default_selector_is_the_assessor_only_on_the_algorithms_it_learned_from(tmp_path):
