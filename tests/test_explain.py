@@ -1,0 +1,139 @@
+"""dcjax.explain: DDC's ILP satisfies its constraints and is optimal on small
+cases; TC and ITF match a hand computation; a planted partition's tag sets are
+recovered by the ILP and not by top-k; an infeasible alpha is one line naming
+the cluster; the command line explains a run from its config and chosen labels."""
+import itertools
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dcjax import explain as ex
+
+
+def test_tc_and_itf_on_a_hand_computed_example():
+    # cluster 0 explained by tags 0 and 1, cluster 1 by tags 1 and 2
+    w = np.array([[1, 1, 0], [0, 1, 1]], bool)
+    q = np.array([[1.0, 0.5, 0.0], [0.0, 0.5, 0.75]])
+    # TC: mean frequency of the chosen tags; ITF: mean log(K / clusters using the tag)
+    np.testing.assert_allclose(ex.tag_coverage(w, q), [0.75, 0.625])
+    np.testing.assert_allclose(ex.inverse_tag_frequency(w), [np.log(2) / 2, np.log(2) / 2])
+    # Q from the rows: 4 members in cluster 0, 4 in cluster 1
+    tags = np.array([[1, 1, 0], [1, 0, 0], [1, 1, 0], [1, 0, 0],
+                     [0, 1, 1], [0, 0, 1], [0, 1, 1], [0, 0, 0]], np.float32)
+    _, sizes, q2 = ex.cluster_frequencies(np.repeat([0, 1], 4), tags)
+    np.testing.assert_allclose(q2, q)
+    assert list(sizes) == [4, 4]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_ilp_meets_coverage_and_overlap_and_uses_fewest_tags(seed):
+    rng = np.random.default_rng(seed)
+    q = rng.random((2, 5))
+    alpha = 0.6 * q.sum(1).min()
+    w, beta = ex.ilp_explanations(q, alpha)
+    assert ((w * q).sum(1) >= alpha - 1e-9).all()          # coverage, every cluster
+    assert ((w * q).sum(0) <= beta + 1e-9).all()            # overlap, every tag
+    # no W with fewer tags meets both at this beta (brute force over 2^10)
+    fewest = min(sum(bits) for bits in itertools.product([0, 1], repeat=q.size)
+                 if ((np.reshape(bits, q.shape) * q).sum(1) >= alpha - 1e-9).all()
+                 and ((np.reshape(bits, q.shape) * q).sum(0) <= beta + 1e-9).all())
+    assert w.sum() == fewest
+    # and beta is the smallest step that admits a solution
+    if beta > ex.BETA_STEP:
+        with pytest.raises(ex.ExplainError):
+            ex.ilp_explanations(q, alpha, beta - ex.BETA_STEP)
+
+
+def test_a_given_beta_is_respected():
+    labels, tags, names, _ = ex.planted(seed=1)
+    _, _, q = ex.cluster_frequencies(labels, tags)
+    w, beta = ex.ilp_explanations(q, 1.6, beta=1.5)
+    assert beta == 1.5 and ((w * q).sum(0) <= 1.5 + 1e-9).all() and ((w * q).sum(1) >= 1.6 - 1e-9).all()
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_planted_tag_sets_are_recovered_by_the_ilp_not_by_topk(seed):
+    labels, tags, names, planted = ex.planted(seed=seed)
+    df = ex.explain(labels, tags, names, alpha=1.6, top_k=2)
+    got = {m: {c: sorted(g.tag) for c, g in d.groupby("cluster")} for m, d in df.groupby("method")}
+    want = {c: sorted(v) for c, v in planted.items()}
+    assert got["ilp"] == want
+    assert got["topk"] != want   # the shared tags are commoner than any cluster's own
+    s = ex.summary(df)
+    assert s.loc["ilp", "itf"] == pytest.approx(np.log(4))
+    assert s.loc["topk", "itf"] < np.log(4) - 0.5
+
+
+def test_an_infeasible_alpha_is_one_line_naming_the_cluster():
+    labels = np.repeat([0, 1, 2], 5)
+    tags = np.zeros((15, 3), np.float32)
+    tags[:10, 0] = 1          # clusters 0 and 1 carry tag 0 ...
+    tags[:10, 1] = 1          # ... and tag 1; cluster 2 only tag 2, in 2 of its 5 members
+    tags[10:12, 2] = 1
+    with pytest.raises(ex.ExplainError) as e:
+        ex.explain(labels, tags, alpha=1.0)
+    message = str(e.value)
+    assert "\n" not in message and "cluster 2 (5 members)" in message and "0.4" in message
+
+
+def test_infeasible_alpha_from_the_command_line_is_one_line(tmp_path, capsys):
+    workdir = _fake_run(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        ex.main(["--workdir", str(workdir), "--alpha", "1000"])
+    assert str(e.value).startswith("dcjax explain: alpha=1000 is infeasible: cluster ")
+    assert "\n" not in str(e.value)
+
+
+def test_derived_tags_are_named_quantile_bins():
+    x = np.c_[np.arange(30.0), np.tile([0.0, 1.0], 15), np.ones(30)]
+    tags, names = ex.derive_tags(x, ["a", "b", "c"], bins=3)
+    assert names == ["a: low", "a: medium", "a: high", "b: low", "b: high"]   # c is constant: no tag
+    assert tags.shape == (30, 5) and (tags.sum(1) == 2).all()
+    assert tags[:10, 0].all() and tags[20:, 2].all()
+
+
+def test_tags_from_a_csv_and_from_tag_columns(tmp_path):
+    frame = pd.DataFrame({"x1": [0.1, 0.2, 0.3], "striped": [1, 0, 1], "x2": [1.0, 2.0, 3.0], "big": [0.5, 1, 0]})
+    frame[["striped", "big"]].to_csv(tmp_path / "tags.csv", index=False)
+    tags, names = ex.load_tags(tmp_path / "tags.csv")
+    assert names == ["striped", "big"] and tags.shape == (3, 2)
+    frame.to_csv(tmp_path / "data.csv", index=False)
+    tags2, names2 = ex.split_tag_columns(tmp_path / "data.csv", "striped, big")
+    np.testing.assert_array_equal(tags, tags2)
+    frame.assign(big=[2, 0, 0]).to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(ex.ExplainError, match="must be in \\[0, 1\\]"):
+        ex.load_tags(tmp_path / "bad.csv")
+
+
+def _fake_run(tmp_path):
+    """A workdir as select leaves it, without training: config.json and
+    selected_labels.npy (the digits' true classes as the partition)."""
+    from tests.conftest import tiny_config
+
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    config = tiny_config()
+    (workdir / "config.json").write_text(config.to_json())
+    from dcjax import data
+    np.save(workdir / "selected_labels.npy", data.load_dataset(config.dataset).y)
+    return workdir
+
+
+def test_command_line_explains_a_run(tmp_path, capsys):
+    workdir = _fake_run(tmp_path)
+    df = ex.main(["--workdir", str(workdir), "--bins", "2", "--alpha", "2"])
+    out = capsys.readouterr().out
+    assert "derived: 2 quantile bins" in out and (workdir / "explanations.csv").exists()
+    table = pd.read_csv(workdir / "explanations.csv")
+    assert set(table.method) == {"ilp", "topk"} and table.cluster.nunique() == 10
+    assert (table.purity == 1).all()   # the partition is the labels
+    assert ((table[table.method == "ilp"].groupby("cluster").frequency.sum()) >= 2 - 1e-9).all()
+    # tags from a file are aligned with the subsampled rows the run trained on
+    from dcjax import data
+    config = json.loads((workdir / "config.json").read_text())
+    full = data.load_dataset(dict(config["dataset"]) | {"subsample": 0})
+    np.save(tmp_path / "tags.npy", np.eye(10, dtype=np.float32)[full.y])   # tag c: "is class c"
+    df = ex.main(["--workdir", str(workdir), "--tags", str(tmp_path / "tags.npy"), "--method", "ilp"])
+    assert (df.frequency == 1).all() and (df.tag == df.cluster.map(lambda c: f"tag {c}")).all()
