@@ -378,9 +378,12 @@ def _rows(config, n_rows: int, n_tag_rows: int) -> np.ndarray | None:
 
 
 def run_tags(workdir, tags=None, bins: int = 3):
-    """(tags, names, where from) for a run: a file, the data file's tag
-    columns, or derived from its features."""
+    """(tags, names, where from, labels or None) for a run: a file (`tags`,
+    else the run's `tags.file`), the data file's tag columns, or derived
+    from its features."""
     config, x, y, names = run_data(workdir)
+    if tags is None and config.get("tags", {}).get("file"):   # the tags the run was trained with
+        tags = config.tags.file
     if tags is not None:
         values, tag_names = load_tags(tags)
         source = str(tags)

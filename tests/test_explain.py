@@ -137,3 +137,24 @@ def test_command_line_explains_a_run(tmp_path, capsys):
     np.save(tmp_path / "tags.npy", np.eye(10, dtype=np.float32)[full.y])   # tag c: "is class c"
     df = ex.main(["--workdir", str(workdir), "--tags", str(tmp_path / "tags.npy"), "--method", "ilp"])
     assert (df.frequency == 1).all() and (df.tag == df.cluster.map(lambda c: f"tag {c}")).all()
+
+
+def test_estimator_explains_its_labels_and_the_report_has_the_section(tmp_path):
+    """DEC fitted on wine (a DataFrame: its columns name the derived tags);
+    `explain` matches the library call on `labels_`; the report of the same
+    run (kept in workdir) holds the explanation section."""
+    from sklearn.datasets import load_wine
+
+    from dcjax import DEC, report
+
+    wine = load_wine(as_frame=True)
+    model = DEC(n_clusters=3, pretrain_epochs=3, clustering_epochs=2, hidden_dims=(32, 32), batch_size=64,
+                kmeans_n_init=2, progress=False, workdir=str(tmp_path / "run")).fit(wine.data)
+    df = model.explain(X=wine.data, y=wine.target, alpha=2)
+    tags, names = ex.derive_tags(wine.data.to_numpy(), wine.data.columns)
+    pd.testing.assert_frame_equal(df, ex.explain(model.labels_, tags, names, y=wine.target, alpha=2))
+    assert df.tag.str.contains(": ").all() and df.tag.str.split(": ").str[0].isin(wine.data.columns).all()
+    with pytest.raises(ValueError, match="give tags, or X"):
+        model.explain()
+    page = report.write_report(tmp_path / "run", progress=False, umap=False).read_text()
+    assert "What each cluster means (tags)" in page and "derived: 3 quantile bins" in page
