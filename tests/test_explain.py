@@ -158,3 +158,96 @@ def test_estimator_explains_its_labels_and_the_report_has_the_section(tmp_path):
         model.explain()
     page = report.write_report(tmp_path / "run", progress=False, umap=False).read_text()
     assert "What each cluster means (tags)" in page and "derived: 3 quantile bins" in page
+
+
+# ---------------------------------------------------------------- tag supervision in training
+
+def _run_pure(cfg):
+    import jax.numpy as jnp
+
+    from dcjax import data, train
+
+    ds = data.load_dataset(cfg.dataset)
+    trainer = train.make_train(cfg, *ds.x.shape, ds.n_clusters)
+    return trainer.train(train.seed_keys(cfg), jnp.asarray(ds.x))
+
+
+def _leaves(tree):
+    import jax
+
+    return [np.asarray(leaf) for leaf in jax.tree.leaves(tree)]
+
+
+@pytest.fixture(scope="module")
+def digit_tags(tmp_path_factory):
+    """A per-class tag file for all 1797 digits (tags: 'is class c', plus
+    noise), as AwA gives every image its class's attributes."""
+    from sklearn.datasets import load_digits
+
+    y = load_digits().target
+    rng = np.random.default_rng(0)
+    tags = np.c_[np.eye(10)[y], rng.random((len(y), 3)) < 0.5].astype(np.float32)
+    path = tmp_path_factory.mktemp("tags") / "tags.npy"
+    np.save(path, tags)
+    return str(path)
+
+
+def test_tag_head_off_trains_bit_identically(digit_tags):
+    """tags.weight = pairwise_weight = 0 with a tag file set is the run without
+    the option: no head, the same parameters to the bit; weight > 0 adds the
+    head and changes the autoencoder (so the comparison can fail)."""
+    from tests.conftest import tiny_config
+
+    plain = _run_pure(tiny_config("dec"))
+    off = _run_pure(tiny_config("dec", **{"tags.file": digit_tags}))
+    assert "tag_head" not in off[1]["params"]["ae"]
+    for a, b in zip(_leaves((plain[0]["params"], plain[1]["params"])), _leaves((off[0]["params"], off[1]["params"]))):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(plain[2]["assignments"], off[2]["assignments"])
+    on = _run_pure(tiny_config("dec", **{"tags.file": digit_tags, "tags.weight": 0.5}))
+    assert on[1]["params"]["ae"]["tag_head"]["kernel"].shape == (1, 10, 13)
+    assert not np.array_equal(on[1]["params"]["ae"]["encoder_0"]["kernel"],
+                              plain[1]["params"]["ae"]["encoder_0"]["kernel"])
+
+
+@pytest.mark.parametrize("algorithm", ["dec", "deccs"])
+def test_tag_losses_are_logged_and_finite(tmp_path, digit_tags, algorithm):
+    """Both options through train_and_evaluate: the records carry 'tags' (both
+    phases) and 'pairwise' (clustering), finite; DECCS + tags is the thesis's method."""
+    from dcjax import checkpointing, train
+    from tests.conftest import tiny_config
+
+    cfg = tiny_config(algorithm, clustering_epochs=2,
+                      **{"tags.file": digit_tags, "tags.weight": 0.5, "tags.pairwise_weight": 1.0})
+    train.train_and_evaluate(cfg, tmp_path / "run")
+    pre = checkpointing.load_records(tmp_path / "run", "pretrain")
+    clu = [r for r in checkpointing.load_records(tmp_path / "run", "clustering") if "loss" in r]
+    assert "tags" in pre[-1]["loss"] and {"tags", "pairwise"} <= set(clu[-1]["loss"])
+    assert all(np.isfinite(np.asarray(v, float)).all() for r in clu for v in r["loss"].values())
+
+
+def test_tag_supervision_without_tags_is_refused():
+    from dcjax import config as config_lib
+    from tests.conftest import tiny_config
+
+    with pytest.raises(config_lib.ConfigError, match="need tags"):
+        config_lib.validate(tiny_config("dec", **{"tags.weight": 0.5}))
+
+
+def test_partners_follow_ddc_eq5():
+    """The partner is alike in the masked tags and apart in f; masked-out tags do not count."""
+    import jax.numpy as jnp
+
+    from dcjax import tags as tags_lib
+
+    t = jnp.array([[1, 0, 1], [1, 0, 0], [0, 1, 1], [1, 0, 1]], jnp.float32)
+    f = jnp.array([[0.0], [0.1], [0.2], [5.0]])
+    # J = 100 |t_i - t_j| - |f_i - f_j|: row 3 is row 0's twin in tags and far in f, so rows 0-2
+    # (one tag from it at most, or the least far) pair with it, and it with row 0 (J = -5)
+    assert [int(p) for p in tags_lib.partners(t, f, 100.0)] == [3, 3, 3, 0]
+    masked = t * jnp.array([1.0, 1.0, 0.0])                          # tag 2 not in any explanation
+    assert [int(p) for p in tags_lib.partners(masked, f, 100.0)] == [3, 3, 3, 0]
+    assert int(tags_lib.partners(t, f, 100.0)[1]) == int(tags_lib.partners(masked, f, 100.0)[1])
+    f2 = jnp.array([[0.0], [9.0], [0.2], [5.0]])                    # row 1 now the farthest from row 0 ...
+    assert int(tags_lib.partners(t, f2, 100.0)[0]) == 3              # ... but one tag away: row 3 still
+    assert int(tags_lib.partners(masked, f2, 100.0)[0]) == 1         # masked, rows 1 and 3 tie in tags: the farther
