@@ -52,6 +52,7 @@ METHODS = ("ilp", "topk")
 DEFAULT_ALPHA = 1.0
 DEFAULT_TOP_K = 3
 BETA_STEP = 1.0   # DDC: beta grows by 1 from 0 until the ILP is feasible
+MAX_DERIVED_FEATURES = 100   # a run with more (images) needs tags of its own: bins of pixels explain little
 BIN_NAMES = {2: ("low", "high"), 3: ("low", "medium", "high"), 4: ("low", "medium-low", "medium-high", "high")}
 
 
@@ -390,6 +391,9 @@ def run_tags(workdir, tags=None, bins: int = 3):
     elif _tag_column_names(config):
         values, tag_names = split_tag_columns(config.dataset.name, _tag_column_names(config))
         source = f"columns {', '.join(tag_names)} of {config.dataset.name}"
+    elif x.shape[1] > MAX_DERIVED_FEATURES:
+        raise ExplainError(f"{x.shape[1]} features: too many to explain clusters by bins of each (at most "
+                           f"{MAX_DERIVED_FEATURES}; pixels say little); give tags (--tags FILE, tags.file)")
     else:
         values, tag_names = derive_tags(x, names, bins)
         return values, tag_names, f"derived: {bins} quantile bins of each feature", y

@@ -251,3 +251,19 @@ def test_partners_follow_ddc_eq5():
     f2 = jnp.array([[0.0], [9.0], [0.2], [5.0]])                    # row 1 now the farthest from row 0 ...
     assert int(tags_lib.partners(t, f2, 100.0)[0]) == 3              # ... but one tag away: row 3 still
     assert int(tags_lib.partners(masked, f2, 100.0)[0]) == 1         # masked, rows 1 and 3 tie in tags: the farther
+
+
+def test_a_run_with_too_many_features_to_derive_tags_from_is_one_line(tmp_path):
+    from dcjax import data
+
+    workdir = _fake_run(tmp_path)
+    config = json.loads((workdir / "config.json").read_text())
+    x = np.random.default_rng(0).random((50, ex.MAX_DERIVED_FEATURES + 1)).astype(np.float32)
+    np.save(tmp_path / "wide.npy", x)
+    config["dataset"] |= {"name": str(tmp_path / "wide.npy"), "subsample": 0, "n_clusters": 2}
+    (workdir / "config.json").write_text(json.dumps(config))
+    np.save(workdir / "selected_labels.npy", np.arange(50) % 2)
+    with pytest.raises(SystemExit, match="too many to explain clusters by bins") as e:
+        ex.main(["--workdir", str(workdir)])
+    assert "\n" not in str(e.value)
+    assert len(data.load_dataset(config["dataset"]).x) == 50
