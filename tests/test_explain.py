@@ -267,3 +267,27 @@ def test_a_run_with_too_many_features_to_derive_tags_from_is_one_line(tmp_path):
         ex.main(["--workdir", str(workdir)])
     assert "\n" not in str(e.value)
     assert len(data.load_dataset(config["dataset"]).x) == 50
+
+
+def test_tag_columns_are_tags_not_features(tmp_path):
+    """dataset.tag_columns: those columns leave the features (data.py) and are
+    the run's tags (explain), named by the header."""
+    from dcjax import data
+    from tests.conftest import tiny_config
+
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 20)
+    frame = pd.DataFrame({"a": rng.normal(y * 3.0), "b": rng.normal(size=40), "kind": np.where(y, "p", "q"),
+                          "sweet": y.astype(float), "dry": 1.0 - y})
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    config = tiny_config(**{"dataset.name": str(tmp_path / "t.csv"), "dataset.subsample": 0,
+                            "dataset.label_column": "kind", "dataset.tag_columns": "sweet,dry"})
+    assert data.load_dataset(config.dataset).x.shape == (40, 2)
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    (workdir / "config.json").write_text(config.to_json())
+    np.save(workdir / "selected_labels.npy", y)
+    df = ex.explain_run(workdir, methods=("ilp",))
+    assert df.attrs["tags"] == f"columns sweet, dry of {tmp_path / 't.csv'}"
+    assert dict(zip(df.cluster, df.tag)) == {0: "dry", 1: "sweet"} and (df.purity == 1).all()
+    assert ex.run_data(workdir)[3] == ["a", "b"]   # feature names from the header, less label and tags
