@@ -52,6 +52,7 @@ def get_default_config() -> ml_collections.ConfigDict:
         name="digits", data_dir="", normalize="auto", n_clusters=0,
         subsample=0, subsample_seed=0,
         label_column="",   # CSV/TSV: the column holding labels (evaluation only)
+        tag_columns="",    # CSV/TSV: comma-separated columns holding tags in [0, 1], not features (dcjax/explain.py)
         # only for 'blobs'; blob_seed also seeds 'uniform' and 'shuffled:<name>'
         n_samples=1000, n_features=10, blob_clusters=5, cluster_std=1.0, blob_seed=0))
 
@@ -119,6 +120,11 @@ def get_default_config() -> ml_collections.ConfigDict:
         embedding_dtype="float32",  # 'float16' halves the snapshot size
         compress=False,  # zstd: ~25% smaller states, ~0.1 s more CPU per USPS save
         check_disk=True))  # refuse a run whose checkpoints would not fit the free disk
+    # Tag supervision (dcjax/tags.py), off by default: weight (lambda_tag) > 0
+    # adds a tag head trained by BCE; pairwise_weight > 0 DDC's pairwise loss on
+    # pairs its explanations agree on (alpha: the ILP's coverage; gamma: Eq. 5's).
+    # The tags: `file` (.csv/.npy/.npz, one row per data row), else dataset.tag_columns.
+    c.tags = ml_collections.ConfigDict(dict(file="", weight=0.0, pairwise_weight=0.0, alpha=1.0, gamma=100.0))
     c.eval_chunk = 2048   # rows per chunk when embedding the whole data set
     c.progress = True
     # Write <workdir>/report.html (dcjax.report) when training ends.
@@ -215,6 +221,9 @@ _RULES = {
     "dataset.n_clusters": (lambda v: v >= 0, "an integer >= 0 (0: the number of label classes)"),
     "dataset.subsample": (lambda v: v >= 0, "an integer >= 0 (0: every row)"),
     "model.embedding_dim": (lambda v: v >= 1, "an integer >= 1"),
+    "tags.weight": (lambda v: v >= 0, "a number >= 0 (0: no tag head)"),
+    "tags.pairwise_weight": (lambda v: v >= 0, "a number >= 0 (0: no pairwise loss)"),
+    "tags.alpha": (lambda v: v > 0, "a number > 0"),
 }
 _CHOICES = {
     "algorithm": ALGORITHMS,
@@ -240,6 +249,10 @@ def validate(c: ml_collections.ConfigDict) -> None:
             integer = must.startswith("an integer")
             if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)) or not test(value):
                 raise ConfigError(f"{field} = {value!r} is invalid: it must be {must}", field)
+    if "tags" in c and (c.tags.weight > 0 or c.tags.pairwise_weight > 0) and not (
+            c.tags.file or c.dataset.get("tag_columns", "")):
+        raise ConfigError("tags.weight / tags.pairwise_weight > 0 need tags: set tags.file or dataset.tag_columns",
+                          "tags.file")
     if any(not isinstance(h, int) or h < 1 for h in c.model.hidden_dims):
         raise ConfigError(f"model.hidden_dims = {tuple(c.model.hidden_dims)!r}: each width must be an integer >= 1",
                           "model.hidden_dims")

@@ -67,7 +67,7 @@ class Dataset(NamedTuple):
 
 # Optional config fields and their defaults (`name` is required).
 DEFAULTS = dict(
-    data_dir="", normalize="auto", n_clusters=0, subsample=0, subsample_seed=0, label_column="",
+    data_dir="", normalize="auto", n_clusters=0, subsample=0, subsample_seed=0, label_column="", tag_columns="",
     n_samples=1000, n_features=10, blob_clusters=5, cluster_std=1.0, blob_seed=0)
 # blob_seed also seeds 'uniform' and the column permutations of 'shuffled:<name>'.
 
@@ -170,7 +170,7 @@ def _load_raw(name: str, opt: dict) -> tuple[np.ndarray, np.ndarray | None, str]
     if key.startswith("tfds:"):
         return load_tfds(name.strip()[len("tfds:"):], opt["data_dir"])
     if is_file_name(name):
-        return load_file(name, opt["label_column"])
+        return load_file(name, opt["label_column"], opt["tag_columns"])
     known = ", ".join(["blobs", "digits", "uniform", *sorted(SOURCES), "tfds:<name>", "shuffled:<name>"])
     raise DataError(f"unknown data set {name!r}; known: {known}, or a file ({', '.join(FILE_SUFFIXES)})")
 
@@ -331,14 +331,14 @@ def is_file_name(name: str) -> bool:
     return Path(str(name)).suffix.lower() in FILE_SUFFIXES
 
 
-def load_file(path, label_column: str = "") -> tuple[np.ndarray, np.ndarray | None, str]:
+def load_file(path, label_column: str = "", tag_columns: str = "") -> tuple[np.ndarray, np.ndarray | None, str]:
     """(x, y or None, kind) of a .csv/.tsv/.npy/.npz file, checked (module docstring)."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     suffix = path.suffix.lower()
     if suffix in (".csv", ".tsv"):
-        x, y = load_table(path, "\t" if suffix == ".tsv" else ",", str(label_column))
+        x, y = load_table(path, "\t" if suffix == ".tsv" else ",", str(label_column), str(tag_columns))
         return x, y, "tabular"
     if label_column:
         raise DataError(f"{path}: dataset.label_column is for CSV/TSV files; a .npz holds labels as 'y'")
@@ -379,7 +379,8 @@ def _check_array(path: Path, x: np.ndarray, y: np.ndarray | None) -> None:
                         f"{x.reshape(len(x), -1)[row, col]}; remove or impute NaN/inf values first")
 
 
-def load_table(path: Path, delimiter: str, label_column: str = "") -> tuple[np.ndarray, np.ndarray | None]:
+def load_table(path: Path, delimiter: str, label_column: str = "",
+               tag_columns: str = "") -> tuple[np.ndarray, np.ndarray | None]:
     """(x float64, y int64 or None) of a CSV/TSV file. Errors name the file,
     the line (1-based, as an editor shows it) and the column."""
     import csv
@@ -408,7 +409,8 @@ def load_table(path: Path, delimiter: str, label_column: str = "") -> tuple[np.n
             raise DataError(f"{path} line {line}: {len(row)} field{'s' * (len(row) != 1)}, but {len(names)} in "
                             f"{'the header' if header else f'line {first_line}'} (a ragged row)")
     label = _label_index(path, names, label_column, header)
-    features = [j for j in range(len(names)) if j != label]
+    tagged = {c.strip() for c in tag_columns.split(",") if c.strip()}   # tags (dcjax/explain.py), not features
+    features = [j for j in range(len(names)) if j != label and names[j] not in tagged]
     if not features:
         raise DataError(f"{path}: no feature columns besides the label column")
     cells = np.array([row for _, row in data], dtype=object)

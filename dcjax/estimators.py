@@ -281,6 +281,23 @@ class DeepClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
         distances = ((z[:, None, :] - self.cluster_centers_[None]) ** 2).sum(-1)
         return distances.argmin(axis=1)
 
+    def explain(self, tags=None, X=None, *, y=None, **options) -> pd.DataFrame:
+        """Why each cluster of `labels_` is one (`dcjax.explain.explain`): a
+        tidy table of each cluster's tags by DDC's ILP and by top-k, with TC,
+        ITF, each tag's mutual information and, given `y`, purity. `tags`:
+        (N, T) in [0, 1] (a DataFrame's columns name them); without, tags are
+        quantile bins of `X`'s features (a DataFrame's columns name them)."""
+        from dcjax import explain as explain_lib
+
+        check_is_fitted(self, "labels_")
+        if tags is None:
+            if X is None:
+                raise ValueError(f"{type(self).__name__}.explain: give tags, or X to derive tags from")
+            tags, names = explain_lib.derive_tags(check_array(X), getattr(X, "columns", None))
+        else:
+            names = list(map(str, tags.columns)) if hasattr(tags, "columns") else None
+        return explain_lib.explain(self.labels_, np.asarray(tags), names, y=y, **options)
+
 
 def _cluster_means(z: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
     """Centres of a k-means partition: its clusters' means (NaN-free: an empty cluster's is 0)."""

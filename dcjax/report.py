@@ -763,6 +763,7 @@ def write_report(workdir, *, selector: str = DEFAULT_SELECTOR, assessor=None, um
                       + (f" {html.escape(chance[0])}." if chance and not chance[1] else "") + "</p>"
                       + _table(seed_rows(run), {"why": "why"}) + launch_part(run))
     body = [section(fid, title, caption) for fid, title, caption, _ in figures if fid != "evaluation"]
+    body.append(explanation_part(run))
     if run.has_labels:
         body.append("<div class='eval'><h2>Evaluation only: scores against the ground-truth labels</h2>"
                     "<p class='note'>Nothing above reads the labels: neither the scores nor the selection. These "
@@ -782,6 +783,29 @@ def write_report(workdir, *, selector: str = DEFAULT_SELECTOR, assessor=None, um
     path = run.workdir / "report.html"
     path.write_text(page)
     return path
+
+
+def explanation_part(run: Run, max_tags: int = 6) -> str:
+    """'What each cluster means': the launch's chosen partition explained by
+    tags (`dcjax.explain`: DDC's ILP and top-k, with TC and ITF), from the
+    run's tags or quantile bins of its features. Label-free: purity is left
+    to `python -m dcjax.explain`."""
+    from dcjax import explain
+
+    head = "<h2 id='explain'>What each cluster means (tags)</h2>"
+    try:
+        df = explain.explain_run(run.workdir)
+    except (explain.ExplainError, OSError, ValueError) as e:
+        return head + f"<p class='note'>No explanation: {html.escape(str(e))}</p>"
+    table = explain.explanation_table(df.groupby(["method", "cluster"]).head(max_tags))
+    rows = [{"method": r.method, "cluster": r.cluster, "size": r.size, "tags (share of members)": r.tags,
+             "TC": f"{r.tc:.2f}", "ITF": f"{r.itf:.2f}"} for r in table.itertuples()]
+    beta = f", beta={df.attrs['beta']:g}" if "beta" in df.attrs else ""
+    return (head + f"<p class='note'>Tags: {html.escape(df.attrs['tags'])}. ilp: DDC's explanations (fewest tags "
+            f"covering alpha={df.attrs['alpha']:g} tags per member{beta}); topk: each cluster's "
+            f"{df.attrs['top_k']} commonest tags. TC: mean share of members carrying an explanation's tag; ITF: "
+            f"how few clusters share its tags (log K = {np.log(df.attrs['k']):.2f} when none). As "
+            f"<code>python -m dcjax.explain --workdir {html.escape(str(run.workdir))}</code>.</p>" + _table(rows))
 
 
 # ============================================================ command line

@@ -35,6 +35,7 @@ import optax
 from sklearn.cluster import KMeans
 
 from dcjax import data, methods
+from dcjax import tags as tags_lib
 from dcjax.config import seed_ids
 from dcjax.methods.base import EpochEnd, LossInputs, no_center_rule
 from dcjax.models import make_autoencoder
@@ -106,7 +107,11 @@ def resolve_seed_parallelism(setting: str) -> str:
 def make_train(config: ml_collections.ConfigDict, n: int, d: int, n_clusters: int) -> Trainer:
     """`n_clusters`: the data set's (or configured) k. A method that starts
     from an upper bound (UNSEEN) keeps `methods.n_centers(config, k)` centers instead."""
-    model = make_autoencoder(d, config.model, n_clusters)
+    # Tag supervision (dcjax/tags.py): None when off, and then nothing below changes.
+    tag_values = jnp.asarray(tags_lib.training_tags(config, n)) if tags_lib.enabled(config) else None
+    tag_weight = 0.0 if tag_values is None else float(config.tags.weight)
+    pair_weight = 0.0 if tag_values is None else float(config.tags.pairwise_weight)
+    model = make_autoencoder(d, config.model, n_clusters, tag_values.shape[1] if tag_weight else 0)
     parallelism = resolve_seed_parallelism(config.seed_parallelism)
     if methods.unseen_enabled(config):
         methods.unseen.check(config, n_samples=n)
@@ -133,6 +138,23 @@ def make_train(config: ml_collections.ConfigDict, n: int, d: int, n_clusters: in
         z = jax.lax.map(lambda xb: encode(params, xb), padded)
         return z.reshape(n_chunks * chunk, -1)[:n]
 
+    def tag_bce(ae_params, z, idx):
+        return tags_lib.bce(model.apply({"params": ae_params}, z, method=model.tag_logits), tag_values[idx])
+
+    def with_tag_terms(out, ae_params, z, idx, centers, epoch, active, mask):
+        """The method's (total, parts) plus the tag terms that are on."""
+        total, parts = out
+        if tag_weight:
+            parts = {**parts, "tags": tag_bce(ae_params, z, idx)}
+            total = total + tag_weight * parts["tags"]
+        if pair_weight:
+            soft = method.soft_assign is not None
+            f = method.soft_assign(centers, z, epoch, active) if soft else z
+            partner = tags_lib.partners(tag_values[idx] * mask, jax.lax.stop_gradient(f), float(config.tags.gamma))
+            parts = {**parts, "pairwise": tags_lib.pairwise_loss(f, partner, soft)}
+            total = total + pair_weight * parts["pairwise"]
+        return total, {**parts, "total": total} if "total" in parts else parts
+
     def epoch_batches(key, phase, epoch):
         return data.batch_indices(jax.random.fold_in(jax.random.fold_in(key, phase), epoch), n, batch_size)
 
@@ -154,9 +176,18 @@ def make_train(config: ml_collections.ConfigDict, n: int, d: int, n_clusters: in
                 _, x_rec = model.apply({"params": p}, xb)
                 return jnp.mean(jnp.square(xb - x_rec))
 
-            loss, grads = jax.value_and_grad(loss_fn)(params)
+            def tagged_loss_fn(p):   # reconstruction plus lambda_tag * BCE of the tag head
+                z, x_rec = model.apply({"params": p}, xb)
+                rec, bce = jnp.mean(jnp.square(xb - x_rec)), tag_bce(p, z, idx)
+                return rec + tag_weight * bce, {"reconstruction": rec, "tags": bce}
+
+            if tag_weight:
+                (_, parts), grads = jax.value_and_grad(tagged_loss_fn, has_aux=True)(params)
+            else:
+                loss, grads = jax.value_and_grad(loss_fn)(params)
+                parts = {"reconstruction": loss}
             updates, opt_state = pretrain_tx.update(grads, opt_state, params)
-            return (optax.apply_updates(params, updates), opt_state), {"reconstruction": loss}
+            return (optax.apply_updates(params, updates), opt_state), parts
 
         batches = epoch_batches(state["key"], PRETRAIN, state["epoch"])
         (params, opt_state), losses = jax.lax.scan(step, (state["params"], state["opt_state"]), batches)
@@ -202,6 +233,14 @@ def make_train(config: ml_collections.ConfigDict, n: int, d: int, n_clusters: in
         epoch, params, active = state["epoch"], state["params"], state["active"]
         extras = method.begin_epoch(state["extras"], params["centers"], embed(params["ae"], x), epoch, active)
         updating = None if method.updates is None else method.updates(extras)
+        mask = None
+        if pair_weight:   # g: the tags of DDC's explanations of the current partition (host ILP)
+            z_now = embed(params["ae"], x)
+            labels = (method.assign(params["centers"], z_now, active) if method.partition is None
+                      else method.partition(params["centers"], extras, z_now)["assignments"])
+            mask = jax.pure_callback(
+                lambda lab: tags_lib.explanation_mask_host(lab, np.asarray(tag_values), float(config.tags.alpha)),
+                jax.ShapeDtypeStruct((tag_values.shape[1],), jnp.float32), labels, vmap_method="sequential")
 
         def step(carry, idx):
             params, opt_state, extras = carry
@@ -213,7 +252,10 @@ def make_train(config: ml_collections.ConfigDict, n: int, d: int, n_clusters: in
                     z, x_rec = model.apply({"params": p["ae"]}, xb)
                 else:
                     z, x_rec = encode(p["ae"], xb), None
-                return method.loss(LossInputs(z, xb, x_rec, centers, extras, idx, epoch, active))
+                out = method.loss(LossInputs(z, xb, x_rec, centers, extras, idx, epoch, active))
+                if tag_values is None:
+                    return out
+                return with_tag_terms(out, p["ae"], z, idx, centers, epoch, active, mask)
 
             (_, parts), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
             updates, new_opt_state = cluster_tx.update(grads, opt_state, params)

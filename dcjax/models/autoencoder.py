@@ -49,6 +49,7 @@ class Autoencoder(nn.Module):
     embedding_dim: int = 10
     activation: str = "relu"
     weight_init: str = "torch"
+    n_tags: int = 0   # > 0: a linear tag head on the embedding (DDC/the thesis's tag supervision)
 
     def setup(self):
         if self.activation not in ACTIVATIONS:
@@ -59,6 +60,8 @@ class Autoencoder(nn.Module):
                                for i, (fan_in, out) in enumerate(zip(enc_sizes[:-1], enc_sizes[1:]))]
         self.decoder_layers = [dense(out, fan_in, self.weight_init, f"decoder_{i}")
                                for i, (fan_in, out) in enumerate(zip(dec_sizes[:-1], dec_sizes[1:]))]
+        if self.n_tags:   # 0: no head at all, so the parameters are those of a model without the option
+            self.tag_head = dense(self.n_tags, self.embedding_dim, self.weight_init, "tag_head")
 
     def _mlp(self, layers, h):
         act = ACTIVATIONS[self.activation]
@@ -72,13 +75,20 @@ class Autoencoder(nn.Module):
     def decode(self, z: jax.Array) -> jax.Array:
         return self._mlp(self.decoder_layers, z)
 
+    def tag_logits(self, z: jax.Array) -> jax.Array:
+        """(B, n_tags) logits of the tags from the embedding."""
+        return self.tag_head(z)
+
     def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
         z = self.encode(x)
+        if self.n_tags and self.is_initializing():   # creates the head's parameters
+            self.tag_head(z)
         return z, self.decode(z)
 
 
-def make_autoencoder(input_dim: int, model_config, n_clusters: int = 0) -> Autoencoder:
-    """`embedding_dim` 0 means one dimension per cluster (DECCS's original)."""
+def make_autoencoder(input_dim: int, model_config, n_clusters: int = 0, n_tags: int = 0) -> Autoencoder:
+    """`embedding_dim` 0 means one dimension per cluster (DECCS's original);
+    `n_tags` > 0 adds the tag head."""
     embedding_dim = int(model_config.embedding_dim) or int(n_clusters)
     if embedding_dim < 1:
         raise ValueError("model.embedding_dim is 0 (one per cluster), but the number of clusters is unknown")
@@ -86,4 +96,5 @@ def make_autoencoder(input_dim: int, model_config, n_clusters: int = 0) -> Autoe
                        hidden_dims=tuple(model_config.hidden_dims),
                        embedding_dim=embedding_dim,
                        activation=model_config.activation,
-                       weight_init=model_config.weight_init)
+                       weight_init=model_config.weight_init,
+                       n_tags=int(n_tags))
