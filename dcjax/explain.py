@@ -40,7 +40,6 @@ purity (the share of its majority label).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import warnings
 from pathlib import Path
@@ -414,27 +413,33 @@ def explain_run(workdir, tags=None, *, bins: int = 3, **options) -> pd.DataFrame
     return df
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m dcjax.explain", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--workdir", required=True, help="a run chosen by python -m dcjax.select")
-    ap.add_argument("--tags", help="(N, T) tags in [0, 1]: .csv/.tsv with a header, .npy, .npz "
-                    "(default: the data file's dataset.tag_columns, else quantile bins of the features)")
-    ap.add_argument("--method", choices=[*METHODS, "both"], default="both")
-    ap.add_argument("--alpha", type=float, default=DEFAULT_ALPHA,
-                    help="ILP coverage: tags of its explanation an average member carries (default %(default)s)")
-    ap.add_argument("--beta", type=float, help="ILP overlap bound (default: the smallest feasible)")
-    ap.add_argument("--top-k", type=int, default=DEFAULT_TOP_K, help="tags per cluster for topk")
-    ap.add_argument("--bins", type=int, default=3, help="quantile bins per feature for derived tags")
-    ap.add_argument("--out", help="CSV of the tidy table (default <workdir>/explanations.csv)")
-    args = ap.parse_args(argv)
+def define_flags(fv) -> None:
+    """The flags of `dcjax explain`, on `fv` (none is defined at import)."""
+    from absl import flags
+    flags.DEFINE_string("workdir", None, "a run chosen by dcjax select", flag_values=fv)
+    flags.DEFINE_string("tags", None, "(N, T) tags in [0, 1]: .csv/.tsv with a header, .npy, .npz (default: the "
+                        "data file's dataset.tag_columns, else quantile bins of the features)", flag_values=fv)
+    flags.DEFINE_enum("method", "both", [*METHODS, "both"], "which explanations", flag_values=fv)
+    flags.DEFINE_float("alpha", DEFAULT_ALPHA, "ILP coverage: tags of its explanation an average member carries",
+                       flag_values=fv)
+    flags.DEFINE_float("beta", None, "ILP overlap bound (default: the smallest feasible)", flag_values=fv)
+    flags.DEFINE_integer("top_k", DEFAULT_TOP_K, "tags per cluster for topk", flag_values=fv)
+    flags.DEFINE_integer("bins", 3, "quantile bins per feature for derived tags", flag_values=fv)
+    flags.DEFINE_string("out", None, "CSV of the tidy table (default <workdir>/explanations.csv)", flag_values=fv)
+
+
+def main(argv: list[str] | None = None, prog: str = "python -m dcjax.explain"):
+    """`dcjax explain`: `argv` without the program name (default: sys.argv[1:])."""
+    from dcjax import cli
+    args = cli.parse(prog, define_flags, argv, doc=__doc__, required=("workdir",))
     if not (Path(args.workdir) / "config.json").exists():
-        ap.error(f"{args.workdir} holds no run (no config.json)")
+        cli.fail(prog, f"{args.workdir} holds no run (no config.json)")
     methods = METHODS if args.method == "both" else (args.method,)
     try:
         df = explain_run(args.workdir, args.tags, bins=args.bins, methods=methods, alpha=args.alpha,
                          beta=args.beta, top_k=args.top_k)
     except ExplainError as e:
-        raise SystemExit(f"dcjax explain: {e}") from None
+        cli.fail(prog, e)
     out = Path(args.out or Path(args.workdir) / "explanations.csv")
     df.to_csv(out, index=False)
     print(f"tags: {df.attrs['tags']}")

@@ -25,7 +25,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 DOCS = ["README.md", "docs/own-data.md", "docs/running.md", "docs/choosing.md", "docs/report.md",
         "docs/run-files.md", "docs/unseen.md", "docs/deccs.md", "docs/faults.md", "docs/distributed.md",
-        "docs/results.md"]
+        "docs/results.md", "docs/ddc.md"]
 COMMAND_LANGUAGES = {"bash", "sh", "shell", "console", "python", "py", "yaml"}
 MARKS = {"run", "ci", "example"}
 EXAMPLES = {   # (file, first line) -> why the tests do not run it
