@@ -24,6 +24,7 @@ setup(
         "absl-py>=2.0",
         "tqdm>=4.60",
         "pandas>=2",
+        "filelock>=3.12",   # the workdir lock, portable (fcntl is POSIX only)
         "ruptures>=1.1",   # change points of loss curves (epoch selection)
         "diptest>=0.8",    # Hartigan's dip test: ACE's admissible embedding spaces (epoch selection)
         "matplotlib>=3.7",  # the run report (dcjax.report) and the notebook

@@ -64,6 +64,7 @@ from sklearn.metrics import adjusted_rand_score
 from sklearn.utils.validation import check_array, check_is_fitted
 
 from dcjax import checkpointing, config as config_lib, data, evaluate, launch, selection, train
+from dcjax import workdir as workdir_lib
 from dcjax.methods import deccs as deccs_method
 from dcjax.models import make_autoencoder
 
@@ -205,7 +206,8 @@ class DeepClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
         config = self.make_config(data_path, len(x))
         if data_path.exists() and not np.array_equal(np.load(data_path, mmap_mode="r"), x):
             raise ValueError(f"{workdir} holds a run on other data; use another workdir")
-        workdir.mkdir(parents=True, exist_ok=True)
+        workdir_lib.check_own(workdir)
+        workdir_lib.mark(workdir)   # before data.npy: the folder is dcjax's from here
         if not data_path.exists():
             np.save(data_path, x)
         self.summary_ = train.train_and_evaluate(config, workdir)
