@@ -374,7 +374,9 @@ class DeepClusterer(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMi
                        for f in ("mean", "std", "constant")}
         extra = self._saved_rule()
         arrays |= {f"rule/{k}": np.asarray(v) for k, v in extra.get("arrays", {}).items()}
-        meta = {"class": type(self).__name__, "format": 1, "params": self.get_params(),
+        params = self.get_params()
+        meta = {"class": type(self).__name__, "format": 1, "params": params,
+                "path_params": [k for k, v in params.items() if isinstance(v, Path)],
                 "config": json.loads(self.config_.to_json_best_effort()),
                 "values": {name: getattr(self, name) for name in self._SAVED_VALUES if hasattr(self, name)},
                 "normalization_channels": None if self.normalization_ is None else self.normalization_.channels,
@@ -408,8 +410,8 @@ class DeepClusterer(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMi
         if not issubclass(saved, cls):
             raise TypeError(f"{folder} holds a {meta['class']}, not a {cls.__name__}")
         defaults = saved().get_params()
-        params = {k: tuple(v) if isinstance(defaults.get(k), tuple) and isinstance(v, list) else v
-                  for k, v in meta["params"].items()}
+        params = {k: tuple(v) if isinstance(defaults.get(k), tuple) and isinstance(v, list)
+                  else Path(v) if k in meta.get("path_params", ()) else v for k, v in meta["params"].items()}
         model = saved(**params)
         with np.load(folder / SAVED_ARRAYS, allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}
@@ -505,8 +507,87 @@ def _make_init(cls):
 
     __init__.__signature__ = signature
     __init__.__qualname__ = f"{cls.__name__}.__init__"
-    __init__.__doc__ = f"Parameters: {', '.join(list(signature.parameters)[1:])} (defaults: the {cls.algorithm} config)."
+    __init__.__doc__ = f"Store the parameters (see {cls.__name__}); defaults: the {cls.algorithm} config."
+    cls.__doc__ = _numpydoc(cls, signature)
     return __init__
+
+
+# What each parameter means (numpydoc); the config's comments say more.
+PARAMETER_DOCS = {
+    "n_clusters": "int\n    The number of clusters k (>= 2; one cluster is refused on purpose).",
+    "n_seeds": "int, default=1\n    Seeds trained together in one launch (the chance test needs >= 2).",
+    "random_state": "int, default=0\n    The first seed id; seeds random_state, random_state + 1, ... (None: 0).",
+    "workdir": "str or Path, default=None\n    Where the run is written (checkpoints, as the CLI writes them); "
+               "None: a temporary folder, deleted after fit.",
+    "selector": "str, default='default'\n    The label-free epoch selector (`dcjax.selection`).",
+    "launch_selector": "str, default=None\n    How `labels_` is chosen among seeds (`dcjax.launch`); None: the default.",
+    "progress": "bool, default=False\n    Show progress bars.",
+    "pretrain_epochs": "int\n    Autoencoder pretraining epochs (config pretrain.epochs).",
+    "clustering_epochs": "int\n    Clustering epochs (config clustering.epochs).",
+    "pretrain_learning_rate": "float\n    Adam's learning rate in pretraining.",
+    "clustering_learning_rate": "float\n    The learning rate of the clustering phase.",
+    "batch_size": "int\n    Mini-batch size (capped at the number of samples).",
+    "hidden_dims": "tuple of int\n    Widths of the encoder's hidden layers (the decoder mirrors them).",
+    "embedding_dim": "int\n    Dimension of the embedding (0: the number of clusters).",
+    "activation": "str\n    'relu' (the papers) or 'leaky_relu' (ClustPy).",
+    "kmeans_n_init": "int\n    k-means restarts for the initial centres.",
+    "normalize": "str\n    'auto' (z-score per feature for tabular X), 'feature', 'channel' or 'none'.",
+    "k_init": "int\n    UNSEEN: the number of clusters to start from; clusters die, `n_clusters_` is what is left.",
+}
+ATTRIBUTES_DOC = """
+Attributes
+----------
+labels_ : ndarray of shape (n_samples,)
+    The launch's chosen clustering of the training data.
+cluster_centers_ : ndarray of shape (n_clusters_, embedding_dim)
+    Centres in the embedding of `seed_`'s model; `predict` assigns to the nearest.
+n_clusters_ : int
+    The number of clusters of `labels_`.
+seeds_ : list of int
+    The seed ids trained.
+seed_ : int
+    The seed whose model serves `transform` and `predict`.
+selected_epoch_ : ndarray of shape (n_seeds,)
+    Each seed's epoch chosen without labels.
+epoch_ : int
+    The epoch of `seed_`'s model.
+labels_per_seed_ : ndarray of shape (n_seeds, n_samples)
+    Each seed's clustering at its selected epoch.
+final_labels_per_seed_ : ndarray of shape (n_seeds, n_samples)
+    Each seed's clustering at the last epoch.
+final_labels_ : ndarray of shape (n_samples,)
+    `seed_`'s clustering at the last epoch.
+history_ : pandas.DataFrame
+    Per seed and epoch: losses and the label-free scores the selection read.
+selection_ : dict
+    The selection's result (as selection.json has it).
+launch_ : dict or None
+    The launch's choice among seeds and why (None with one seed).
+summary_ : dict
+    The training summary (as summary.json has it).
+chance_ : dict or None
+    The chance test of the selected partitions (`dcjax.chance`); a `ChanceWarning` when it says chance.
+n_features_in_ : int
+    Number of features seen in fit.
+feature_names_in_ : ndarray of shape (n_features_in_,)
+    Column names of X when it was a DataFrame with string column names.
+workdir_ : Path or None
+    The run's folder (None: the temporary one was deleted).
+"""
+
+
+def _numpydoc(cls, signature) -> str:
+    """The class docstring with numpydoc Parameters (from PARAMETER_DOCS or
+    the config field each sets) and Attributes sections."""
+    fields = cls._fields()
+    lines = [inspect.cleandoc(cls.__doc__ or ""), "", "Parameters", "----------"]
+    for name, parameter in list(signature.parameters.items())[1:]:
+        text = PARAMETER_DOCS.get(name)
+        if text is None:
+            kind = type(parameter.default).__name__
+            text = f"{kind}, default={parameter.default!r}\n    The config field ``{fields[name]}`` (dcjax/config.py)."
+        lines.append(f"{name} : {text}")
+    return "\n".join(lines) + "\n" + ATTRIBUTES_DOC
 
 
 class AEKMeans(DeepClusterer):
