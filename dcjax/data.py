@@ -16,11 +16,19 @@ Every benchmark `.npz` holds `x` (N, d) and `y` (N,), the training set
 followed by the test set, values exactly as in the source (see
 `shared/data/README.md`).
 
-Files: `dataset.name` may be a path ending in .csv, .tsv, .npy or .npz.
+Files: `dataset.name` may be a path ending in .csv, .tsv (either also
+gzipped, .csv.gz), .npy or .npz.
 - CSV/TSV: one row per sample; every column is a feature, except the one
   `dataset.label_column` names (by header name, or 1-based number in a file
   without header), whose values (any text) are labels. The first line is a
-  header when any of its fields is not a number.
+  header when any of its fields is not a number, or when it is pandas'
+  default names 0, 1, 2, ... (then an unnamed first column 0 .. N-1 is a
+  saved DataFrame index, and is left out with a warning). UTF-8 with or
+  without a byte-order mark; another encoding is read as Latin-1, with a
+  warning. A .csv whose first line has more ';' than ',' is Excel's export
+  for decimal-comma locales: ';'-separated, with decimal commas. Read by
+  pandas; a file pandas refuses, or whose values are not all finite and
+  within float32, is read again line by line to name the line and column.
 - .npy: one array, memory-mapped. .npz: `x`, and labels `y` if present.
   (N, d) arrays are tabular; (N, H, W) and (N, H, W, C) (channels last) images.
 - Labels serve evaluation only. Without them the number of clusters is
@@ -28,7 +36,8 @@ Files: `dataset.name` may be a path ending in .csv, .tsv, .npy or .npz.
   `dataset.n_clusters` (`methods.n_centers`); UNSEEN finds it.
 - Refused before any compute, naming the file and the line/row and column: an
   empty file, a single row, a ragged row, duplicate column names, a
-  non-numeric or empty value, NaN or inf (`DataError`).
+  non-numeric or empty value, NaN or inf, a value beyond float32 (1e300),
+  rows that are all identical (`DataError`).
 - Normalisation (`dataset.normalize='auto'`): tabular data is z-scored per
   feature (columns have unrelated units), images per channel (one mean and
   sd per colour channel, over all pixels: the pixels keep their relative

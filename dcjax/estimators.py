@@ -21,6 +21,15 @@
    (`final_labels_per_seed_`), and per epoch the losses and label-free
    scores the selection read (`history_`).
 
+scikit-learn's conventions: X is checked by `validate_data` (its messages,
+`feature_names_in_`, `set_output(transform="pandas")`), and its estimator
+checks pass but for the ones declared in tests/test_sklearn_checks.py.
+DEC, IDEC and DKM have `predict_proba` (the method's soft assignment). `fit`
+warns with a `ChanceWarning` when the seeds agree no better than on data
+without clusters (`dcjax.chance`). `save()` writes estimator.json and
+estimator.npz (no pickle) into the workdir or a folder; `DeepClusterer.load`
+reads them back.
+
 So the same X (as a file), seed and settings give the CLI's numbers
 (tests/test_estimators.py asserts it). `random_state=None` means seed 0: a
 run is reproducible unless asked otherwise.
