@@ -241,7 +241,7 @@ def test_a_full_disk_mid_run_ends_clearly_leaves_complete_checkpoints_and_the_ru
 @pytest.mark.parametrize("field, value, match", [
     ("checkpoint.resume_every", 0, r"checkpoint.resume_every = 0 is invalid: it must be an integer >= 1"),
     ("checkpoint.keep_resume_every", 3, r"keep_resume_every = 3 must be a multiple of checkpoint.resume_every \(2\)"),
-    ("pretrain.learning_rate", float("inf"), r"pretrain.learning_rate = inf is invalid: it must be a finite number"),
+    ("pretrain.learning_rate", float("inf"), r"pretrain.learning_rate = inf is invalid: it must be a number > 0, finite"),
     ("clustering.learning_rate", float("nan"), r"clustering.learning_rate = nan is invalid"),
 ])
 def test_settings_that_cannot_train_are_refused_before_any_folder_or_compute(tmp_path, field, value, match):
