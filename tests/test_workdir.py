@@ -117,3 +117,21 @@ def test_the_command_line_refuses_a_foreign_workdir_and_a_broken_config_in_one_l
     out = run_cli(tmp_path, f"--workdir={broken}")
     assert out.returncode == 2 and "not a dcjax config" in out.stderr and "Traceback" not in out.stderr
     assert not (broken / workdir_lib.LOCK_FILE).exists()
+
+
+def test_atomic_writes_leave_the_old_content_or_the_new(tmp_path):
+    import numpy as np
+    from dcjax import checkpointing
+    path = tmp_path / "selected_labels.npy"
+    checkpointing.save_npy_atomic(path, np.arange(5))
+
+    def dies_half_way(f):
+        f.write(b"\x93NUMPY half")
+        raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        checkpointing.write_bytes_atomic(path, dies_half_way)
+    np.testing.assert_array_equal(np.load(path, allow_pickle=False), np.arange(5))
+    assert [p.name for p in tmp_path.iterdir()] == ["selected_labels.npy"]   # no temporary left
+    checkpointing.save_npz_atomic(tmp_path / "a.npz", {"x": np.ones(2)})
+    with np.load(tmp_path / "a.npz", allow_pickle=False) as f:
+        assert f["x"].tolist() == [1.0, 1.0]
