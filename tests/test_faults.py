@@ -207,7 +207,7 @@ def free_space(monkeypatch, module, free_bytes):
 
 
 def test_a_run_that_would_not_fit_the_disk_is_refused_saying_how_to_write_less(reference, tmp_path, monkeypatch):
-    free_space(monkeypatch, train, lambda: 1_000_000)
+    free_space(monkeypatch, workdir_lib, lambda: 1_000_000)
     with pytest.raises(checkpointing.DiskFullError, match="embedding_dtype=float16.*keep_resume_every") as refused:
         train.train_and_evaluate(config(), tmp_path)
     assert {p.name for p in tmp_path.rglob("*") if p.is_file()} <= {"config.json", train.LOCK_FILE,   # no epoch
