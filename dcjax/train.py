@@ -34,7 +34,6 @@ import errno
 import functools
 import json
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -370,7 +369,6 @@ LOCK_FILE = workdir_lib.LOCK_FILE
 WorkdirBusyError = workdir_lib.WorkdirBusyError
 changed_settings = workdir_lib.changed_settings
 _workdir_lock = workdir_lib.lock
-_check_writable = workdir_lib.check_writable
 _check_disk = workdir_lib.check_disk
 _agree = workdir_lib.agree
 
