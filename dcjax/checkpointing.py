@@ -61,7 +61,7 @@ import json
 import logging
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import numpy as np
@@ -454,9 +454,31 @@ def kept_epochs(workdir, phase: str) -> list[int]:
 def write_text_atomic(path: Path, text: str):
     """Replace a file in one rename, so a kill or a full disk leaves the old
     content or the new, never half of it."""
+    write_bytes_atomic(path, text.encode())
+
+
+def write_bytes_atomic(path: Path, content: bytes | Callable):
+    """`write_text_atomic` for bytes, or for what `content(file)` writes
+    into an open binary file (np.save, np.savez)."""
+    path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(content) if isinstance(content, bytes) else content(f)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def save_npy_atomic(path: Path, array) -> None:
+    """np.save, atomically (no pickle)."""
+    write_bytes_atomic(path, lambda f: np.save(f, np.asarray(array), allow_pickle=False))
+
+
+def save_npz_atomic(path: Path, arrays: dict) -> None:
+    """np.savez, atomically (no pickle)."""
+    write_bytes_atomic(path, lambda f: np.savez(f, allow_pickle=False, **arrays))
 
 
 def _read_records(path: Path) -> list[dict]:

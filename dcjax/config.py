@@ -13,6 +13,8 @@ data via `--config.dataset.name=data.csv`) or `--config default`
 `validate(config)` refuses, before any compute, values no run can use;
 `ConfigError` says which field and what to do.
 """
+import math
+
 import ml_collections
 
 
@@ -129,6 +131,9 @@ def get_default_config() -> ml_collections.ConfigDict:
     c.progress = True
     # Write <workdir>/report.html (dcjax.report) when training ends.
     c.report = False
+    # Train in a non-empty folder that is not a dcjax workdir (no
+    # dcjax-workdir.json): its files of the same names are overwritten.
+    c.allow_foreign_workdir = False
     return c
 
 
@@ -214,8 +219,12 @@ _RULES = {
     "batch_size": (lambda v: v >= 1, "an integer >= 1"),
     "pretrain.epochs": (lambda v: v >= 0, "an integer >= 0"),
     "clustering.epochs": (lambda v: v >= 0, "an integer >= 0"),
-    "pretrain.learning_rate": (lambda v: v > 0, "a number > 0"),
-    "clustering.learning_rate": (lambda v: v > 0, "a number > 0"),
+    "pretrain.learning_rate": (lambda v: math.isfinite(v) and v > 0, "a number > 0, finite"),
+    "clustering.learning_rate": (lambda v: math.isfinite(v) and v > 0, "a number > 0, finite"),
+    "clustering.momentum": (lambda v: math.isfinite(v) and 0 <= v < 1, "a number in [0, 1)"),
+    "clustering.lr_decay": (lambda v: math.isfinite(v) and v > 0, "a number > 0, finite"),
+    "checkpoint.resume_every": (lambda v: v >= 1, "an integer >= 1 (epochs between resume points)"),
+    "checkpoint.keep_resume_every": (lambda v: v >= 1, "an integer >= 1, a multiple of checkpoint.resume_every"),
     "kmeans.n_init": (lambda v: v >= 1, "an integer >= 1"),
     "eval_chunk": (lambda v: v >= 1, "an integer >= 1"),
     "dataset.n_clusters": (lambda v: v >= 0, "an integer >= 0 (0: the number of label classes)"),
@@ -253,9 +262,39 @@ def validate(c: ml_collections.ConfigDict) -> None:
             c.tags.file or c.dataset.get("tag_columns", "")):
         raise ConfigError("tags.weight / tags.pairwise_weight > 0 need tags: set tags.file or dataset.tag_columns",
                           "tags.file")
+    for field in ("pretrain.epochs", "clustering.epochs"):
+        _check_selectable(c, field)
+    every, keep = int(c.checkpoint.resume_every), int(c.checkpoint.keep_resume_every)
+    if keep % every:
+        raise ConfigError(f"checkpoint.keep_resume_every = {keep} must be a multiple of checkpoint.resume_every "
+                          f"({every})", "checkpoint.keep_resume_every")
     if any(not isinstance(h, int) or h < 1 for h in c.model.hidden_dims):
         raise ConfigError(f"model.hidden_dims = {tuple(c.model.hidden_dims)!r}: each width must be an integer >= 1",
                           "model.hidden_dims")
+
+
+def _check_selectable(c, field: str) -> None:
+    """The label-free selection compares the epochs of one phase: the
+    clustering epochs 0.. when there are two, else the pretraining epochs
+    1.. (AE+k-means always). With fewer than two it would fail after all the
+    training (selection.selection_phase), so such settings are refused here."""
+    if field != "pretrain.epochs" or (c.algorithm != "ae_kmeans" and int(c.clustering.epochs) >= 1):
+        return
+    why = "for ae_kmeans" if c.algorithm == "ae_kmeans" else "with clustering.epochs = 0"
+    if c.get("pretrained_from"):
+        raise ConfigError(f"clustering.epochs = 0 with pretrained_from leaves no epochs to choose among (the "
+                          "pretraining epochs are in the other workdir); set clustering.epochs >= 1",
+                          "clustering.epochs")
+    if int(_value(c, field)) < 2:
+        raise ConfigError(f"{field} = {_value(c, field)!r} is too few {why}: the label-free epoch selection then "
+                          "compares pretraining epochs, so it needs at least 2"
+                          + ("" if c.algorithm == "ae_kmeans" else " (or clustering.epochs >= 1)"), field)
+
+
+def _value(c, field: str):
+    for part in field.split("."):
+        c = c[part]
+    return c
 
 
 def seed_ids(config) -> list[int]:

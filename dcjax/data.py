@@ -16,11 +16,19 @@ Every benchmark `.npz` holds `x` (N, d) and `y` (N,), the training set
 followed by the test set, values exactly as in the source (see
 `shared/data/README.md`).
 
-Files: `dataset.name` may be a path ending in .csv, .tsv, .npy or .npz.
+Files: `dataset.name` may be a path ending in .csv, .tsv (either also
+gzipped, .csv.gz), .npy or .npz.
 - CSV/TSV: one row per sample; every column is a feature, except the one
   `dataset.label_column` names (by header name, or 1-based number in a file
   without header), whose values (any text) are labels. The first line is a
-  header when any of its fields is not a number.
+  header when any of its fields is not a number, or when it is pandas'
+  default names 0, 1, 2, ... (then an unnamed first column 0 .. N-1 is a
+  saved DataFrame index, and is left out with a warning). UTF-8 with or
+  without a byte-order mark; another encoding is read as Latin-1, with a
+  warning. A .csv whose first line has more ';' than ',' is Excel's export
+  for decimal-comma locales: ';'-separated, with decimal commas. Read by
+  pandas; a file pandas refuses, or whose values are not all finite and
+  within float32, is read again line by line to name the line and column.
 - .npy: one array, memory-mapped. .npz: `x`, and labels `y` if present.
   (N, d) arrays are tabular; (N, H, W) and (N, H, W, C) (channels last) images.
 - Labels serve evaluation only. Without them the number of clusters is
@@ -28,7 +36,8 @@ Files: `dataset.name` may be a path ending in .csv, .tsv, .npy or .npz.
   `dataset.n_clusters` (`methods.n_centers`); UNSEEN finds it.
 - Refused before any compute, naming the file and the line/row and column: an
   empty file, a single row, a ragged row, duplicate column names, a
-  non-numeric or empty value, NaN or inf (`DataError`).
+  non-numeric or empty value, NaN or inf, a value beyond float32 (1e300),
+  rows that are all identical (`DataError`).
 - Normalisation (`dataset.normalize='auto'`): tabular data is z-scored per
   feature (columns have unrelated units), images per channel (one mean and
   sd per colour channel, over all pixels: the pixels keep their relative
@@ -95,7 +104,7 @@ def load_dataset(cfg) -> Dataset:
     x, y, kind = _load_raw(name, opt)
     channels = x.shape[-1] if kind == "image" and x.ndim == 4 else 1   # (N, H, W, C): channels last
     x = x.reshape(len(x), -1)
-    _check_finite(x)
+    _check_finite(x, name)
     y = None if y is None else np.asarray(y, np.int64).reshape(-1)
     if y is not None and len(y) != len(x):
         raise DataError(f"data set {name!r}: {len(x)} rows in x but {len(y)} labels in y")
@@ -324,21 +333,29 @@ def load_tfds(spec: str, folder: str = "") -> tuple[np.ndarray, np.ndarray, str]
 # 3. Your own data: files
 # --------------------------------------------------------------------------
 
-FILE_SUFFIXES = (".csv", ".tsv", ".npy", ".npz")
+TABLE_SUFFIXES = (".csv", ".tsv", ".csv.gz", ".tsv.gz")
+FILE_SUFFIXES = (*TABLE_SUFFIXES, ".npy", ".npz")
+FLOAT32_MAX = float(np.finfo(np.float32).max)   # dcjax computes in float32: larger values become inf
+
+
+def file_suffix(name) -> str:
+    """The file kind of a name ('.csv.gz', '.npy', ...), or '' for a data set name."""
+    lower = str(name).lower()
+    return next((s for s in sorted(FILE_SUFFIXES, key=len, reverse=True) if lower.endswith(s)), "")
 
 
 def is_file_name(name: str) -> bool:
-    return Path(str(name)).suffix.lower() in FILE_SUFFIXES
+    return bool(file_suffix(name))
 
 
 def load_file(path, label_column: str = "", tag_columns: str = "") -> tuple[np.ndarray, np.ndarray | None, str]:
-    """(x, y or None, kind) of a .csv/.tsv/.npy/.npz file, checked (module docstring)."""
+    """(x, y or None, kind) of a .csv/.tsv(.gz)/.npy/.npz file, checked (module docstring)."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise DataError(f"{path}: no such file")
-    suffix = path.suffix.lower()
-    if suffix in (".csv", ".tsv"):
-        x, y = load_table(path, "\t" if suffix == ".tsv" else ",", str(label_column), str(tag_columns))
+    suffix = file_suffix(path)
+    if suffix in TABLE_SUFFIXES:
+        x, y = load_table(path, "\t" if suffix.startswith(".tsv") else None, str(label_column), str(tag_columns))
         return x, y, "tabular"
     if label_column:
         raise DataError(f"{path}: dataset.label_column is for CSV/TSV files; a .npz holds labels as 'y'")
@@ -372,34 +389,145 @@ def _check_array(path: Path, x: np.ndarray, y: np.ndarray | None) -> None:
         raise DataError(f"{path}: a single row; clustering needs at least 2")
     if y is not None and np.shape(y) != (len(x),):
         raise DataError(f"{path}: y has shape {np.shape(y)}, expected ({len(x)},): one label per row of x")
-    bad = first_non_finite(x.reshape(len(x), -1))
+    flat = x.reshape(len(x), -1)
+    bad = first_non_finite(flat)
     if bad is not None:
         row, col = bad
         raise DataError(f"{path}: row {row}, column {col} (0-based, flattened) is "
-                        f"{x.reshape(len(x), -1)[row, col]}; remove or impute NaN/inf values first")
+                        f"{flat[row, col]}; remove or impute NaN/inf values first")
+    bad = first_beyond_float32(flat)
+    if bad is not None:
+        row, col = bad
+        raise DataError(f"{path}: row {row}, column {col} (0-based, flattened) is {flat[row, col]:g}, "
+                        f"{_BEYOND_FLOAT32}")
 
 
-def load_table(path: Path, delimiter: str, label_column: str = "",
-               tag_columns: str = "") -> tuple[np.ndarray, np.ndarray | None]:
-    """(x float64, y int64 or None) of a CSV/TSV file. Errors name the file,
-    the line (1-based, as an editor shows it) and the column."""
-    import csv
+_BEYOND_FLOAT32 = (f"beyond float32's range (±{FLOAT32_MAX:.1e}), in which dcjax computes; rescale the column "
+                   "(divide it, or take its log)")
 
-    with open(path, newline="") as f:
-        reader = csv.reader(f, delimiter=delimiter)
-        rows = [(reader.line_num, row) for row in reader if any(field.strip() for field in row)]
-    if not rows:
-        raise DataError(f"{path}: the file is empty")
-    first_line, first = rows[0]
-    header = any(field.strip() and not _is_number(field) for field in first)
-    names = [field.strip() for field in first] if header else [f"column {i + 1}" for i in range(len(first))]
-    data = rows[1:] if header else rows
+
+class _Layout(NamedTuple):
+    """How a text table is written: what `load_table` found in its first lines."""
+    encoding: str
+    sep: str
+    decimal: str
+    header: bool
+    first_line: int      # 1-based line of the first non-blank row (the header, if any)
+    names: list[str]     # column names (the header's, else 'column 1', ...)
+
+
+def load_table(path: Path, delimiter: str | None = None,
+               label_column: str = "", tag_columns: str = "") -> tuple[np.ndarray, np.ndarray | None]:
+    """(x float64, y int64 or None) of a CSV/TSV file, plain or gzipped.
+
+    `delimiter` None: ',' or, as Excel writes in locales with a decimal comma,
+    ';' (then with decimal commas). UTF-8 with or without a byte-order mark;
+    another encoding is read as Latin-1, with a warning. pandas reads a good
+    file; a file it refuses, or whose values are not all finite float32
+    numbers, is read again line by line to say where the problem is: errors
+    name the file, the line (1-based, as an editor shows it) and the column."""
+    try:
+        return _load_table(path, delimiter, label_column, "utf-8-sig", tag_columns)
+    except UnicodeDecodeError as e:
+        log.warning("%s is not UTF-8 (byte 0x%02x); reading it as Latin-1: save it as UTF-8 if its text "
+                    "(column names, labels) comes out wrong", path, e.object[e.start])
+        return _load_table(path, delimiter, label_column, "latin-1", tag_columns)
+
+
+def _open_text(path: Path, encoding: str):
+    opener = gzip.open if str(path).lower().endswith(".gz") else open
+    return opener(path, "rt", encoding=encoding, newline="")
+
+
+def _load_table(path: Path, delimiter: str | None, label_column: str, encoding: str, tag_columns: str = ""):
+    layout = _layout(path, delimiter, encoding)
+    names = layout.names
     seen = {}
     for i, name in enumerate(names):
         if name in seen:
             raise DataError(f"{path}: duplicate column name {name!r} (columns {seen[name] + 1} and {i + 1}); "
                             "rename one")
         seen[name] = i
+    label = _label_index(path, names, label_column, layout.header)
+    tagged = {c.strip() for c in tag_columns.split(",") if c.strip()}   # tags (dcjax/explain.py), not features
+    features = [j for j in range(len(names)) if j != label and names[j] not in tagged]
+    if not features:
+        raise DataError(f"{path}: no feature columns besides the label column")
+    x, labels = _read_fast(path, layout, features, label)
+    if x is None:   # pandas refused it, or found what it cannot place: say where
+        x, labels = _read_slow(path, layout, features, label)
+    x = _drop_saved_index(path, layout, x, features)
+    if label is None:
+        return x, None
+    _, y = np.unique(labels, return_inverse=True)
+    return x, y.astype(np.int64)
+
+
+def _layout(path: Path, delimiter: str | None, encoding: str) -> _Layout:
+    """Separator, decimal mark and header from the file's first lines."""
+    import csv
+    import re
+
+    sample, first_line = [], None
+    with _open_text(path, encoding) as f:
+        for number, line in enumerate(f, 1):
+            if line.strip():
+                first_line = first_line or number
+                sample.append(line)
+                if len(sample) == 20:
+                    break
+    if first_line is None:
+        raise DataError(f"{path}: the file is empty")
+    sep, decimal = delimiter or ",", "."
+    if delimiter is None and sample[0].count(";") > sample[0].count(","):
+        sep = ";"   # Excel's CSV where the decimal mark is a comma
+        decimal = "," if any(re.search(r"\d,\d", line) for line in sample) else "."
+    first = next(csv.reader([sample[0]], delimiter=sep))
+    header = any(field.strip() and not _is_number(field, decimal) for field in first)
+    defaults = [[str(i) for i in range(len(first))], ["", *(str(i) for i in range(len(first) - 1))]]
+    if not header and [field.strip() for field in first] in defaults:
+        header = True   # pandas' default column names (a DataFrame saved from an array), not data
+        log.info("%s line %d is 0, 1, 2, ...: read as pandas' column names, not as data", path, first_line)
+    names = [field.strip() for field in first] if header else [f"column {i + 1}" for i in range(len(first))]
+    return _Layout(encoding, sep, decimal, header, first_line, names)
+
+
+def _read_fast(path: Path, layout: _Layout, features: list[int], label: int | None):
+    """(x, labels) by pandas, or (None, None) when the file needs `_read_slow`'s diagnosis."""
+    import pandas as pd
+
+    try:
+        frame = pd.read_csv(
+            path, sep=layout.sep, decimal=layout.decimal, header=None, names=range(len(layout.names)),
+            skiprows=layout.first_line if layout.header else layout.first_line - 1, encoding=layout.encoding,
+            compression="infer", dtype={j: (str if j == label else np.float64) for j in range(len(layout.names))},
+            keep_default_na=False, na_values={j: ["nan", "NaN", "NA", ""] for j in features},
+            skip_blank_lines=True, engine="c", quotechar='"')
+    except (ValueError, pd.errors.ParserError, IndexError):
+        return None, None
+    if len(frame) < 2:
+        return None, None
+    x = frame[features].to_numpy(np.float64)
+    if not np.isfinite(x).all() or (np.abs(x) > FLOAT32_MAX).any():
+        return None, None
+    if label is None:
+        return x, None
+    labels = frame[label].fillna("").str.strip().to_numpy(str)
+    if (labels == "").any():
+        return None, None
+    return x, labels
+
+
+def _read_slow(path: Path, layout: _Layout, features: list[int], label: int | None):
+    """(x, labels) read line by line, raising a DataError naming the line and
+    column of the first problem."""
+    import csv
+
+    with _open_text(path, layout.encoding) as f:
+        reader = csv.reader(f, delimiter=layout.sep)
+        rows = [(reader.line_num, row) for row in reader if any(field.strip() for field in row)]
+    names, header = layout.names, layout.header
+    data = rows[1:] if header else rows
     if not data:
         raise DataError(f"{path}: a header but no data rows")
     if len(data) == 1:
@@ -407,41 +535,52 @@ def load_table(path: Path, delimiter: str, label_column: str = "",
     for line, row in data:
         if len(row) != len(names):
             raise DataError(f"{path} line {line}: {len(row)} field{'s' * (len(row) != 1)}, but {len(names)} in "
-                            f"{'the header' if header else f'line {first_line}'} (a ragged row)")
-    label = _label_index(path, names, label_column, header)
-    tagged = {c.strip() for c in tag_columns.split(",") if c.strip()}   # tags (dcjax/explain.py), not features
-    features = [j for j in range(len(names)) if j != label and names[j] not in tagged]
-    if not features:
-        raise DataError(f"{path}: no feature columns besides the label column")
-    cells = np.array([row for _, row in data], dtype=object)
-    try:
-        x = cells[:, features].astype(np.float64)
-    except ValueError:
-        for j in features:
-            for (line, row) in data:
-                if not _is_number(row[j]):
-                    what = "an empty value" if not row[j].strip() else f"{row[j]!r}, not a number"
-                    raise DataError(f"{path} line {line}, column {names[j]!r}: {what}; every column but "
-                                    "dataset.label_column must be numeric (drop the column, or impute the value)")
-        raise
+                            f"{'the header' if header else f'line {layout.first_line}'} (a ragged row)")
+    x = np.empty((len(data), len(features)))
+    for i, (line, row) in enumerate(data):
+        for c, j in enumerate(features):
+            if not _is_number(row[j], layout.decimal):
+                what = "an empty value" if not row[j].strip() else f"{row[j]!r}, not a number"
+                raise DataError(f"{path} line {line}, column {names[j]!r}: {what}; every column but "
+                                "dataset.label_column must be numeric (drop the column, or impute the value)")
+            x[i, c] = _number(row[j], layout.decimal)
     bad = first_non_finite(x)
     if bad is not None:
         row, col = bad
         raise DataError(f"{path} line {data[row][0]}, column {names[features[col]]!r}: {x[row, col]}; "
                         "remove or impute NaN/inf values first")
+    bad = first_beyond_float32(x)
+    if bad is not None:
+        row, col = bad
+        raise DataError(f"{path} line {data[row][0]}, column {names[features[col]]!r}: {x[row, col]:g} is "
+                        f"{_BEYOND_FLOAT32}")
     if label is None:
         return x, None
-    values = [row[label].strip() for _, row in data]
-    empty = next((line for (line, _), v in zip(data, values) if not v), None)
+    labels = np.array([row[label].strip() for _, row in data])
+    empty = next((line for (line, _), v in zip(data, labels) if not v), None)
     if empty is not None:
         raise DataError(f"{path} line {empty}, column {names[label]!r}: an empty label")
-    _, y = np.unique(values, return_inverse=True)
-    return x, y.astype(np.int64)
+    return x, labels
 
 
-def _is_number(text: str) -> bool:
+def _drop_saved_index(path: Path, layout: _Layout, x: np.ndarray, features: list[int]) -> np.ndarray:
+    """Drop a first column that is a saved pandas index (unnamed, 0 .. N-1):
+    kept, it would be a feature that orders the rows, not describes them."""
+    if (layout.header and features[0] == 0 and layout.names[0] in ("", "Unnamed: 0")
+            and np.array_equal(x[:, 0], np.arange(len(x)))):
+        log.warning("%s: the unnamed first column is 0, 1, ..., %d, a saved DataFrame index; it is left out "
+                    "(to_csv(index=False) saves without it)", path, len(x) - 1)
+        return x[:, 1:]
+    return x
+
+
+def _number(text: str, decimal: str = ".") -> float:
+    return float(text.replace(",", ".") if decimal == "," else text)
+
+
+def _is_number(text: str, decimal: str = ".") -> bool:
     try:
-        float(text)
+        _number(text, decimal)
         return True
     except ValueError:
         return False
@@ -456,6 +595,18 @@ def _label_index(path: Path, names: list[str], label_column: str, header: bool) 
         return int(label_column) - 1
     raise DataError(f"{path}: no column {label_column!r} for dataset.label_column; the columns are "
                     + ", ".join(map(repr, names)))
+
+
+def first_beyond_float32(x: np.ndarray, rows_per_chunk: int = 65536) -> tuple[int, int] | None:
+    """(row, column) of the first finite value that float32 cannot hold, or None."""
+    if not np.issubdtype(x.dtype, np.floating) or np.finfo(x.dtype).max <= FLOAT32_MAX:
+        return None
+    for start in range(0, len(x), rows_per_chunk):
+        bad = np.abs(x[start:start + rows_per_chunk]) > FLOAT32_MAX
+        if bad.any():
+            row, col = np.argwhere(bad)[0]
+            return start + int(row), int(col)
+    return None
 
 
 def first_non_finite(x: np.ndarray, rows_per_chunk: int = 65536) -> tuple[int, int] | None:
@@ -531,27 +682,48 @@ def normalize(x: np.ndarray, kind_or_mode: str, channels: int = 1) -> np.ndarray
     return np.asarray(x, np.float32) if fitted is None else fitted(x)
 
 
-def _check_finite(x: np.ndarray) -> None:
+def _check_finite(x: np.ndarray, name: str = "x") -> None:
+    """NaN/inf, and values float32 cannot hold (they would become inf), refused naming the first."""
     if np.issubdtype(x.dtype, np.integer):
         return
     bad = ~np.isfinite(x)
     if bad.any():
         rows = np.flatnonzero(bad.any(axis=-1) if x.ndim > 1 else bad)
-        raise DataError(f"x has {int(bad.sum())} NaN/inf values in {len(rows)} rows "
-                         f"(first row {int(rows[0])}); clean or impute them before clustering")
+        raise DataError(f"{name}: {int(bad.sum())} NaN/inf values in {len(rows)} rows "
+                        f"(first row {int(rows[0])}); clean or impute them before clustering")
+    beyond = first_beyond_float32(x.reshape(len(x), -1))
+    if beyond is not None:
+        row, col = beyond
+        raise DataError(f"{name}: row {row}, column {col} (0-based) is {x.reshape(len(x), -1)[row, col]:g}, "
+                        f"{_BEYOND_FLOAT32}")
 
 
-def validate(x, y, n_clusters: int, batch_size: int) -> None:
+def _check_spread(x: np.ndarray, k: int, name: str) -> None:
+    """Refuse data whose rows cannot make k clusters: all identical, or fewer
+    distinct rows than clusters (counted when the data is small enough to sort)."""
+    n = len(x)
+    if n > 1 and not (x != x[:1]).any():
+        raise DataError(f"{name}: all {n} rows are identical, so there is nothing to cluster; check that the "
+                        "file holds the data you meant")
+    if x.size <= 20_000_000:
+        rows = np.ascontiguousarray(x).view(np.dtype((np.void, x.dtype.itemsize * x.shape[1])))
+        distinct = len(np.unique(rows))
+        if distinct < k:
+            raise DataError(f"{name}: only {distinct} distinct rows for {k} clusters; use fewer clusters")
+
+
+def validate(x, y, n_clusters: int, batch_size: int, name: str = "x") -> None:
     """Raise ValueError if this data cannot be clustered with these settings.
 
-    Cheap shape checks first, the O(N d) NaN scan last; all before any compute.
+    Cheap shape checks first, the O(N d) scans last; all before any compute.
+    `name` (the data set or file) starts each message.
     """
     x = np.asarray(x)
     if x.ndim != 2 or len(x) == 0:
-        raise DataError(f"x must be a non-empty (N, d) array, got shape {x.shape}")
+        raise DataError(f"{name}: the data must be a non-empty (N, d) array, got shape {x.shape}")
     n, k = len(x), int(n_clusters)
     if y is not None and np.shape(y) != (n,):
-        raise DataError(f"labels must have shape ({n},) to match x, got {np.shape(y)}")
+        raise DataError(f"{name}: labels must have shape ({n},) to match x, got {np.shape(y)}")
     if k < 2:
         raise DataError(f"n_clusters must be at least 2, got {k}")
     if k > n:
@@ -562,7 +734,8 @@ def validate(x, y, n_clusters: int, batch_size: int) -> None:
     if batch_size < 1 or batch_size > n:
         raise DataError(f"batch_size={batch_size} must be between 1 and the {n} samples: "
                         f"set batch_size to at most {n}")
-    _check_finite(x)
+    _check_finite(x, name)
+    _check_spread(x, k, name)
 
 
 # --------------------------------------------------------------------------

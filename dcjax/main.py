@@ -110,7 +110,8 @@ def default_workdir(config) -> str:
 
 
 def _is_file(name: str) -> bool:
-    return Path(name).suffix.lower() in (".csv", ".tsv", ".npy", ".npz") and not name.startswith("tfds:")
+    return (name.lower().endswith((".csv", ".tsv", ".npy", ".npz", ".csv.gz", ".tsv.gz"))   # data.FILE_SUFFIXES
+            and not name.startswith("tfds:"))
 
 
 def main(argv: list[str] | None = None, prog: str = PROG):

@@ -727,7 +727,7 @@ def write_report(workdir, *, selector: str = DEFAULT_SELECTOR, assessor=None, um
         fig = draw()
         if fig is not None:
             images[fid] = _png(fig)
-            (out_dir / f"{fid}.png").write_bytes(images[fid])
+            checkpointing.write_bytes_atomic(out_dir / f"{fid}.png", images[fid])
 
     def section(fid, title, caption):
         if fid not in images:
@@ -781,7 +781,7 @@ def write_report(workdir, *, selector: str = DEFAULT_SELECTOR, assessor=None, um
             f"</title><style>{CSS}</style></head><body>{head}{nav}{warn}{selection_part}{''.join(body)}{footer}"
             "</body></html>")
     path = run.workdir / "report.html"
-    path.write_text(page)
+    checkpointing.write_text_atomic(path, page)   # a reader never sees half a page
     return path
 
 

@@ -11,14 +11,9 @@ runs under `jax.distributed` (the seed axis over every process's devices).
 Its names of the builder and of the sharding are re-exported here, so
 `train.make_train` and `train.seed_keys` keep working.
 """
-import contextlib
 import errno
-import fcntl
 import json
 import logging
-import os
-import shutil
-import socket
 import time
 from pathlib import Path
 
@@ -29,6 +24,7 @@ import numpy as np
 from sklearn.cluster import KMeans
 
 from dcjax import checkpointing, compilation_cache, data, methods
+from dcjax import workdir as workdir_lib
 from dcjax import config as config_lib
 from dcjax.config import ConfigError, seed_ids
 from dcjax.sharding import place, seed_sharding, start_distributed, to_host  # noqa: F401 (re-exported)
@@ -42,15 +38,12 @@ log = logging.getLogger(__name__)
 # ----------------------------------------------------------------------------
 # The driver: per-epoch checkpoints, records, resume, faults, summary.
 
-# Settings that may differ when a killed or finished run is continued.
-_RESUMABLE_CHANGES = ("progress", "report", "pretrain.epochs", "clustering.epochs", "checkpoint.", "eval_chunk")
-LOCK_FILE = "dcjax.lock"
-DISK_REFUSE = 0.9   # refuse a run whose estimated writes exceed this fraction of the free space
-DISK_WARN = 0.5     # warn above this fraction
-
-
-class WorkdirBusyError(RuntimeError):
-    """Another live process trains in this workdir."""
+LOCK_FILE = workdir_lib.LOCK_FILE
+WorkdirBusyError = workdir_lib.WorkdirBusyError
+changed_settings = workdir_lib.changed_settings
+_workdir_lock = workdir_lib.lock
+_check_disk = workdir_lib.check_disk
+_agree = workdir_lib.agree
 
 
 def _settle_seed_parallelism(config, workdir: Path):
@@ -59,128 +52,15 @@ def _settle_seed_parallelism(config, workdir: Path):
     choice for this machine. config.json then records the real setting."""
     if config.seed_parallelism != "auto":
         return config
-    path = workdir / "config.json"
-    before = json.loads(path.read_text()).get("seed_parallelism") if path.exists() else None
+    before = (workdir_lib.read_config(workdir) or {}).get("seed_parallelism")
     config = config.copy_and_resolve_references()
     config.seed_parallelism = before if before in ("vmap", "loop") else resolve_seed_parallelism("auto")
     return config
 
 
-def changed_settings(before: dict, now: dict) -> list[str]:
-    """Dotted names of the settings that differ between two configs (as
-    dicts). A setting dcjax gained after `before` was written is no change
-    at its default: an older run stays resumable and reusable."""
-    before, now = config_lib.flat_fields(before), config_lib.flat_fields(now)
-    defaults = config_lib.flat_fields(json.loads(config_lib.get_default_config().to_json_best_effort()))
-    return sorted(k for k in set(before) | set(now)
-                  if before.get(k) != now.get(k)
-                  and not (k not in before and k in defaults and now[k] == defaults[k]))
-
-
 def _write_config(config, workdir: Path):
     """Write config.json once; refuse to continue a run with another setup."""
-    path = workdir / "config.json"
-    current = json.loads(config.to_json_best_effort())
-    if path.exists():
-        changed = [k for k in changed_settings(json.loads(path.read_text()), current)
-                   if not k.startswith(_RESUMABLE_CHANGES)]
-        if changed:
-            raise ConfigError(f"{workdir} holds a run with a different configuration "
-                             f"({', '.join(changed)}); use a new --workdir")
-    if jax.process_index() == 0:
-        checkpointing.write_text_atomic(path, json.dumps(current, indent=2))
-
-
-# -- refusing early what cannot run: an unwritable workdir, a second launch, too little disk
-
-def _check_writable(workdir: Path):
-    """Create the workdir and a file in it and in each folder a run writes
-    into, so that a read-only disk or folder is refused before any compute."""
-    try:
-        workdir.mkdir(parents=True, exist_ok=True)
-        for folder in [workdir, *workdir.glob("*/"), *workdir.glob("*/*/")]:
-            probe = folder / f".dcjax-write-probe-{os.getpid()}"
-            probe.write_bytes(b"")
-            probe.unlink()
-    except OSError as e:
-        raise PermissionError(f"cannot write to the workdir {workdir} ({e.strerror or e}); "
-                              "give it write permission or choose another --workdir") from e
-
-
-@contextlib.contextmanager
-def _workdir_lock(workdir: Path):
-    """Hold `<workdir>/dcjax.lock` (an exclusive flock, with our pid in the
-    file) while a run trains there. The kernel drops a flock when its process
-    dies, however it dies, so the lock of a killed run is stale by
-    construction and the next launch simply takes it over; a second launch
-    while the first lives refuses at once, naming the first's pid."""
-    path = workdir / LOCK_FILE
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "unknown"
-        os.close(fd)
-        raise WorkdirBusyError(f"{workdir} is in use by another dcjax run ({holder}); wait for it to finish "
-                               "or stop it, or choose another --workdir") from None
-    left = os.pread(fd, 4096, 0).decode(errors="replace").strip()
-    if left:   # written by a process that did not get to clear it: killed
-        log.warning("taking over the lock of %s in %s: that process no longer holds it", left, workdir)
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}"
-              .encode(), 0)
-    try:
-        yield
-    finally:
-        os.ftruncate(fd, 0)   # cleared: a clean end, not a stale lock
-        os.close(fd)          # releases the flock
-
-
-def _agree(problem: Exception | None):
-    """Raise `problem`; under jax.distributed, on every process when any
-    process has one, so that none waits forever for the others."""
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-        failed = np.asarray(multihost_utils.process_allgather(np.int32(problem is not None)))
-        if failed.any() and problem is None:
-            raise RuntimeError(f"process(es) {np.flatnonzero(failed).tolist()} of this distributed run "
-                               "refused to start; their output says why")
-    if problem is not None:
-        raise problem
-
-
-@contextlib.contextmanager
-def _claim_workdir(workdir: Path):
-    """The workdir written to and locked, or a clear error before any compute."""
-    with contextlib.ExitStack() as stack:
-        problem = None
-        try:
-            _check_writable(workdir)
-            if jax.process_index() == 0:
-                stack.enter_context(_workdir_lock(workdir))
-        except (OSError, WorkdirBusyError) as e:
-            problem = e
-        _agree(problem)
-        yield
-
-
-def _check_disk(config, workdir: Path, plans: dict[str, dict[str, int]]):
-    """Refuse a run whose checkpoints would not fit the free space (or warn
-    when they would take much of it), saying what they are and how to lower them."""
-    need = {f"{phase} {kind}": n for phase, plan in plans.items() for kind, n in plan.items() if n}
-    total, free = sum(need.values()), shutil.disk_usage(workdir).free
-    parts = ", ".join(f"{name} {n / 1e6:,.1f} MB" for name, n in sorted(need.items(), key=lambda kv: -kv[1]))
-    message = (f"this run will write about {total / 1e6:,.1f} MB into {workdir} ({parts}); {free / 1e6:,.0f} MB "
-               "are free. To write less: --config.checkpoint.embedding_dtype=float16 (halves the snapshots), "
-               "--config.checkpoint.model_states=replay (model states only at resume points), a larger "
-               "--config.checkpoint.keep_resume_every (fewer resume points kept), fewer --config.seeds or epochs; "
-               "or free space, or another --workdir")
-    log.info("this run will write about %.1f MB (%s)", total / 1e6, parts)
-    if total > DISK_REFUSE * free and config.checkpoint.get("check_disk", True):
-        return checkpointing.DiskFullError(message + ". --config.checkpoint.check_disk=False runs it anyway.")
-    if total > DISK_WARN * free:
-        log.warning(message)
-    return None
+    workdir_lib.write_config(config, workdir, write=jax.process_index() == 0)
 
 
 def disk_plans(config, trainer: Trainer, x, shapes, pre_ckpts, clu_ckpts) -> dict[str, dict[str, int]]:
@@ -436,18 +316,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
     complete, and the same command continues once there is room."""
     workdir = Path(workdir)
     compilation_cache.enable()   # a second process with the same shapes compiles (almost) nothing
+    config_lib.validate(config)   # the command line did already; a notebook's config is checked here
     if config.algorithm not in methods.REGISTRY:
         raise ValueError(f"unknown algorithm {config.algorithm!r}; known: {', '.join(sorted(methods.REGISTRY))}")
     dataset = data.load_dataset(config.dataset)
     k = int(config.dataset.n_clusters) or dataset.n_clusters
-    data.validate(dataset.x, dataset.y, methods.n_centers(config, k), int(config.batch_size))
-    if int(config.seeds) < 1:
-        raise ValueError(f"seeds must be >= 1, got {config.seeds}")
-    keep_every, resume_every = int(config.checkpoint.keep_resume_every), int(config.checkpoint.resume_every)
-    if keep_every % resume_every:
-        raise ValueError(f"checkpoint.keep_resume_every ({keep_every}) must be a multiple of "
-                         f"checkpoint.resume_every ({resume_every})")
-    with _claim_workdir(workdir):   # after the checks: a refused run leaves no folder
+    data.validate(dataset.x, dataset.y, methods.n_centers(config, k), int(config.batch_size), name=dataset.name)
+    with workdir_lib.claim(workdir, bool(config.get("allow_foreign_workdir", False))):   # after the checks: a refused run leaves no folder
         config = _settle_seed_parallelism(config, workdir)
         _write_config(config, workdir)
         if jax.process_index() == 0:

@@ -289,7 +289,7 @@ def test_tfds_missing_says_how_to_install(monkeypatch):
 
 # ---------------------------------------------------------------- validate
 
-X = np.zeros((10, 3), np.float32)
+X = np.arange(30, dtype=np.float32).reshape(10, 3)   # distinct rows: identical ones are refused
 
 
 @pytest.mark.parametrize("x, y, k, bs, match", [

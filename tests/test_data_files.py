@@ -108,3 +108,90 @@ def test_pickled_npy_is_refused(tmp_path):
     np.save(tmp_path / "x.npy", np.array([{"a": 1}, {"b": 2}], dtype=object), allow_pickle=True)
     with pytest.raises(data.DataError, match="not a readable NumPy file without pickled objects"):
         load(str(tmp_path / "x.npy"), n_clusters=2)
+
+
+# ---------------------------------------------------------------- files as people save them (issue 30)
+
+def wine_frame():
+    import pandas as pd
+    from sklearn.datasets import load_wine
+    x, y = load_wine(return_X_y=True)
+    frame = pd.DataFrame(x, columns=[f"f{i}" for i in range(x.shape[1])])
+    return frame.assign(label=y), x, y
+
+
+def test_a_byte_order_mark_loses_no_row_and_no_column_name(tmp_path):
+    frame, x, y = wine_frame()
+    (tmp_path / "plain.csv").write_text("\n".join(",".join(repr(float(v)) for v in row) for row in x) + "\n",
+                                        encoding="utf-8-sig")
+    np.testing.assert_array_equal(data.load_file(tmp_path / "plain.csv")[0], x)   # all 178 rows
+    frame.to_csv(tmp_path / "header.csv", index=False, encoding="utf-8-sig")
+    got, labels, _ = data.load_file(tmp_path / "header.csv", "label")   # not '\ufefflabel'
+    np.testing.assert_array_equal(got, x)
+    np.testing.assert_array_equal(labels, y)
+
+
+def test_a_latin1_file_is_read_with_a_warning(tmp_path, caplog):
+    frame, x, y = wine_frame()
+    frame.rename(columns={"f0": "Größe"}).assign(label=np.array(["süß", "herb", "trocken"])[y]).to_csv(
+        tmp_path / "d.csv", index=False, encoding="latin-1")
+    with caplog.at_level("WARNING", logger="dcjax"):
+        got, labels, _ = data.load_file(tmp_path / "d.csv", "label")
+    np.testing.assert_array_equal(got, x)
+    assert len(np.unique(labels)) == 3
+    assert any("not UTF-8 (byte 0xf6); reading it as Latin-1" in r.message for r in caplog.records)
+
+
+def test_a_value_beyond_float32_is_named_by_line_and_column(tmp_path):
+    frame, _, _ = wine_frame()
+    frame.loc[4, "f3"] = 1e300
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    with pytest.raises(data.DataError, match=r"d.csv line 6, column 'f3': 1e\+300 is beyond float32's range"):
+        load(str(tmp_path / "d.csv"), label_column="label")
+    np.save(tmp_path / "x.npy", np.where(np.arange(12).reshape(4, 3) == 7, 1e300, 1.0))
+    with pytest.raises(data.DataError, match=r"x.npy: row 2, column 1 .* 1e\+300, beyond float32's range"):
+        load(str(tmp_path / "x.npy"), n_clusters=2)
+
+
+def test_pandas_default_header_and_saved_index_are_not_data(tmp_path, caplog):
+    import pandas as pd
+    _, x, _ = wine_frame()
+    pd.DataFrame(x).to_csv(tmp_path / "names.csv", index=False)   # header 0,1,...,12
+    np.testing.assert_array_equal(data.load_file(tmp_path / "names.csv")[0], x)
+    pd.DataFrame(x).to_csv(tmp_path / "index.csv")                # header ,0,1,...; an index column
+    with caplog.at_level("WARNING", logger="dcjax"):
+        np.testing.assert_array_equal(data.load_file(tmp_path / "index.csv")[0], x)
+    assert any("a saved DataFrame index; it is left out" in r.message for r in caplog.records)
+
+
+def test_excel_semicolons_with_decimal_commas_and_gzip_and_tsv(tmp_path):
+    frame, x, y = wine_frame()
+    frame.to_csv(tmp_path / "excel.csv", index=False, sep=";", decimal=",")
+    frame.to_csv(tmp_path / "d.csv.gz", index=False)
+    frame.to_csv(tmp_path / "d.tsv.gz", index=False, sep="\t")
+    for name in ("excel.csv", "d.csv.gz", "d.tsv.gz"):
+        got, labels, kind = data.load_file(tmp_path / name, "label")
+        np.testing.assert_array_equal(got, x)
+        np.testing.assert_array_equal(labels, y)
+    assert data.is_file_name("d.csv.gz") and data.load_dataset({"name": str(tmp_path / "d.csv.gz"), "label_column": "label"}).n_clusters == 3
+
+
+def test_identical_rows_are_refused_before_training(tmp_path):
+    _, x, _ = wine_frame()
+    np.savetxt(tmp_path / "same.csv", np.tile(x[:1], (178, 1)), delimiter=",")
+    d = load(str(tmp_path / "same.csv"), n_clusters=3)
+    with pytest.raises(data.DataError, match=r"same.csv: all 178 rows are identical"):
+        data.validate(d.x, d.y, 3, 64, d.name)
+    with pytest.raises(data.DataError, match=r"only 2 distinct rows for 3 clusters"):
+        data.validate(np.repeat(np.eye(2, 3), 5, axis=0), None, 3, 4)
+
+
+def test_the_pandas_reader_gives_what_the_line_by_line_reader_gives(tmp_path):
+    """Both readers must agree: the second only explains what the first refused."""
+    frame, x, y = wine_frame()
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    layout = data._layout(tmp_path / "d.csv", None, "utf-8-sig")
+    fast = data._read_fast(tmp_path / "d.csv", layout, list(range(13)), 13)
+    slow = data._read_slow(tmp_path / "d.csv", layout, list(range(13)), 13)
+    np.testing.assert_array_equal(fast[0], slow[0])
+    np.testing.assert_array_equal(fast[1], slow[1])

@@ -83,6 +83,20 @@ def test_bad_parameters_are_refused_before_training():
         DKM(n_clusters=3, launch_selector="best").fit(X)
     with pytest.raises(ValueError, match="NaN"):
         DKM(n_clusters=3).fit(np.where(X > 5, np.nan, X))
+    with pytest.raises(ValueError, match="one cluster is no clustering"):   # refused on purpose
+        DKM(n_clusters=1).fit(X)
+
+
+def test_bad_data_is_named_x_not_a_temporary_file():
+    """Before: a one-row X was refused naming <tmp>/data.npy, a file the user never made."""
+    with pytest.raises(ValueError, match=r"Found array with 1 sample\(s\) \(shape=\(1, 5\)\) while a minimum of 2"):
+        DKM(n_clusters=3).fit(X[:1])
+    for bad, match in [(X[:5], r"^5 samples for 3 clusters is fewer than 2 per cluster"),
+                       (np.ones((20, 5)), r"^X: all 20 rows are identical"),
+                       (np.where(X > 5, 1e300, X), r"^X: row \d+, column \d+ \(0-based\) is 1e\+300, beyond float32")]:
+        with pytest.raises(ValueError, match=match) as refused:
+            DKM(n_clusters=3, **TINY).fit(bad)
+        assert "data.npy" not in str(refused.value)
 
 
 def test_one_seed_is_its_own_launch_choice():
@@ -131,8 +145,8 @@ def test_estimator_and_command_line_give_the_same_numbers(fitted, monkeypatch):
     assert result["selector"] == "assessor_guarded" and result["assessor"].startswith("shipped")
 
     cli_config, est_config = (json.loads((d / "config.json").read_text()) for d in (cli_dir, est_dir))
-    for c in (cli_config, est_config):
-        c["dataset"].pop("name"), c.pop("progress")
+    for c in (cli_config, est_config):   # provenance records the process (git revision, devices), no setting
+        c["dataset"].pop("name"), c.pop("progress"), c.pop("provenance")
     assert cli_config == est_config
     for phase in ("pretrain", "clustering"):
         assert ([r["loss"] for r in checkpointing.load_records(cli_dir, phase)]
@@ -170,8 +184,8 @@ def test_fitted_attributes_and_pipeline_use(fitted):
     assert not {"acc", "nmi", "ari"} & set(history.columns)
     assert model.workdir_ == est_dir and (est_dir / "selection.json").exists()
     assert pipe.get_params()["dkm__alpha"] == 1000.0
-    with pytest.raises(ValueError, match="4 features, but DKM was fitted with 5"):
-        model.predict(X[:, :4])
+    with pytest.raises(ValueError, match="X has 4 features, but DKM is expecting 5 features as input"):
+        model.predict(X[:, :4])   # scikit-learn's own message (validate_data)
 
 
 def test_launch_selector_parameter_reaches_the_launch_choice(fitted, tmp_path):
@@ -218,3 +232,88 @@ def test_unseen_needs_no_n_clusters_and_returns_the_surviving_clusters():
     assert model.selection_["requested_selector"] == "default" and model.selection_["selector"] == "last"
     assert "not unseen_dec" in model.selection_["default_because"]
     assert [s["epoch"] for s in model.selection_["seeds"]] == [6, 6]
+
+
+# ------------------------------------------------------------ issue 30/32: scikit-learn's conventions, soft labels, save/load
+
+def test_soft_assignments_sum_to_one_and_agree_with_predict(fitted):
+    model = fitted[0][-1]   # DKM
+    scaled = fitted[0][0].transform(X)
+    proba = model.predict_proba(scaled)
+    assert proba.shape == (len(X), model.n_clusters_)
+    np.testing.assert_allclose(proba.sum(axis=1), 1, atol=1e-9)
+    np.testing.assert_array_equal(proba.argmax(axis=1), model.predict(scaled))
+    assert not hasattr(DCN(), "predict_proba") and not hasattr(AEKMeans(), "predict_proba")
+
+
+@pytest.fixture(scope="module")
+def fitted_on_frame(tmp_path_factory):
+    """DEC fitted on a DataFrame, in a workdir of its own."""
+    import pandas as pd
+    frame = pd.DataFrame(X, columns=[f"f{j}" for j in range(X.shape[1])])
+    workdir = tmp_path_factory.mktemp("frame") / "run"
+    return DEC(n_clusters=3, random_state=SEED, workdir=workdir, **TINY).fit(frame), frame
+
+
+def test_feature_names_set_output_and_dec_soft_assignments(fitted_on_frame):
+    model, frame = fitted_on_frame
+    assert model.feature_names_in_.tolist() == list(frame.columns) and model.n_features_in_ == 5
+    proba = model.predict_proba(frame)
+    np.testing.assert_allclose(proba.sum(axis=1), 1, atol=1e-9)
+    np.testing.assert_array_equal(proba.argmax(axis=1), model.predict(frame))
+    z = clone(model).set_params().set_output(transform="pandas")   # unfitted clone: set_output is a setting
+    assert z.get_params() == model.get_params()
+    model.set_output(transform="pandas")
+    try:
+        out = model.transform(frame)
+        assert list(out.columns) == [f"dec{j}" for j in range(TINY["embedding_dim"])]
+        assert model.predict(frame).shape == (len(X),)   # predict is not changed by set_output
+    finally:
+        model.set_output(transform="default")
+    with pytest.raises(ValueError, match="feature names"):
+        model.predict(frame.rename(columns={"f0": "other"}))
+
+
+def test_save_and_load_round_trip_without_pickle(fitted_on_frame, tmp_path):
+    model, frame = fitted_on_frame
+    folder = model.save()
+    assert folder == model.workdir_ and (folder / estimators.SAVED_JSON).is_file()
+    with np.load(folder / estimators.SAVED_ARRAYS, allow_pickle=False) as f:   # nothing pickled
+        assert any(k.startswith("params/") for k in f.files)
+    twin = estimators.DeepClusterer.load(folder)
+    assert type(twin) is DEC and twin.get_params() == model.get_params()
+    for name in ("labels_", "cluster_centers_", "selected_epoch_", "feature_names_in_"):
+        np.testing.assert_array_equal(getattr(twin, name), getattr(model, name))
+    np.testing.assert_array_equal(twin.transform(frame), model.transform(frame))
+    np.testing.assert_array_equal(twin.predict_proba(frame), model.predict_proba(frame))
+    assert twin.seed_ == model.seed_ and twin.selection_["phase"] == model.selection_["phase"]
+    assert twin.history_.shape == model.history_.shape
+    with pytest.raises(TypeError, match="holds a DEC, not a DKM"):
+        DKM.load(folder)
+    with pytest.raises(FileNotFoundError, match="no saved estimator"):
+        DEC.load(tmp_path)
+
+
+def test_fit_warns_when_the_seeds_agree_no_better_than_chance():
+    """Uniform noise, 3 seeds: the chance verdict reaches estimator users as a warning."""
+    noise = np.random.default_rng(0).random((150, 5))
+    with pytest.warns(estimators.ChanceWarning, match="no better than chance") as caught:
+        model = DKM(n_clusters=3, n_seeds=3, random_state=0, **TINY).fit(noise)
+    assert issubclass(caught[0].category, UserWarning)
+    assert model.chance_["looks_like_chance"] is True
+
+
+def test_no_chance_warning_on_clustered_data(fitted):
+    model = fitted[0][-1]
+    assert model.chance_["looks_like_chance"] is False
+
+
+def test_estimators_docstrings_follow_numpydoc():
+    """Every parameter of every estimator is documented (numpydoc)."""
+    docscrape = pytest.importorskip("numpydoc.docscrape")
+    for cls in estimators.ESTIMATORS.values():
+        doc = docscrape.ClassDoc(cls)
+        documented = {p.name for p in doc["Parameters"]}
+        assert set(cls().get_params()) <= documented, (cls.__name__, set(cls().get_params()) - documented)
+        attributes = {p.name for p in doc["Attributes"]}
+        assert {"labels_", "cluster_centers_", "n_features_in_", "history_", "chance_"} <= attributes, cls

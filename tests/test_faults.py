@@ -17,6 +17,8 @@ import pytest
 
 from conftest import tiny_config
 from dcjax import checkpointing, evaluate, testing, train
+from dcjax import config as config_lib
+from dcjax import workdir as workdir_lib
 
 REPO = Path(__file__).resolve().parents[1]
 CLUSTERING_EPOCHS = 6
@@ -228,10 +230,11 @@ def free_space(monkeypatch, module, free_bytes):
 
 
 def test_a_run_that_would_not_fit_the_disk_is_refused_saying_how_to_write_less(reference, tmp_path, monkeypatch):
-    free_space(monkeypatch, train, lambda: 1_000_000)
+    free_space(monkeypatch, workdir_lib, lambda: 1_000_000)
     with pytest.raises(checkpointing.DiskFullError, match="embedding_dtype=float16.*keep_resume_every") as refused:
         train.train_and_evaluate(config(), tmp_path)
-    assert {p.name for p in tmp_path.rglob("*") if p.is_file()} <= {"config.json", train.LOCK_FILE}   # no epoch
+    assert {p.name for p in tmp_path.rglob("*") if p.is_file()} <= {"config.json", train.LOCK_FILE,   # no epoch
+                                                                    workdir_lib.MARKER_FILE}
     # the estimate, against what the same run wrote
     estimate = float(re.search(r"about ([\d,.]+) MB", str(refused.value)).group(1).replace(",", "")) * 1e6
     written = sum(p.stat().st_size for p in reference.rglob("*") if p.is_file())
@@ -256,3 +259,32 @@ def test_a_full_disk_mid_run_ends_clearly_leaves_complete_checkpoints_and_the_ru
     assert checkpointing.list_epochs(tmp_path, "clustering") != list(range(CLUSTERING_EPOCHS + 1))   # it stopped
     train.train_and_evaluate(config(), tmp_path)
     assert_same_run(tmp_path, reference)
+
+
+@pytest.mark.parametrize("field, value, match", [
+    ("checkpoint.resume_every", 0, r"checkpoint.resume_every = 0 is invalid: it must be an integer >= 1"),
+    ("checkpoint.keep_resume_every", 3, r"keep_resume_every = 3 must be a multiple of checkpoint.resume_every \(2\)"),
+    ("pretrain.learning_rate", float("inf"), r"pretrain.learning_rate = inf is invalid: it must be a number > 0, finite"),
+    ("clustering.learning_rate", float("nan"), r"clustering.learning_rate = nan is invalid"),
+])
+def test_settings_that_cannot_train_are_refused_before_any_folder_or_compute(tmp_path, field, value, match):
+    """Before: a ZeroDivisionError, or a run that trained and ended in a FloatingPointError."""
+    with pytest.raises(config_lib.ConfigError, match=match):
+        train.train_and_evaluate(config(**{field: value}), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("algorithm, pretrain, clustering, refused", [
+    ("ae_kmeans", 1, 0, True), ("ae_kmeans", 2, 0, False),
+    ("dec", 0, 0, True), ("dec", 1, 0, True), ("dec", 2, 0, False), ("dec", 0, 1, False),
+])
+def test_epochs_the_selection_cannot_choose_among_are_refused(algorithm, pretrain, clustering, refused):
+    """Before: training ran, then the selection failed (selection.py:238 on no
+    pretraining epoch, np.gradient on one)."""
+    c = config_lib.make_config(algorithm, "digits")
+    c.pretrain.epochs, c.clustering.epochs = pretrain, clustering
+    if refused:
+        with pytest.raises(config_lib.ConfigError, match=r"pretrain.epochs = \d is too few"):
+            config_lib.validate(c)
+    else:
+        config_lib.validate(c)
