@@ -396,7 +396,7 @@ def select_launch(workdir, per_seed: dict, selector: str | None = None) -> dict:
         table = launch_table(parts, chosen, consensus, final_silhouettes(workdir, parts))
         choice = LAUNCH_SELECTORS[selector](table)
     labels = candidate_labels(parts, choice, consensus).astype(np.int32)
-    np.save(workdir / "selected_labels.npy", labels)
+    checkpointing.save_npy_atomic(workdir / "selected_labels.npy", labels)
     result = {"selector": selector if table is not None else None, **choice, "phase": parts.phase,
               "n_candidates": 0 if table is None else len(table), "labels": str(workdir / "selected_labels.npy")}
     if table is not None:

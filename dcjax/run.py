@@ -37,12 +37,12 @@ import numpy as np
 
 from dcjax import checkpointing, methods
 from dcjax.config import seed_ids
+from dcjax.workdir import LOCK_FILE   # the training driver's lock
 
 log = logging.getLogger(__name__)
 
 RUN_FILE = checkpointing.RUN_FILE
 SCORED = "scored"         # the scoring pass's partitions and point samples
-LOCK_FILE = "dcjax.lock"  # the training driver's lock (dcjax.train)
 SAMPLE_POINTS = 500       # the fixed point sample of the pooled indices and the launch silhouette (O(n^2) scores)
 SAMPLE_KEY = 0            # its seed: the same points for every epoch, seed and reader
 
@@ -65,16 +65,19 @@ def quiet_orbax():
 
 
 def is_locked(workdir) -> bool:
-    """Whether a live process holds the workdir's training lock. The lock is
-    an advisory lock on dcjax.lock (released by the kernel when its process
-    dies), so a stale file from a killed run does not count."""
+    """Whether a live process holds the workdir's training lock (`dcjax.workdir`).
+    On POSIX a shared, non-blocking probe that needs no write access (a run on
+    a read-only disk can be read); the lock is released by the kernel when its
+    process dies, so a stale file from a killed run does not count. Elsewhere,
+    `workdir.is_locked`'s own probe."""
     path = Path(workdir) / LOCK_FILE
     if not path.exists():
         return False
     try:
         import fcntl
-    except ImportError:   # no advisory locks (Windows): trust the file
-        return True
+    except ImportError:   # Windows
+        from dcjax import workdir as workdir_lib
+        return workdir_lib.is_locked(workdir)
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:

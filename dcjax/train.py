@@ -58,9 +58,9 @@ def _settle_seed_parallelism(config, workdir: Path):
     return config
 
 
-def _write_config(config, workdir: Path):
+def _write_config(config, workdir: Path, data_fingerprint: str | None = None):
     """Write config.json once; refuse to continue a run with another setup."""
-    workdir_lib.write_config(config, workdir, write=jax.process_index() == 0)
+    workdir_lib.write_config(config, workdir, write=jax.process_index() == 0, data_fingerprint=data_fingerprint)
 
 
 def disk_plans(config, trainer: Trainer, x, shapes, pre_ckpts, clu_ckpts) -> dict[str, dict[str, int]]:
@@ -324,9 +324,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
     data.validate(dataset.x, dataset.y, methods.n_centers(config, k), int(config.batch_size), name=dataset.name)
     with workdir_lib.claim(workdir, bool(config.get("allow_foreign_workdir", False))):   # after the checks: a refused run leaves no folder
         config = _settle_seed_parallelism(config, workdir)
-        _write_config(config, workdir)
+        facts = checkpointing.run_facts(dataset.x, dataset.y, k)
+        _write_config(config, workdir, data_fingerprint=facts["data_fingerprint"])
         if jax.process_index() == 0:
-            checkpointing.write_run_facts(workdir, checkpointing.run_facts(dataset.x, dataset.y, k))
+            checkpointing.write_run_facts(workdir, facts)
         n, d = dataset.x.shape
         trainer = make_train(config, n, d, k)
         pre_ckpts = checkpointing.PhaseCheckpoints.from_settings(workdir, "pretrain", config.checkpoint)

@@ -213,13 +213,15 @@ def check_config(config, workdir: Path) -> None:
                           f"({', '.join(changed)}); use a new --workdir")
 
 
-def write_config(config, workdir: Path, write: bool = True) -> None:
-    """Write config.json (the settings, and `provenance` of this run) after
-    `check_config`; `write=False` (a process other than 0) only checks."""
+def write_config(config, workdir: Path, write: bool = True, data_fingerprint: str | None = None) -> None:
+    """Write config.json (the settings, and `provenance` of this run, with the
+    data's fingerprint) after `check_config`; `write=False` (a process other
+    than 0) only checks."""
     check_config(config, workdir)
     if write:
         from dcjax import checkpointing
-        current = json.loads(config.to_json_best_effort()) | {"provenance": provenance()}
+        record = provenance() | ({"data_fingerprint": data_fingerprint} if data_fingerprint else {})
+        current = json.loads(config.to_json_best_effort()) | {"provenance": record}
         checkpointing.write_text_atomic(Path(workdir) / CONFIG_FILE, json.dumps(current, indent=2))
 
 

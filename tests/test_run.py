@@ -37,6 +37,8 @@ def test_training_writes_what_readers_need_at_its_start(ae_run):
     facts = json.loads((ae_run / run_lib.RUN_FILE).read_text())
     assert facts["n_clusters"] == 10 and facts["n"] == 400 and facts["d"] == 64 and facts["labelled"]
     assert facts["data_fingerprint"].startswith("sha256:") and len(facts["data_fingerprint"]) == 71
+    provenance = json.loads((ae_run / "config.json").read_text())["provenance"]
+    assert provenance["data_fingerprint"] == facts["data_fingerprint"] and provenance["jax"]
     record = run_lib.RunRecord(ae_run)
     assert (record.n_centers, record.seeds, record.selection_phase) == (10, [0, 1], "pretrain")
     assert record.status()["complete"] and record.status()["message"] is None
