@@ -139,14 +139,14 @@ def lock(workdir: Path):
     simply takes it over; a second launch while the first lives refuses at
     once, naming the first's pid."""
     path = Path(workdir) / LOCK_FILE
+    left = _holder(path)   # read before acquiring: filelock may truncate the file when it opens it
     held = filelock.FileLock(path, timeout=0)
     try:
         held.acquire()
     except filelock.Timeout:
-        raise WorkdirBusyError(f"{workdir} is in use by another dcjax run ({_holder(path) or 'unknown'}); wait for "
-                               "it to finish or stop it, or choose another --workdir") from None
+        raise WorkdirBusyError(f"{workdir} is in use by another dcjax run ({_holder(path) or left or 'unknown'}); "
+                               "wait for it to finish or stop it, or choose another --workdir") from None
     try:
-        left = _holder(path)
         if left:   # written by a process that did not get to clear it: killed
             log.warning("taking over the lock of %s in %s: that process no longer holds it", left, workdir)
         _write_holder(path, f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}")

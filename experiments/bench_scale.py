@@ -73,13 +73,14 @@ def save_state(path: Path, state: dict):
 def short_training(root: Path, seeds: int) -> dict:
     workdir = root / "mnist_dec_short"
     shutil.rmtree(workdir, ignore_errors=True)
+    load = round(os.getloadavg()[0], 1)
     cmd = [sys.executable, "-m", "dcjax.main", "--config", str(REPO / "configs" / "dec_mnist.py"),
            f"--config.seeds={seeds}", "--config.pretrain.epochs=2", "--config.clustering.epochs=2",
            "--config.progress=False", f"--workdir={workdir}"]
     out = timed(cmd, root, root / "train.log")
     from dcjax import checkpointing
     per_epoch = {p: checkpointing.load_records(workdir, p)[-1]["seconds"] for p in checkpointing.PHASES}
-    out |= {"seconds_per_epoch": per_epoch, "bytes": du(workdir),
+    out |= {"seconds_per_epoch": per_epoch, "bytes": du(workdir), "load_average_at_start": load,
             "full_protocol_hours": round((100 * per_epoch["pretrain"] + 150 * per_epoch["clustering"]) / 3600, 2)}
     return out
 
@@ -172,12 +173,14 @@ def disk_estimates(seeds: int) -> list[dict]:
 def write_markdown(state: dict, path: Path):
     lines = ["# The reading side at MNIST size, 10 seeds", "",
              "Written by `python experiments/bench_scale.py --root <folder>` "
-             f"({state.get('machine', '?')}; {state.get('date', '?')}). Wall time and peak RSS of each command "
+             f"({state.get('date', '?')}, 2 CPU cores shared with other jobs at times: each step gives its load "
+             "average). Wall time and peak RSS of each command "
              "from `/usr/bin/time -v`; targets from issue 29.", ""]
     t = state.get("train")
     if t:
         lines += ["## Training (measured, short)", "",
-                  f"`{t['command']}`: {t['seconds']} s, peak RSS {t['peak_rss_gb']} GB, {t['bytes'] / GB:.2f} GB on disk.",
+                  f"`{t['command']}`: {t['seconds']} s, peak RSS {t['peak_rss_gb']} GB, {t['bytes'] / GB:.2f} GB on disk "
+                  f"(load average {t.get('load_average_at_start', '?')} at its start).",
                   f"Seconds per epoch of all {state['seeds']} seeds (the second epoch of each phase, from records.jsonl): "
                   f"pretraining {t['seconds_per_epoch']['pretrain']:.1f} s, clustering {t['seconds_per_epoch']['clustering']:.1f} s. "
                   f"The full protocol (100 + 150 epochs) would take about **{t['full_protocol_hours']} h** here; "

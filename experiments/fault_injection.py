@@ -340,7 +340,7 @@ def full_disk(root: Path, reference: Path, rate: float | None) -> dict:
         rc = proc.wait(timeout=1800)
         filler.join()
         text = log.read_text()
-        clear = "DiskFullError" in text and "run the same command again" in text
+        clear = "is full" in text and "run the same command again" in text and "Traceback" not in text
         leftovers = list(workdir.rglob("*orbax-checkpoint-tmp*"))
         complete = True
         for phase in checkpointing.PHASES:
@@ -353,8 +353,9 @@ def full_disk(root: Path, reference: Path, rate: float | None) -> dict:
         (mount / "filler").unlink()
         again = launch(workdir, log=log).wait(timeout=1800)
         equal, why = same_run(workdir, reference) if again == 0 else (False, text[-500:])
-        stop = text[text.find("DiskFullError"):][:400]
+        stop = text[text.find("is full"):][:1200]
         path = ("the check before a save" if "nothing of that epoch was written" in stop else
+                "the check before training (the disk filled before the first epoch)" if "are free" in stop else
                 "a failed write (orbax, ENOSPC)" if "RESOURCE_EXHAUSTED" in stop or "No space left" in stop else
                 "a failed write (records, ENOSPC)" if "Errno 28" in stop else "?")
         return row(f"disk full mid-run: another file fills a tmpfs {how}; then, with room again, the same command",
