@@ -344,8 +344,10 @@ class PhaseCheckpoints:
             with open(self.records_path, "a") as f:
                 f.write(json.dumps(record) + "\n")
         self._write_epoch(epoch, state, lambda: snapshot)
-        if resume:
+        if resume:   # sealed at once: a killed run resumes from its newest resume point, so that one must be checked
             self._sealed_save(self.resume, epoch, state)
+            self.resume.wait_until_finished()
+            _seal(self.resume)
 
     def _check_room(self, nbytes: int, epoch: int):
         # Twice the item: asynchronous saves still in flight have not taken their space yet.
