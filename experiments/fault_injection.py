@@ -297,6 +297,7 @@ def second_launch(root: Path, reference: Path) -> dict:
     shutil.rmtree(workdir, ignore_errors=True)
     first = launch(workdir)
     wait_for(lambda: (workdir / "pretrain" / "records.jsonl").exists(), first)
+    first.send_signal(signal.SIGSTOP)   # frozen, lock held: a smoke run could otherwise end before its kill
     t0 = time.time()
     second = subprocess.run([sys.executable, "-m", "dcjax.main", *ARGS, "--config.seeds=2", f"--workdir={workdir}"],
                             cwd=REPO, env=ENV, capture_output=True, text=True)
@@ -335,7 +336,7 @@ def full_disk(root: Path, reference: Path, rate: float | None) -> dict:
     try:
         workdir = mount / "run"
         proc = launch(workdir, log=log)
-        wait_for(lambda: (workdir / "clustering" / "snapshots").exists(), proc)
+        wait_for(lambda: (workdir / "clustering" / "records.jsonl").exists(), proc)   # mid-run: clustering began
         import threading   # another writer takes the rest of the disk
         filler = threading.Thread(target=fill, args=(mount / "filler", rate, lambda: proc.poll() is not None))
         filler.start()
