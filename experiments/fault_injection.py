@@ -343,7 +343,8 @@ def full_disk(root: Path, reference: Path, rate: float | None) -> dict:
         rc = proc.wait(timeout=1800)
         filler.join()
         text = log.read_text()
-        clear = "is full" in text and "run the same command again" in text and "Traceback" not in text
+        said = [line for line in text.splitlines() if ": error: " in line and "is full" in line]
+        clear = bool(said) and "run the same command again" in said[-1]   # dcjax's own line (orbax logs its threads' tracebacks)
         leftovers = list(workdir.rglob("*orbax-checkpoint-tmp*"))
         complete = True
         for phase in checkpointing.PHASES:
@@ -356,7 +357,7 @@ def full_disk(root: Path, reference: Path, rate: float | None) -> dict:
         (mount / "filler").unlink()
         again = launch(workdir, log=log).wait(timeout=1800)
         equal, why = same_run(workdir, reference) if again == 0 else (False, text[-500:])
-        stop = text[text.find("is full"):][:1200]
+        stop = said[-1] if said else ""
         path = ("the check before a save" if "nothing of that epoch was written" in stop else
                 "the check before training (the disk filled before the first epoch)" if "are free" in stop else
                 "a failed write (orbax, ENOSPC)" if "RESOURCE_EXHAUSTED" in stop or "No space left" in stop else
