@@ -400,6 +400,32 @@ def one_line_error(text: str) -> bool:
     return len([line for line in text.splitlines() if "error" in line.lower()]) == 1 and "Traceback" not in text
 
 
+def unrelated_workdir(root: Path) -> dict:
+    """A user's own non-empty folder as --workdir: refused in one line, nothing
+    in it touched; with allow_foreign_workdir the run goes ahead, with a warning."""
+    workdir = root / "users_folder"
+    shutil.rmtree(workdir, ignore_errors=True)
+    (workdir / "report").mkdir(parents=True)
+    (workdir / "notes").mkdir()
+    for name, text in (("summary.json", '{"mine": 1}'), ("report.html", "<p>mine</p>"),
+                       ("report/figure.png", "png"), ("notes/todo.txt", "mine")):
+        (workdir / name).write_text(text)
+    before = {p: p.read_bytes() for p in workdir.rglob("*") if p.is_file()}
+    refused = subprocess.run([sys.executable, "-m", "dcjax.main", *ARGS, "--config.seeds=2", f"--workdir={workdir}"],
+                             cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
+    errors = [line for line in refused.stderr.splitlines() if ": error: " in line]
+    untouched = before == {p: p.read_bytes() for p in workdir.rglob("*") if p.is_file()}
+    allowed = subprocess.run([sys.executable, "-m", "dcjax.main", *ARGS, "--config.seeds=2", f"--workdir={workdir}",
+                              "--config.allow_foreign_workdir=True"], cwd=REPO, env=ENV, capture_output=True,
+                             text=True, timeout=1800)
+    warned = "holds other files" in allowed.stdout + allowed.stderr
+    held = refused.returncode == 2 and len(errors) == 1 and "not a dcjax workdir" in errors[0] and untouched
+    return row("an unrelated, non-empty --workdir (a user's summary.json, report.html, report/, notes/)", 2,
+               "1/1 refused in one line, exit 2" if held else f"no (rc {refused.returncode})",
+               "yes: no file of theirs changed" if untouched else "no", "none",
+               f"with --config.allow_foreign_workdir=True: exit {allowed.returncode}, warning: {warned}")
+
+
 def read_only_run(root: Path, reference: Path) -> dict:
     """A finished, never-selected run behind a read-only mount: select and report."""
     workdir = root / "read_only_run"
@@ -549,6 +575,7 @@ def main():
         "second_launch": lambda: second_launch(root, reference),
         "full_disk": lambda: full_disk(root, reference, rate=None),
         "full_disk_gradual": lambda: full_disk(root, reference, rate=2e6),
+        "unrelated_workdir": lambda: unrelated_workdir(root),
         "read_only_run": lambda: read_only_run(root, reference),
         "diverge_inf": lambda: inf_divergence(root),
         "in_progress": lambda: in_progress(root),
