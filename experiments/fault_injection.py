@@ -379,7 +379,9 @@ def child_diverge(index: int, from_epoch: int, argv: list[str], infinite: bool =
     from dcjax import main as dcjax_main, train
     from dcjax.testing import infinite_loss, poisoned
 
-    train.make_train = (infinite_loss if infinite else poisoned)(train.make_train, index, from_epoch)
+    from dcjax import replay
+    train.make_train = replay.make_train = (infinite_loss if infinite else poisoned)(train.make_train, index,
+                                                                                       from_epoch)
     dcjax_main.main(argv)
 
 

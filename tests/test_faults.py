@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from conftest import tiny_config
-from dcjax import checkpointing, evaluate, testing, train
+from dcjax import checkpointing, evaluate, replay, testing, train
 from dcjax import config as config_lib
 from dcjax import workdir as workdir_lib
 
@@ -156,7 +156,10 @@ def test_restoring_a_pruned_epoch_gives_its_exact_parameters_under_vmap(tmp_path
 def poison_seed(monkeypatch, index: int, from_epoch: int):
     """Seed `index` gets NaN weights in clustering epoch `from_epoch` and later
     (the fault-injection script's way of making one seed diverge)."""
-    monkeypatch.setattr(train, "make_train", testing.poisoned(train.make_train, index, from_epoch))
+    poisoned = testing.poisoned(train.make_train, index, from_epoch)
+    monkeypatch.setattr(train, "make_train", poisoned)
+    monkeypatch.setattr(replay, "make_train", poisoned)   # a pruned epoch is rebuilt by the same (poisoned) training
+    replay._replay_setup.cache_clear()
 
 
 def test_a_diverging_seed_is_frozen_and_flagged_while_the_others_equal_a_launch_without_it(
@@ -234,7 +237,7 @@ def test_a_run_that_would_not_fit_the_disk_is_refused_saying_how_to_write_less(r
     with pytest.raises(checkpointing.DiskFullError, match="embedding_dtype=float16.*keep_resume_every") as refused:
         train.train_and_evaluate(config(), tmp_path)
     assert {p.name for p in tmp_path.rglob("*") if p.is_file()} <= {"config.json", train.LOCK_FILE,   # no epoch
-                                                                    workdir_lib.MARKER_FILE}
+                                                                    workdir_lib.MARKER_FILE, "run.json"}
     # the estimate, against what the same run wrote
     estimate = float(re.search(r"about ([\d,.]+) MB", str(refused.value)).group(1).replace(",", "")) * 1e6
     written = sum(p.stat().st_size for p in reference.rglob("*") if p.is_file())

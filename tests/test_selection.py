@@ -286,7 +286,7 @@ def test_a_runs_study_table_round_trips_its_csv(run, tmp_path):
     feats = selection.features(base)
     picks = pd.concat([selection.select(feats, name).assign(run=base.attrs["run"], selector=name)
                        for name in selection.SELECTORS])
-    out = selection.outcomes(picks, truth)
+    out = study.outcomes(picks, truth)
     assert len(out) == len(picks) and {"regret", "acc_selected"} <= set(out.columns)
     last = out[out.selector == "last"]
     assert (last.epoch == last.final_epoch).all() and np.allclose(last.gain_vs_final, 0)
