@@ -79,6 +79,25 @@ def disk_plans(config, trainer: Trainer, x, shapes, pre_ckpts, clu_ckpts) -> dic
     return plans
 
 
+def planned_disk(config, n: int, d: int, n_clusters: int) -> dict[str, dict[str, int]]:
+    """`disk_plans` of a new run of `config` on n x d data with k clusters,
+    without data or a workdir (abstract shapes, a throwaway folder): what
+    the run's checkpoints will take, as training estimates it before it starts."""
+    import tempfile
+    trainer = make_train(config, n, d, n_clusters)
+    per_seed, _ = seed_sharding(int(config.seeds))
+    x = jax.ShapeDtypeStruct((n, d), jnp.float32)
+    shapes = state_shapes(trainer, seed_keys(config), x, per_seed)
+    with tempfile.TemporaryDirectory() as empty:
+        ckpts = [checkpointing.PhaseCheckpoints.from_settings(Path(empty), phase, config.checkpoint)
+                 for phase in checkpointing.PHASES]
+        try:
+            return disk_plans(config, trainer, x, shapes, *ckpts)
+        finally:
+            for c in ckpts:
+                c.close()
+
+
 def _record_bytes(losses_shape: dict, n_clusters: int) -> int:
     """Bytes of one records.jsonl line: ~24 characters per float in JSON."""
     floats = sum(int(np.prod(s.shape)) + s.shape[0] for s in losses_shape.values())

@@ -32,7 +32,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -144,23 +143,13 @@ def _settings(config: dict):
 # ------------------------------------------------------------ 3. disk, as dcjax estimates it
 
 def disk_estimates(seeds: int) -> list[dict]:
-    import jax
-    from dcjax import checkpointing, config as config_lib, train
+    from dcjax import config as config_lib, train
     rows = []
     for algorithm in ("ae_kmeans", "dec", "dcn", "dkm"):
         for dtype in ("float32", "float16"):
             c = config_lib.make_config(algorithm, "mnist")
             c.seeds, c.checkpoint.embedding_dtype = seeds, dtype
-            trainer = train.make_train(c, 70_000, 784, 10)
-            per_seed, _ = train.seed_sharding(seeds)
-            x = jax.ShapeDtypeStruct((70_000, 784), jax.numpy.float32)
-            shapes = train.state_shapes(trainer, train.seed_keys(c), x, per_seed)
-            with tempfile.TemporaryDirectory() as empty:
-                ckpts = [checkpointing.PhaseCheckpoints.from_settings(Path(empty), p, c.checkpoint)
-                         for p in checkpointing.PHASES]
-                plans = train.disk_plans(c, trainer, x, shapes, *ckpts)
-                for ck in ckpts:
-                    ck.close()
+            plans = train.planned_disk(c, 70_000, 784, 10)
             rows.append({"algorithm": algorithm, "embedding_dtype": dtype,
                          "snapshots_gb": round(sum(p["snapshots"] for p in plans.values()) / GB, 2),
                          "resume_points_gb": round(sum(p["resume points"] for p in plans.values()) / GB, 2),

@@ -14,7 +14,6 @@ import argparse
 import logging
 import resource
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
@@ -37,18 +36,7 @@ def estimate(workdir: Path) -> dict[str, dict[str, int]]:
     """The pre-training estimate for the same config in an empty workdir."""
     config = checkpointing.load_config(workdir)
     dataset = data.load_dataset(config.dataset)
-    k = int(config.dataset.n_clusters) or dataset.n_clusters
-    trainer = train.make_train(config, *dataset.x.shape, k)
-    per_seed, replicated = train.seed_sharding(int(config.seeds))
-    x = train.place(dataset.x, replicated)
-    shapes = train.state_shapes(trainer, train.place(train.seed_keys(config), per_seed), x, per_seed)
-    with tempfile.TemporaryDirectory() as empty:
-        ckpts = [checkpointing.PhaseCheckpoints.from_settings(Path(empty), phase, config.checkpoint)
-                 for phase in checkpointing.PHASES]
-        plans = train.disk_plans(config, trainer, x, shapes, *ckpts)
-        for c in ckpts:
-            c.close()
-    return plans
+    return train.planned_disk(config, *dataset.x.shape, int(config.dataset.n_clusters) or dataset.n_clusters)
 
 
 def main():
