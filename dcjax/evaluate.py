@@ -410,9 +410,12 @@ def main(argv: list[str] | None = None, prog: str = "python -m dcjax.evaluate"):
     """`dcjax evaluate`: `argv` without the program name (default: sys.argv[1:])."""
     from dcjax import cli
     FLAGS = cli.parse(prog, define_flags, argv, doc=__doc__, required=("workdir",))
-    table = evaluate_run(FLAGS.workdir, labels=FLAGS.labels, exact_silhouette=FLAGS.exact_silhouette,
-                         silhouette_samples=FLAGS.silhouette_samples, output=FLAGS.output,
-                         recompute=FLAGS.recompute, progress=FLAGS.progress, all_phases=FLAGS.all_phases)
+    try:
+        table = evaluate_run(FLAGS.workdir, labels=FLAGS.labels, exact_silhouette=FLAGS.exact_silhouette,
+                             silhouette_samples=FLAGS.silhouette_samples, output=FLAGS.output,
+                             recompute=FLAGS.recompute, progress=FLAGS.progress, all_phases=FLAGS.all_phases)
+    except (ValueError, FileNotFoundError, run_lib.RunReadError) as e:   # e.g. a table scored without labels
+        cli.fail(prog, e)
     trained = training_seconds(FLAGS.workdir)
     if table.attrs["damaged"]:
         print("left out, their snapshot damaged: " + ", ".join(f"{p} epoch {e}" for p, e in table.attrs["damaged"]))
