@@ -34,7 +34,7 @@ COMMANDS = {
     "train": ("dcjax.main", "train on a data set, every seed of the launch in one program (python -m dcjax.main)"),
     "select": ("dcjax.select", "choose each seed's epoch and the launch's seed without labels (writes selection.json)"),
     "report": ("dcjax.report", "one HTML page about a run (report.html), opens offline"),
-    "evaluate": ("dcjax.evaluate", "score every epoch of a run without labels (writes scores.csv)"),
+    "evaluate": ("dcjax.evaluate", "score every candidate epoch of a run without labels (writes scores.csv)"),
     "explain": ("dcjax.explain", "what each chosen cluster means, from tags (Deep Descriptive Clustering)"),
 }
 HELP_ARGS = ("-h", "--help", "-help", "--helpfull", "-?")
