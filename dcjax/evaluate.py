@@ -1,11 +1,15 @@
-"""Score every snapshot of a run into one table, `<workdir>/scores.csv`.
+"""Score every candidate snapshot of a run into one table, `<workdir>/scores.csv`.
 
-    python -m dcjax.evaluate --workdir runs/x [--exact_silhouette] [--nolabels]
+    dcjax evaluate --workdir runs/x [--all_phases] [--exact_silhouette] [--nolabels]
 
 or, from a notebook, `evaluate.evaluate_run("runs/x")` -> pandas.DataFrame.
 
-One row per seed x phase x epoch, both phases, every epoch that has a
-snapshot. Columns, in order:
+One row per seed x phase x epoch, every epoch that has a snapshot, of the
+phase selection reads (the clustering phase; pretraining for AE+k-means), or
+of both phases with `--all_phases`. The same pass, reading each snapshot
+once, stores each epoch's partitions and its embedding at a fixed point
+sample under `scored/` (`dcjax.run`): the rest of the reading side reads
+those. Columns, in order:
 
 * `seed`, `phase`, `epoch` (the key), `assignment_source`: 'algorithm' (the
   run's own hard assignment, clustering phase) or 'kmeans' (pretraining
