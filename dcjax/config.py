@@ -121,7 +121,11 @@ def get_default_config() -> ml_collections.ConfigDict:
         resume_every=10, keep_resume_every=50,
         embedding_dtype="float32",  # 'float16' halves the snapshot size
         compress=False,  # zstd: ~25% smaller states, ~0.1 s more CPU per USPS save
-        check_disk=True))  # refuse a run whose checkpoints would not fit the free disk
+        check_disk=True,  # refuse a run whose checkpoints would not fit the free disk
+        # 'background': a writer thread saves each epoch while the device runs
+        # the next ones (dcjax/epoch_writer.py); 'inline': the loop saves each
+        # epoch itself, one epoch behind. The same files either way.
+        writer="background"))
     # Tag supervision (dcjax/tags.py), off by default: weight (lambda_tag) > 0
     # adds a tag head trained by BCE; pairwise_weight > 0 DDC's pairwise loss on
     # pairs its explanations agree on (alpha: the ILP's coverage; gamma: Eq. 5's).
@@ -238,6 +242,7 @@ _CHOICES = {
     "algorithm": ALGORITHMS,
     "seed_parallelism": ("auto", "vmap", "loop"),
     "dataset.normalize": ("auto", "feature", "channel", "none", "tabular", "image"),
+    "checkpoint.writer": ("background", "inline"),
 }
 
 

@@ -24,6 +24,7 @@ import numpy as np
 from sklearn.cluster import KMeans
 
 from dcjax import checkpointing, compilation_cache, data, methods
+from dcjax.epoch_writer import EpochWriter
 from dcjax import workdir as workdir_lib
 from dcjax import config as config_lib
 from dcjax.config import ConfigError, seed_ids
@@ -133,19 +134,22 @@ def _record(epoch: int, seconds: float, losses: dict, sizes=None, active=None, d
 
 
 def _run_phase(name: str, ckpts: checkpointing.PhaseCheckpoints, state, epoch_fn, n_epochs: int,
-               x, progress: bool, alive=None, snapshot_fn=None, seeds=None):
+               x, progress: bool, alive=None, snapshot_fn=None, seeds=None, background: bool = True,
+               stats: dict | None = None):
     """Run epochs state.epoch+1 .. n_epochs, saving after each. Returns the
     state and the alive mask. A seed whose loss goes non-finite keeps its
     last finite state (and snapshot, rebuilt by `snapshot_fn`) for the rest
-    of the run; FloatingPointError once every seed has."""
+    of the run; FloatingPointError once every seed has. `stats` (a dict)
+    receives the seconds the loop waited for the writer (`stalled`)."""
     from tqdm.auto import tqdm
 
-    # Epoch e+1 is dispatched (JAX runs it asynchronously) before epoch e is
-    # waited for and saved, so the host work of a save (the record, orbax's
-    # synchronous part) overlaps the next epoch's compute instead of leaving
-    # the device idle. Nothing is donated, so the saved arrays stay valid.
-    # `seconds` is the time between two epochs' results: the epoch's cost
-    # in a running loop, saves included.
+    # The loop only dispatches: JAX runs each epoch asynchronously, and the
+    # divergence check (`keep_finite`) stays on the device. Everything that
+    # needs the host -- losses, divergence flags, the record, the saves --
+    # happens in the EpochWriter's thread, in epoch order, while the device
+    # runs the next epochs. Nothing is donated, so the arrays handed over
+    # stay valid. `seconds` in a record is the time between two epochs'
+    # results as the writer fetches them: the epoch's cost in a running loop.
     start = int(np.max(to_host(state["epoch"])))   # a frozen seed's own counter stays behind
     n_seeds = jax.tree.leaves(state)[0].shape[0]
     seeds = seeds or list(range(n_seeds))
@@ -154,7 +158,7 @@ def _run_phase(name: str, ckpts: checkpointing.PhaseCheckpoints, state, epoch_fn
     bar = tqdm(total=n_epochs, initial=start, desc=name, disable=not progress, unit="epoch")
     last_done = time.perf_counter()
 
-    def finish(epoch, epoch_state, out, alive_before, alive_after):
+    def write(epoch, epoch_state, out, alive_before, alive_after):
         nonlocal last_done
         out = dict(out)
         losses, was_alive, is_alive = to_host((out.pop("losses"), alive_before, alive_after))
@@ -181,17 +185,21 @@ def _run_phase(name: str, ckpts: checkpointing.PhaseCheckpoints, state, epoch_fn
                                  "now diverged (see 'diverged' in records.jsonl); lower the learning rate or "
                                  "check the data")
 
-    pending = None
-    for epoch in range(start + 1, n_epochs + 1):
-        new_state, out = epoch_fn(state, x)
-        state, alive_next = keep_finite(state, new_state, out["losses"], alive)
-        if pending is not None:
-            finish(*pending)
-        pending = (epoch, state, out, alive, alive_next)
-        alive = alive_next
-    if pending is not None:
-        finish(*pending)
-    bar.close()
+    writer = EpochWriter(write, background=background, name=f"dcjax-writer-{ckpts.root.name}")
+    try:
+        for epoch in range(start + 1, n_epochs + 1):
+            new_state, out = epoch_fn(state, x)
+            state, alive_next = keep_finite(state, new_state, out["losses"], alive)
+            writer.submit(epoch, state, out, alive, alive_next)
+            alive = alive_next
+        writer.close()
+    except BaseException:
+        writer.abandon()
+        raise
+    finally:
+        bar.close()
+        if stats is not None:
+            stats["stalled"] = stats.get("stalled", 0.0) + writer.stalled
     return state, alive
 
 
@@ -388,6 +396,7 @@ def _train(config, workdir: Path, trainer: Trainer, dataset, pre_ckpts, clu_ckpt
     _agree(_check_disk(config, workdir, plans) if jax.process_index() == 0 else None)
 
     n_seeds = len(seeds)
+    background = config.checkpoint.get("writer", "background") == "background"
     cstate = _resume(clu_ckpts, cstate_shape, trainer.cluster_snapshot, x)
     if cstate is None:
         if config.pretrained_from:
@@ -401,7 +410,7 @@ def _train(config, workdir: Path, trainer: Trainer, dataset, pre_ckpts, clu_ckpt
             alive = place(checkpointing.alive_at(workdir, "pretrain", done, n_seeds), per_seed)
             pstate, alive = _run_phase("pretrain", pre_ckpts, pstate, trainer.pretrain_epoch,
                                        int(config.pretrain.epochs), x, config.progress, alive=alive,
-                                       snapshot_fn=trainer.pretrain_snapshot, seeds=seeds)
+                                       snapshot_fn=trainer.pretrain_snapshot, seeds=seeds, background=background)
             ae_params = pstate["params"]
         cstate, snapshot = trainer.init_clustering(ae_params, keys, x)
         clu_ckpts.save(0, cstate, snapshot, None)
@@ -409,4 +418,5 @@ def _train(config, workdir: Path, trainer: Trainer, dataset, pre_ckpts, clu_ckpt
         done = int(np.max(to_host(cstate["epoch"])))
         alive = place(checkpointing.alive_at(workdir, "clustering", done, n_seeds), per_seed)
     return _run_phase(config.algorithm, clu_ckpts, cstate, trainer.cluster_epoch, int(config.clustering.epochs),
-                      x, config.progress, alive=alive, snapshot_fn=trainer.cluster_snapshot, seeds=seeds)
+                      x, config.progress, alive=alive, snapshot_fn=trainer.cluster_snapshot, seeds=seeds,
+                      background=background)

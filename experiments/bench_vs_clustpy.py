@@ -243,8 +243,10 @@ class DcjaxSide:
             jax.block_until_ready((state, out))
         return time.perf_counter() - t0
 
-    def time_pipeline(self, phase: str, epochs: int, workdir: Path) -> float:
-        """train_and_evaluate's per-epoch loop (`train._run_phase`) with real checkpoints."""
+    def time_pipeline(self, phase: str, epochs: int, workdir: Path, background: bool = True,
+                      stats: dict | None = None) -> float:
+        """train_and_evaluate's per-epoch loop (`train._run_phase`) with real
+        checkpoints, its writer in the background (the default) or inline."""
         self.prepare(phase)
         state = self.start[phase]
         with tempfile.TemporaryDirectory(dir=workdir) as tmp:
@@ -255,7 +257,8 @@ class DcjaxSide:
                 resume_every=int(cfg.resume_every))
             done = int(np.asarray(state["epoch"]).reshape(-1)[0])
             t0 = time.perf_counter()
-            train._run_phase(phase, ckpts, state, self.epoch_fn(phase), done + epochs, self.x, progress=False)
+            train._run_phase(phase, ckpts, state, self.epoch_fn(phase), done + epochs, self.x, progress=False,
+                             background=background, stats=stats)
             ckpts.wait()
             seconds = time.perf_counter() - t0
             ckpts.close()

@@ -198,7 +198,10 @@ def damaged_snapshot(root: Path, reference: Path, how: str) -> dict:
     shutil.rmtree(workdir, ignore_errors=True)
     shutil.copytree(reference, workdir, ignore=shutil.ignore_patterns("scores.csv", "selection.json",
                                                                       "keep_epochs.json"))
-    victim = largest_file(workdir / "clustering" / "snapshots" / "3")
+    from dcjax import checkpointing
+    item = checkpointing.epoch_dir(workdir, 3)   # the block item holding epoch 3 (and its neighbours)
+    lost = [e for e in checkpointing.list_epochs(workdir) if checkpointing.epoch_dir(workdir, e) == item]
+    victim = largest_file(item)
     os.truncate(victim, victim.stat().st_size // 2) if how == "truncated" else victim.unlink()
     logs = []
     for module, extra in (("dcjax.evaluate", []), ("dcjax.select", ["--selector", "pooled_silhouette"])):
@@ -209,19 +212,20 @@ def damaged_snapshot(root: Path, reference: Path, how: str) -> dict:
     import pandas as pd
     ours, theirs = pd.read_csv(workdir / "scores.csv"), pd.read_csv(reference / "scores.csv")
     key = ["seed", "phase", "epoch"]
-    theirs = theirs[~((theirs.phase == "clustering") & (theirs.epoch == 3))]
+    theirs = theirs[~((theirs.phase == "clustering") & theirs.epoch.isin(lost))]
     columns = [c for c in ours.columns if c not in ("eval_seconds",)]
     merged = ours.merge(theirs, on=key, suffixes=("", "_ref"))
-    after = (merged.phase == "clustering") & (merged.epoch == 4)   # its previous epoch is the damaged one
+    after = (merged.phase == "clustering") & (merged.epoch == max(lost) + 1)   # its previous epoch is damaged
     for c in ("ari_vs_previous", "nmi_vs_previous", "changed_fraction"):
         merged.loc[after, [c, f"{c}_ref"]] = np.nan
     equal = len(ours) == len(theirs) == len(merged) and all(
         np.allclose(merged[c], merged[f"{c}_ref"], equal_nan=True, rtol=0, atol=0)
         for c in columns if c not in key and merged[c].dtype.kind == "f")
-    return row(f"{how} file in a snapshot (clustering epoch 3), then dcjax.evaluate and dcjax.select",
+    return row(f"{how} file in a snapshot item (clustering epochs {min(lost)}-{max(lost)}, one block), "
+               "then dcjax.evaluate and dcjax.select",
                2, f"{sum(rc == 0 for rc, _ in logs)}/2", "yes (every other epoch's scores)" if equal else "no",
-               "that epoch's snapshot: left out of scores.csv and of the candidates (and epoch 4's stability "
-               "against it)",
+               f"those epochs' snapshots: left out of scores.csv and of the candidates (and epoch {max(lost) + 1}'s "
+               "stability against the last)",
                f"both say which epoch is damaged: {said}")
 
 

@@ -13,8 +13,12 @@
 #   bash experiments/gpu_session.sh [MNIST_FIRST_SEED] [MNIST_SEEDS] [MNIST_SECONDS]
 #   STEPS=fmnist,unseen,deccs,scale bash experiments/gpu_session.sh   # a second call: the rows still open
 #
-# STEPS (default bench,compile,protocol) picks the steps; each has its own
+# STEPS (default pipeline,bench,compile,protocol) picks the steps; each has its own
 # timeout, so one call stays under the device tool's 10 minutes:
+# pipeline: the loop (background writer, snapshot blocks) against the bare
+#    epoch, before and after, 1 and 10 seeds, USPS then MNIST
+#    (experiments/bench_pipeline.py; targets: after <= 1.3x bare), and the
+#    10-seed epoch's profile (experiments/profile_seed_scaling.py --trace).
 # 1. The benchmark against ClustPy on the GPU, USPS: 1 seed each, alternating,
 #    every phase; dcjax's cost of 10 seeds in one (vmapped) launch against 1.
 # 2. The published protocol on MNIST for seeds FIRST..FIRST+SEEDS-1 in one
@@ -39,8 +43,21 @@ export PYTHONPATH=/tmp/site:$PWD
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 python3 -c "import jax, flax, optax, orbax.checkpoint, torch, clustpy; print('jax', jax.__version__, jax.devices(), 'flax', flax.__version__, 'torch', torch.__version__, torch.cuda.is_available())"
 
-STEPS=",${STEPS:-bench,compile,protocol},"
+STEPS=",${STEPS:-pipeline,bench,compile,protocol},"
 step() { [[ "$STEPS" == *",$1,"* ]]; }
+
+if step pipeline; then
+start=$(date +%s)
+timeout ${PIPELINE_SECONDS:-150} python3 experiments/bench_pipeline.py --seeds-list 1,10 --phases pretrain,dec,dkm \
+    --phases-many pretrain,dec --epochs 50 --epochs-many 50 --repeats 3 --repeats-many 3 --parts \
+    --scratch /tmp/pipeline --output "$OUT/pipeline_gpu_usps.md" 2>&1 | tail -12
+timeout ${PIPELINE_MNIST_SECONDS:-120} python3 experiments/bench_pipeline.py --dataset mnist --seeds-list 1,10 \
+    --phases pretrain,dec --phases-many pretrain,dec --epochs 20 --epochs-many 20 --repeats 2 --repeats-many 2 \
+    --scratch /tmp/pipeline --output "$OUT/pipeline_gpu_mnist.md" 2>&1 | tail -8
+timeout ${PROFILE_SECONDS:-90} python3 experiments/profile_seed_scaling.py --seeds-list 1,10 --trace "$OUT/trace" \
+    --output "$OUT/seed_scaling_gpu.md" 2>&1 | tail -12
+echo "pipeline: $(( $(date +%s) - start )) s"
+fi
 
 if step bench; then
 start=$(date +%s)

@@ -106,16 +106,18 @@ def test_deccs_stops_when_agreement_stops_gaining(deccs_run):
 
 
 def test_deccs_killed_between_rounds_resumes_to_the_uninterrupted_result(deccs_run, tmp_path):
-    """What a kill after round 3 leaves on disk (snapshots and records up to
-    epoch 3, resume points 0 and 2; tests/test_train.py kills real
-    processes): it resumes from epoch 2 and replays rounds 3-6."""
+    """What a kill after round 3 leaves on disk (resume points 0 and 2 and the
+    snapshot blocks written with them; epoch 3's snapshot was still waiting
+    for its block; tests/test_faults.py kills real processes): it resumes
+    from epoch 2 and replays rounds 3-6."""
     reference, summary = deccs_run
     killed = tmp_path / "killed"
     shutil.copytree(reference, killed)
     for epoch in (4, 6):
         shutil.rmtree(checkpointing.epoch_dir(killed, epoch, kind="resume"))
-    for epoch in (4, 5, 6):
-        shutil.rmtree(checkpointing.epoch_dir(killed, epoch))
+    for item in {checkpointing.epoch_dir(killed, epoch) for epoch in (3, 4, 5, 6)}:
+        shutil.rmtree(item)
+    assert checkpointing.list_epochs(killed) == [0, 1, 2]
     (killed / "summary.json").unlink()
     assert checkpointing.list_epochs(killed, kind="resume") == [0, 2]
     assert train.train_and_evaluate(deccs_config(), killed) == summary

@@ -118,20 +118,26 @@ def test_bytes_overwritten_in_place_are_damage_and_resume_falls_back(reference, 
 def test_a_damaged_snapshot_or_state_is_reported_never_returned_and_evaluation_goes_on(reference, tmp_path, caplog):
     workdir = tmp_path / "run"
     shutil.copytree(reference, workdir)
-    snapshot = largest_file(workdir / "clustering" / "snapshots" / "3")
+    # Snapshots are written in blocks, one item per resume point (every 2 epochs here):
+    # a damaged file in the item of epochs 3-4 loses both.
+    item = checkpointing.epoch_dir(workdir, 3)
+    assert item.name == "4" and checkpointing.epoch_dir(workdir, 4) == item
+    snapshot = largest_file(item)
     os.truncate(snapshot, snapshot.stat().st_size // 2)
     (largest_file(workdir / "clustering" / "resume" / "4")).unlink()
     with pytest.raises(checkpointing.DamagedCheckpointError, match="snapshot of epoch 3"):
         checkpointing.load_snapshot(workdir, 3)
+    with pytest.raises(checkpointing.DamagedCheckpointError, match="snapshot of epoch 4"):
+        checkpointing.load_snapshot(workdir, 4)
     with pytest.raises(checkpointing.DamagedCheckpointError, match="epoch 4"):
         checkpointing.load_state(workdir, 4)      # stored there, unreadable: reported, not replayed around
     with caplog.at_level(logging.WARNING, logger="dcjax"):
         table = evaluate.evaluate_run(workdir, progress=False)
-    assert table.attrs["damaged"] == [("clustering", 3)]
+    assert table.attrs["damaged"] == [("clustering", 3), ("clustering", 4)]
     assert any("snapshot of epoch 3" in r.message and "left out" in r.message for r in caplog.records)
     clustering = table[table.phase == "clustering"]
-    assert sorted(set(clustering.epoch)) == [0, 1, 2, 4, 5, 6]
-    assert clustering[clustering.epoch == 4].ari_vs_previous.isna().all()   # its previous epoch is missing
+    assert sorted(set(clustering.epoch)) == [0, 1, 2, 5, 6]
+    assert clustering[clustering.epoch == 5].ari_vs_previous.isna().all()   # its previous epoch is missing
     # a pruned epoch after the damaged resume point replays from the one before it
     for u, v in zip(leaves(checkpointing.load_state(workdir, 5)), leaves(checkpointing.load_state(reference, 5))):
         np.testing.assert_array_equal(u, v)
@@ -291,3 +297,79 @@ def test_epochs_the_selection_cannot_choose_among_are_refused(algorithm, pretrai
             config_lib.validate(c)
     else:
         config_lib.validate(c)
+
+
+# -- the background writer (dcjax/epoch_writer.py)
+
+def test_an_error_inside_the_writer_stops_it_and_reaches_the_loop():
+    from dcjax.epoch_writer import EpochWriter
+    written = []
+
+    def write(epoch):
+        if epoch == 3:
+            raise OSError(28, "No space left on device")
+        written.append(epoch)
+    for background in (True, False):
+        written.clear()
+        writer = EpochWriter(write, depth=2, background=background)
+        with pytest.raises(OSError, match="No space left"):
+            for epoch in range(1, 20):
+                writer.submit(epoch)
+            writer.close()
+        writer.abandon()
+        assert written == [1, 2]    # nothing after the failed epoch, in order
+    assert not [t for t in __import__("threading").enumerate() if t.name.startswith("dcjax-epoch-writer")]
+
+
+def test_the_loop_waits_for_the_writer_only_when_it_is_depth_epochs_behind():
+    from dcjax.epoch_writer import EpochWriter
+    release, written = __import__("threading").Event(), []
+    writer = EpochWriter(lambda e: (release.wait(), written.append(e)), depth=2)
+    start = time.perf_counter()
+    writer.submit(1)
+    writer.submit(2)                  # 1 is being written, 2 waits: no stall yet
+    assert time.perf_counter() - start < 0.5 and written == []
+    release.set()
+    writer.close()
+    assert written == [1, 2]
+
+
+CLI_ARGS = ["--config", "configs/dec_digits.py:smoke", "--config.dataset.subsample=400", "--config.batch_size=64",
+            "--config.seeds=2", "--config.pretrain.epochs=3", f"--config.clustering.epochs={CLUSTERING_EPOCHS}",
+            "--config.kmeans.n_init=3", "--config.progress=False", "--config.checkpoint.resume_every=2",
+            "--config.checkpoint.keep_resume_every=4", "--config.seed_parallelism=loop"]
+
+
+def test_a_run_killed_at_random_moments_resumes_bit_identically(reference, tmp_path):
+    """SIGKILL while the background writer has epochs in hand (at random
+    moments, and while orbax is writing an item), then the same command:
+    what is on disk equals the uninterrupted run's, bit for bit."""
+    import random
+    import signal
+    assert config().checkpoint.writer == "background"
+    rng, workdir, kills = random.Random(0), tmp_path / "run", 0
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    command = [sys.executable, "-m", "dcjax.main", *CLI_ARGS, f"--workdir={workdir}"]
+    for attempt in range(6):
+        proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.time() + 300
+        if attempt % 2:   # the moment an item's temporary folder appears
+            while proc.poll() is None and time.time() < deadline and not any(
+                    workdir.glob("*/*/*.orbax-checkpoint-tmp*")):
+                time.sleep(0.002)
+        else:             # once training has written something, a random moment after
+            while proc.poll() is None and time.time() < deadline and not (workdir / "pretrain").exists():
+                time.sleep(0.01)
+            time.sleep(rng.uniform(0.0, 3.0))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait()
+        if kills == 3:
+            break
+        if proc.returncode == 0:   # finished before the moment came: start over
+            shutil.rmtree(workdir)
+    assert kills == 3
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert_same_run(workdir, reference)

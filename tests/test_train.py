@@ -84,7 +84,10 @@ def test_one_checkpoint_per_epoch_per_phase(three_seed_run):
     # by default model states are stored only in resume points; load_state replays the other epochs
     assert checkpointing.list_epochs(workdir, "pretrain", "state") == [3]
     assert checkpointing.list_epochs(workdir, "clustering", "state") == [0, 8]
-    assert sorted(p.name for p in (workdir / "clustering").iterdir()) == ["records.jsonl", "resume", "snapshots"]
+    assert sorted(p.name for p in (workdir / "clustering").iterdir()) == ["records.jsonl", "resume", "snapshot_blocks"]
+    # the snapshots as blocks, one item per resume point: epoch 0, then 1..8 (the last epoch is one)
+    assert sorted(int(p.name) for p in (workdir / "clustering" / "snapshot_blocks").iterdir()
+                  if p.name.isdigit()) == [0, 8]
     # the full state, optimiser included, only at resume points (every 10 epochs, the last; newest 2 kept)
     assert cfg.checkpoint.resume_every == 10
     assert checkpointing.list_epochs(workdir, "pretrain", "resume") == [3]
@@ -203,7 +206,7 @@ def test_the_three_layouts_hold_the_same_epochs(tmp_path):
     train.train_and_evaluate(tiny_config("dcn", clustering_epochs=3), replay)
     assert (joint / "clustering" / checkpointing.JOINT).exists() and not (joint / "clustering" / "state").exists()
     assert (split / "clustering" / "snapshots").exists() and not (split / "clustering" / checkpointing.JOINT).exists()
-    assert sorted(p.name for p in (replay / "clustering").iterdir()) == ["records.jsonl", "resume", "snapshots"]
+    assert sorted(p.name for p in (replay / "clustering").iterdir()) == ["records.jsonl", "resume", "snapshot_blocks"]
     for phase, last in (("pretrain", 2), ("clustering", 3)):
         first = 1 if phase == "pretrain" else 0
         for kind in ("snapshots", "state"):
@@ -244,8 +247,9 @@ def test_retention_keeps_epochs_a_selector_asked_for(tmp_path):
 def test_a_run_killed_before_its_first_resume_point_starts_over_to_the_same_result(tmp_path):
     cfg = tiny_config("dec", pretrain_epochs=3, clustering_epochs=2, **{"checkpoint.resume_every": 10})
     reference = train.train_and_evaluate(cfg, tmp_path / "reference")
-    # What a run killed in pretraining epoch 3 leaves: epochs 1-2 (model states, snapshots,
-    # records) and no resume point, since the first comes at epoch 10 or at the end of the phase.
+    # What a run killed in pretraining epoch 3 leaves: no resume point, since the first comes at
+    # epoch 10 or at the end of the phase, and so nothing of epochs 1-2 either (their snapshots
+    # and records wait in memory for the block written with the resume point).
     killed = tmp_path / "killed"
     ds = data.load_dataset(cfg.dataset)
     trainer = train.make_train(cfg, *ds.x.shape, ds.n_clusters)
@@ -256,7 +260,8 @@ def test_a_run_killed_before_its_first_resume_point_starts_over_to_the_same_resu
         ckpts.save(epoch, state, out, {"epoch": epoch, "loss": {}})
     ckpts.wait()
     ckpts.close()
-    assert checkpointing.list_epochs(killed, "pretrain") == [1, 2]
+    assert checkpointing.list_epochs(killed, "pretrain") == []
+    assert checkpointing.load_records(killed, "pretrain") == []
     assert checkpointing.list_epochs(killed, "pretrain", "resume") == []
     assert train.train_and_evaluate(cfg, killed)["seeds"] == reference["seeds"]
     for phase, last in (("pretrain", 3), ("clustering", 2)):
