@@ -469,14 +469,14 @@ def in_progress(root: Path) -> dict:
     """dcjax.select while the run trains: it reads what is there and says the run is still running."""
     workdir = root / "in_progress"
     shutil.rmtree(workdir, ignore_errors=True)
-    proc = launch(workdir, "--config.clustering.epochs=60")   # long enough to be read while it runs
+    proc = launch(workdir, "--config.clustering.epochs=400")   # long enough to be read while it runs
     wait_for(lambda: len(checkpointing.load_records(workdir, "clustering")) >= 2, proc)
     rc, text, seconds = read("dcjax.select", workdir)
     still = proc.poll() is None
     finished = proc.wait(timeout=1800)
     said = "training is still running" in text
     damaged = "damaged" in text
-    return row("dcjax.select while training runs (60 clustering epochs; read after epoch 2)", 2,
+    return row("dcjax.select while training runs (400 clustering epochs; read after epoch 2)", 2,
                "1/1" if rc == 0 and finished == 0 else f"select rc {rc}, train rc {finished}", "n/a", "none",
                f"says the run is in progress: {said}; an epoch called damaged: {damaged}; "
                f"training still running when select ended: {still} ({seconds:.1f} s)")
