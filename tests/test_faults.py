@@ -258,9 +258,12 @@ def test_a_full_disk_mid_run_ends_clearly_leaves_complete_checkpoints_and_the_ru
         saves.append(1)
         return 10 ** 12 if len(saves) < 8 else 10
     free_space(monkeypatch, checkpointing, free)
-    with pytest.raises(checkpointing.DiskFullError, match="disk holding .* is full.*run the same command again"):
+    assert config().checkpoint.writer == "background"   # the save that fails runs in the writer thread
+    with pytest.raises(checkpointing.DiskFullError, match="disk holding .* is full.*run the same command again") as e:
         train.train_and_evaluate(config(), tmp_path)
     monkeypatch.undo()
+    assert "\n" not in str(e.value)                      # the CLI prints it as one line
+    assert not [t for t in __import__("threading").enumerate() if t.name.startswith("dcjax-writer")]
     assert not list(tmp_path.rglob("*orbax-checkpoint-tmp*"))
     for phase in checkpointing.PHASES:       # what is there is complete
         for epoch in checkpointing.list_epochs(tmp_path, phase):
