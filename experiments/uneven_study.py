@@ -201,7 +201,7 @@ def study_launch(name: str, algorithm: str, assessor: dict) -> tuple[dict, pd.Da
         row[f"{sel}_choice"] = choice["candidate"]
     row["default"] = row[launch.default_selector(parts)]
     picks = pd.concat([default_picks.assign(selector="default"),
-                       selection.select(feats, "final").assign(selector="final")])
+                       selection.select(feats, "last").assign(selector="last")])
     if alg in launch_study.TRAINED_ON:
         picks = pd.concat([picks, selection.select(feats, launch_study.PER_SEED, assessor).assign(selector="primary")])
     picks = picks.assign(run=base.attrs["run"])[["run", "selector", "seed", "epoch"]]
@@ -255,9 +255,10 @@ def per_seed_rows(outcomes: pd.DataFrame) -> list[dict]:
 
 
 def section(split, launches, outcomes, seconds, names) -> list[str]:
-    per_launch = [{"launch": r.launch, "class ratio": f"{r.class_ratio:.1f}",
-                   "median final size entropy": f"{r.final_size_entropy_median:.3f}",
-                   **{c: pts(r[c]) for c in ["median_final", *CHOICES, "oracle"]}} for r in launches.itertuples()]
+    per_launch = [{"launch": r["launch"], "class ratio": f"{r['class_ratio']:.1f}",
+                   "median final size entropy": f"{r['final_size_entropy_median']:.3f}",
+                   **{c: pts(r[c]) for c in ["median_final", *CHOICES, "oracle"]}}
+                  for r in launches.to_dict("records")]
     return [f"### {split} launches ({len(launches)}; data sets: {', '.join(names)})", "",
             f"Command: `python experiments/uneven_study.py score --split {split}` ({seconds:.0f} s). ACC in points.",
             "", *markdown(pd.DataFrame(per_launch)), "",
@@ -313,7 +314,7 @@ def main():
     ap.add_argument("command", choices=["build", "train", "score", "balanced"])
     ap.add_argument("--only", nargs="*", default=None, help="data sets (default: the grid, in order)")
     ap.add_argument("--algorithms", default=",".join(ALGORITHMS))
-    ap.add_argument("--split", choices=["tune", "test"])
+    ap.add_argument("--split", choices=["tune", "test", "check"])
     args = ap.parse_args()
     logging.getLogger("absl").setLevel(logging.ERROR)
     names = args.only or GRID
