@@ -56,7 +56,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import launch_study  # noqa: E402
 from selection_study import markdown  # noqa: E402
 
-from dcjax import config as config_lib, launch, selection, study, train  # noqa: E402
+from dcjax import chance, config as config_lib, launch, selection, study, train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "runs" / "uneven"
@@ -195,6 +195,9 @@ def study_launch(name: str, algorithm: str, assessor: dict) -> tuple[dict, pd.Da
            "median_final": float(np.median(finals)), "oracle": float(truth.acc.max()),
            "per_seed_default": float(np.mean([acc[(s, e)] for s, e in chosen.items()])),
            "final_size_entropy_median": float(table[table.selected].final_size_entropy.median())}
+    verdict = chance.chance_test(parts.labels[-1].astype(np.int32), parts.n_clusters)   # the final partitions
+    row |= {"chance_value": verdict["value"], "chance_lo": verdict["interval"][0], "chance_hi": verdict["interval"][1],
+            "chance_verdict": {True: "chance", False: "structure", None: "inconclusive"}[verdict["looks_like_chance"]]}
     choices = {sel: f(table) for sel, f in launch.LAUNCH_SELECTORS.items()}
     for sel, choice in choices.items():
         row[sel] = of(choice)
@@ -257,6 +260,8 @@ def per_seed_rows(outcomes: pd.DataFrame) -> list[dict]:
 def section(split, launches, outcomes, seconds, names) -> list[str]:
     per_launch = [{"launch": r["launch"], "class ratio": f"{r['class_ratio']:.1f}",
                    "median final size entropy": f"{r['final_size_entropy_median']:.3f}",
+                   "chance test (final): ARI [95% interval]": f"{r['chance_value']:.3f} [{r['chance_lo']:.3f}, "
+                                                              f"{r['chance_hi']:.3f}] {r['chance_verdict']}",
                    **{c: pts(r[c]) for c in ["median_final", *CHOICES, "oracle"]}}
                   for r in launches.to_dict("records")]
     return [f"### {split} launches ({len(launches)}; data sets: {', '.join(names)})", "",
@@ -309,9 +314,80 @@ def balanced():
     print("\n".join(lines))
 
 
+ELIGIBLE_FROM = ["even_sizes", "consensus", "discotec", "agreement", "even_or_consensus", "even_or_discotec"]
+SECTION = "## Uneven clusters and tables (issue 35)"
+
+
+def decide() -> list[str]:
+    """The pre-registered decision (uneven_preregistration.md), applied to the
+    committed tables: eligible on the balanced launches, best tune gain, then
+    the test's two conditions."""
+    balanced_frame = pd.read_csv(OUT / "balanced_outcomes.csv")
+    tune = pd.read_csv(OUT / "launch_outcomes_tune.csv")
+    test_path = OUT / "launch_outcomes_test.csv"
+    lines, eligible = [], []
+    for c in ELIGIBLE_FROM:
+        d = balanced_frame.assign(d=balanced_frame[c] - balanced_frame.even_sizes)
+        hi = float(np.percentile(launch_study.bootstrap(d, ["d"])["d"], 97.5))
+        if c == "even_sizes" or hi >= 0:
+            eligible.append(c)
+        lines.append(f"- `{c}`: balanced paired difference to `even_sizes` {pts(d.d.mean())}, upper 95% bound "
+                     f"{pts(hi)}: {'eligible' if c in eligible else 'not eligible'}; tune gain "
+                     f"{pts((tune[c] - tune.random_final).mean())}")
+    gains = {c: float((tune[c] - tune.random_final).mean()) for c in eligible}
+    best = max(eligible, key=lambda c: (gains[c], -eligible.index(c)))
+    lines.append(f"- candidate default (best tune gain among the eligible): `{best}` ({pts(gains[best])})")
+    if test_path.exists():
+        test = pd.read_csv(test_path)
+        gain = float((test[best] - test.random_final).mean())
+        over = float((test[best] - test.even_sizes).mean())
+        adopt = best != "even_sizes" and gain >= 0.01 and over > 0
+        lines.append(f"- on the test launches: its gain over a random seed's final {pts(gain)} (needs >= +1.00), its "
+                     f"mean ACC minus `even_sizes`' {pts(over)} (needs > 0): "
+                     + ("**replaces `even_sizes`**" if adopt else "**`even_sizes` stays the default**"))
+    return lines
+
+
+PREREGISTRATION_COMMIT = "0cb0afb"   # adds uneven_preregistration.md; no test launch had been scored
+
+
+def write_section(notes: str = ""):
+    """selection.md's section for this study, from the files `balanced`,
+    `score` and `decide` wrote (and the training log), replacing an older copy."""
+    trained = [json.loads(line) for line in (OUT / "train_log.jsonl").read_text().splitlines()]
+    done = sorted({t["launch"] for t in trained})
+    lines = [SECTION, "",
+             f"Pre-registered in commit {PREREGISTRATION_COMMIT} "
+             "([uneven_preregistration.md](uneven_preregistration.md)): which launches tune and which only test, the "
+             "candidate rules and the decision rule, before any test launch was scored. Script: "
+             "[experiments/uneven_study.py](../uneven_study.py) (`build`, `train`, `score --split tune|test`, "
+             "`balanced`, `decide`). Launches of 5 seeds, 100 pretraining epochs shared per data set, **50 clustering "
+             "epochs (not the published 150)**; DECCS its 11 rounds. Trained by the deadline "
+             f"({len(done)} launches): {', '.join(done)}. Per-epoch tables: [uneven/scores/](uneven/scores/); "
+             "launch and per-seed outcomes: [uneven/](uneven/) (`launch_outcomes_{tune,test}.csv`, "
+             "`per_seed_outcomes_{tune,test}.csv`).", "",
+             (OUT / "balanced.md").read_text().replace("### ", "### Balanced: "), ""]
+    for split in ("tune", "test"):
+        path = OUT / f"outcomes_{split}.md"
+        lines += [path.read_text() if path.exists() else f"### {split} launches: not scored", ""]
+    lines += ["### The pre-registered decision", "", "Command: `python experiments/uneven_study.py decide`", "",
+              *decide(), "", notes]
+    text_path = RESULTS / "selection.md"
+    text = text_path.read_text()
+    new = "\n".join(lines).rstrip("\n") + "\n"
+    if SECTION in text:
+        start = text.index(SECTION)
+        end = text.find("\n## ", start + len(SECTION))
+        text = text[:start] + new + ("" if end == -1 else text[end:])
+    else:
+        text = text.rstrip("\n") + "\n\n" + new
+    text_path.write_text(text)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("command", choices=["build", "train", "score", "balanced"])
+    ap.add_argument("command", choices=["build", "train", "score", "balanced", "decide", "section"])
+    ap.add_argument("--notes", default="", help="section: a file of hand-written notes to append")
     ap.add_argument("--only", nargs="*", default=None, help="data sets (default: the grid, in order)")
     ap.add_argument("--algorithms", default=",".join(ALGORITHMS))
     ap.add_argument("--split", choices=["tune", "test", "check"])
@@ -329,6 +405,10 @@ def main():
                 train_one(name, algorithm)
     elif args.command == "balanced":
         balanced()
+    elif args.command == "decide":
+        print("\n".join(decide()))
+    elif args.command == "section":
+        write_section(Path(args.notes).read_text() if args.notes else "")
     else:
         score(args.split, names)
 
