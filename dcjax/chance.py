@@ -26,6 +26,20 @@ It needs at least two seeds; with one it says it cannot tell. It is a
 warning: it changes no result. `chance_test` takes partitions (the run
 summary, `dcjax.select` through `selection.run_chance_test`);
 `chance_test_table` takes an evaluation table (`scores.csv`, the report).
+
+Near the line one number says too much: a launch at ARI 0.452 is 'more than
+chance' and one at 0.448 is not, though another draw of the same points or
+seeds could swap them. `chance_test` therefore carries an `interval`: a 95%
+percentile bootstrap of the statistic (`agreement_interval`), resampling the
+points with replacement and, with three or more seeds, the pairs of seeds
+too (`BOOTSTRAP_RESAMPLES` resamples, numpy seed `BOOTSTRAP_SEED`, on at most
+`BOOTSTRAP_POINTS` points: reproducible and well under a second). The
+verdict reads the interval: wholly below the threshold, a warning
+(`looks_like_chance` True); at or above it, more than chance (False);
+straddling it, 'inconclusive' (`looks_like_chance` None, as when it cannot
+tell, and the message says which). The one-cluster rule needs no interval.
+`chance_test_table` has no partitions to resample, so its verdicts read the
+point value alone (`interval` None).
 """
 import math
 
@@ -37,21 +51,32 @@ from dcjax import metrics
 
 AGREEMENT_THRESHOLD = 0.45   # mean pairwise ARI across seeds below this: no better than chance
 MIN_EFFECTIVE_CLUSTERS = 2.0
+BOOTSTRAP_RESAMPLES = 200     # the interval: resamples of points (and of seed pairs) ...
+BOOTSTRAP_SEED = 0            # ... drawn by numpy's default_rng(BOOTSTRAP_SEED)
+BOOTSTRAP_POINTS = 5000       # ... on at most this many points (a fixed subsample)
+INTERVAL_LEVEL = 0.95
 
 
 STATISTIC = "mean pairwise ARI across seeds"
 
 
-def verdict(agreement: float, effective_clusters: float, seeds: int, agreement_nmi: float = float("nan")) -> dict:
+def verdict(agreement: float, effective_clusters: float, seeds: int, agreement_nmi: float = float("nan"),
+            interval: tuple[float, float] | None = None) -> dict:
     """The test's outcome as a plain dict (JSON-ready; selection.json and
     summary.json keep it under 'chance'): `statistic` and its `value`, the
-    `threshold` below which it warns, `looks_like_chance` (None: cannot
-    tell), a one-line `message`, and what else was read."""
+    `threshold` below which it warns, `interval` ([lo, hi], the bootstrap
+    interval of the value, or None), `looks_like_chance` (True: warn; False:
+    more than chance; None: cannot tell, or inconclusive: the interval
+    straddles the threshold), a one-line `message`, and what else was read."""
     finite = math.isfinite(agreement)
+    if interval is not None and not all(math.isfinite(v) for v in interval):
+        interval = None
     out = {"statistic": STATISTIC, "value": agreement if finite else None,   # JSON has no NaN
            "threshold": AGREEMENT_THRESHOLD, "seeds": seeds, "effective_clusters": effective_clusters,
            "min_effective_clusters": MIN_EFFECTIVE_CLUSTERS,
-           "agreement_nmi": agreement_nmi if math.isfinite(agreement_nmi) else None}   # for reading only
+           "agreement_nmi": agreement_nmi if math.isfinite(agreement_nmi) else None,   # for reading only
+           "interval": None if interval is None else [float(interval[0]), float(interval[1])],
+           "interval_level": INTERVAL_LEVEL if interval is not None else None, "inconclusive": False}
     if seeds < 2 or not finite:
         return out | {"looks_like_chance": None,
                       "message": "chance test: needs at least 2 seeds (cross-seed agreement); not tested"}
@@ -59,22 +84,85 @@ def verdict(agreement: float, effective_clusters: float, seeds: int, agreement_n
         return out | {"looks_like_chance": True,
                       "message": f"WARNING: no better than chance: the partitions are essentially one cluster "
                                  f"(effective number of clusters {effective_clusters:.2f} < {MIN_EFFECTIVE_CLUSTERS:g})"}
-    if agreement < AGREEMENT_THRESHOLD:
+    lo, hi = (agreement, agreement) if interval is None else interval
+    span = "" if interval is None else f" ({100 * INTERVAL_LEVEL:.0f}% interval {lo:.3f} to {hi:.3f})"
+    if hi < AGREEMENT_THRESHOLD:
         return out | {"looks_like_chance": True,
-                      "message": f"WARNING: no better than chance: the {seeds} seeds agree at ARI {agreement:.3f} "
-                                 f"< {AGREEMENT_THRESHOLD} (structureless data reaches this; see dcjax/chance.py)"}
+                      "message": f"WARNING: no better than chance: the {seeds} seeds agree at ARI {agreement:.3f}"
+                                 f"{span} < {AGREEMENT_THRESHOLD} (structureless data reaches this; see "
+                                 "dcjax/chance.py)"}
+    if lo < AGREEMENT_THRESHOLD:
+        return out | {"looks_like_chance": None, "inconclusive": True,
+                      "message": f"chance test inconclusive: the {seeds} seeds agree at ARI {agreement:.3f}{span}, "
+                                 f"an interval that straddles the line {AGREEMENT_THRESHOLD}: it may be no better "
+                                 "than chance (more seeds narrow it; see dcjax/chance.py)"}
     return out | {"looks_like_chance": False,
-                  "message": f"chance test: the {seeds} seeds agree at ARI {agreement:.3f} >= {AGREEMENT_THRESHOLD}: "
-                             "more structure than chance"}
+                  "message": f"chance test: the {seeds} seeds agree at ARI {agreement:.3f}{span} >= "
+                             f"{AGREEMENT_THRESHOLD}: more structure than chance"}
+
+
+def _ari_from_tables(tables: np.ndarray) -> np.ndarray:
+    """Adjusted Rand index of contingency tables (..., ka, kb) with real-valued
+    (bootstrap-weighted) counts; 1.0 where both partitions are trivial, as
+    sklearn's adjusted_rand_score."""
+    def comb2(v):
+        return v * (v - 1) / 2
+    n = tables.sum(axis=(-2, -1))
+    index = comb2(tables).sum(axis=(-2, -1))
+    rows, cols = comb2(tables.sum(axis=-1)).sum(axis=-1), comb2(tables.sum(axis=-2)).sum(axis=-1)
+    expected = rows * cols / np.maximum(comb2(n), 1e-12)
+    top = (rows + cols) / 2
+    denom = top - expected
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(np.abs(denom) < 1e-12, 1.0, (index - expected) / denom)
+
+
+def agreement_interval(partitions, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED,
+                       points: int = BOOTSTRAP_POINTS, level: float = INTERVAL_LEVEL) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean pairwise ARI of partitions
+    (S, N): each resample draws the points with replacement (multinomial
+    weights on a fixed subsample of at most `points`) and, with S >= 3, the
+    S(S-1)/2 pairs of seeds with replacement; the statistic is recomputed from
+    the weighted contingency tables. (NaN, NaN) for S < 2."""
+    labels = np.asarray(partitions)
+    s, n = labels.shape
+    if s < 2:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    if n > points:
+        labels = labels[:, np.sort(rng.choice(n, points, replace=False))]
+        n = points
+    _, labels = np.unique(labels, return_inverse=True)   # compact label range over all seeds
+    labels = labels.reshape(s, n)
+    k = int(labels.max()) + 1
+    first, second = np.triu_indices(s, k=1)
+    weights = np.stack([np.bincount(rng.integers(n, size=n), minlength=n) for _ in range(resamples)])   # (B, n)
+    offsets = (np.arange(resamples) * k * k)[:, None]
+    aris = np.empty((resamples, len(first)))
+    for p, (a, b) in enumerate(zip(first, second)):
+        codes = offsets + (labels[a] * k + labels[b])[None]
+        tables = np.bincount(codes.ravel(), weights=weights.ravel(), minlength=resamples * k * k)
+        aris[:, p] = _ari_from_tables(tables.reshape(resamples, k, k))
+    if len(first) > 1:   # the pairs too: which seeds a launch happened to get
+        pick = rng.integers(len(first), size=(resamples, len(first)))
+        stats = np.take_along_axis(aris, pick, axis=1).mean(axis=1)
+    else:
+        stats = aris[:, 0]
+    tail = 100 * (1 - level) / 2
+    lo, hi = np.percentile(stats, [tail, 100 - tail])
+    return float(lo), float(hi)
 
 
 def chance_test(partitions, n_clusters: int) -> dict:
-    """`verdict` for partitions (S, N), one row per seed, of the same rows."""
-    partitions = jnp.asarray(partitions, jnp.int32)
+    """`verdict` for partitions (S, N), one row per seed, of the same rows,
+    with the bootstrap `interval` of the agreement (`agreement_interval`)."""
+    labels = np.asarray(partitions)
+    partitions = jnp.asarray(labels, jnp.int32)
     agreement = metrics.seed_agreement(partitions, n_clusters)
     entropy = np.asarray([metrics.cluster_size_entropy(p, n_clusters) for p in partitions], np.float64)
+    interval = agreement_interval(labels) if len(labels) >= 2 else None
     return verdict(float(agreement["mean_pairwise_ari"]), float(np.mean(np.exp(entropy))), len(partitions),
-                   float(agreement["mean_pairwise_nmi"]))
+                   float(agreement["mean_pairwise_nmi"]), interval)
 
 
 def chance_test_table(table: pd.DataFrame, n_clusters: int) -> pd.DataFrame:

@@ -66,3 +66,50 @@ def test_the_summary_and_select_warn_on_noise(tmp_path):
     # phase (pretraining, for AE+k-means), clustered as the score table does
     again = selection.run_chance_test(tmp_path)
     assert again["phase"] == "pretrain" and again["looks_like_chance"] is True
+
+
+def _noisy_copies(q: float, seeds: int = 5, n: int = 800, k: int = 5) -> np.ndarray:
+    """Partitions of one base labelling, each seed relabelling a share q of the points at random."""
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, k, n)
+    return np.stack([np.where(rng.random(n) < q, rng.integers(0, k, n), base) for _ in range(seeds)])
+
+
+def test_the_interval_is_the_bootstrap_of_the_statistic():
+    from sklearn.metrics import adjusted_rand_score
+    a, b = _noisy_copies(0.5, seeds=2)
+    table = np.zeros((5, 5))
+    np.add.at(table, (a, b), 1)
+    assert chance._ari_from_tables(table) == pytest.approx(adjusted_rand_score(a, b))
+    parts = _noisy_copies(0.15)
+    result = chance.chance_test(parts, 5)
+    lo, hi = result["interval"]
+    assert lo < result["value"] < hi and result["interval_level"] == chance.INTERVAL_LEVEL
+    assert chance.chance_test(parts, 5)["interval"] == result["interval"]   # a fixed seed: reproducible
+
+
+def test_the_interval_lies_below_the_line_on_noise_and_above_it_on_blobs():
+    from sklearn.cluster import KMeans
+    from sklearn.datasets import make_blobs
+    blobs, _ = make_blobs(n_samples=600, n_features=8, centers=5, cluster_std=0.5, random_state=0)
+    noise = np.random.default_rng(0).random((600, 8))
+    on = {}
+    for name, x in (("blobs", blobs), ("noise", noise)):
+        partitions = np.stack([KMeans(5, n_init=1, random_state=s).fit_predict(x) for s in range(5)])
+        on[name] = chance.chance_test(partitions, 5)
+    assert on["noise"]["interval"][1] < chance.AGREEMENT_THRESHOLD and on["noise"]["looks_like_chance"] is True
+    assert on["blobs"]["interval"][0] >= chance.AGREEMENT_THRESHOLD and on["blobs"]["looks_like_chance"] is False
+    assert "interval" in on["noise"]["message"] and "interval" in on["blobs"]["message"]
+
+
+def test_near_the_line_it_says_inconclusive():
+    result = chance.chance_test(_noisy_copies(0.18), 5)   # agreement ~0.45
+    lo, hi = result["interval"]
+    assert lo < chance.AGREEMENT_THRESHOLD <= hi
+    assert result["looks_like_chance"] is None and result["inconclusive"] is True
+    assert "inconclusive" in result["message"]
+    # the issue's case: ARI 0.452 on a line at 0.45 is not 'more structure than chance' when its interval straddles it
+    said = chance.verdict(0.452, 8.0, 5, interval=(0.41, 0.49))
+    assert said["looks_like_chance"] is None and "inconclusive" in said["message"] and "0.410" in said["message"]
+    assert chance.verdict(0.452, 8.0, 5)["looks_like_chance"] is False     # without an interval: the point value
+    assert chance.verdict(0.60, 1.5, 5, interval=(0.3, 0.9))["looks_like_chance"] is True   # one cluster: no interval needed

@@ -186,3 +186,46 @@ def test_collapse_rule_takes_the_kmeans_start_of_a_collapsed_seed():
     assert "collapsed" in chosen.why[0] and "collapsed" not in chosen.why[1]
     feats.attrs["phase"] = "pretrain"                 # no k-means start among pretraining epochs
     assert selection.collapse_guard(feats, selection.select_last(feats)).epoch.tolist() == [2, 2]
+
+
+def _uneven_launch(seeds: int = 5, wrong: tuple = (3, 4)) -> launch.Partitions:
+    """A synthetic launch on 4 clusters of 1200, 300, 300 and 200 points: the
+    seeds differ only in how they split the large cluster. Seeds not in
+    `wrong` keep it whole (a few points off at random); the wrong ones cut it
+    in two (each its own way) and merge the two smallest clusters, so their
+    sizes (600, 600, 300, 500) are the most even of the launch."""
+    rng = np.random.default_rng(0)
+    truth = np.repeat([0, 1, 2, 3], [1200, 300, 300, 200])
+    labels = []
+    for seed in range(seeds):
+        part = truth.copy()
+        if seed in wrong:
+            big = np.flatnonzero(truth == 0)
+            cut = rng.permutation(big)[:600]     # this seed's own split of the large cluster
+            part[cut] = 3
+            part[truth == 3] = 2
+        flip = rng.random(len(part)) < 0.01
+        part[flip] = rng.integers(0, 4, flip.sum())
+        labels.append(part)
+    labels = np.stack(labels)[None].repeat(2, axis=0).astype(np.uint8)   # (E=2, S, N): two identical epochs
+    spaces = np.full((2 * seeds, len(truth), 2), np.nan, np.float32)
+    return launch.Partitions(labels, spaces, list(range(seeds)), [0, 1], "clustering", 4)
+
+
+def test_on_an_uneven_launch_the_gate_does_not_take_the_most_balanced_wrong_seed():
+    parts = _uneven_launch()
+    chosen = {s: 1 for s in parts.seeds}
+    consensus = launch.consensus_candidates(parts, chosen)
+    table = launch.launch_table(parts, chosen, consensus, {s: 0.0 for s in parts.seeds})
+    truth = np.repeat([0, 1, 2, 3], [1200, 300, 300, 200])
+
+    def ari(choice):
+        return adjusted_rand_score(truth, launch.candidate_labels(parts, choice, consensus))
+
+    assert launch.LAUNCH_SELECTORS["even_sizes"](table)["seed"] in (3, 4)   # the trap: the most even is wrong
+    # The default stays even_sizes: issue 35's pre-registered test did not move it (selection.md, "Uneven
+    # clusters and tables"). The gated candidates avoid the trap here.
+    for name in ("even_or_consensus", "even_or_discotec"):
+        choice = launch.LAUNCH_SELECTORS[name](table)
+        assert choice["seed"] not in (3, 4) and ari(choice) > 0.9, (name, choice)
+        assert "uneven" in choice["why"]
