@@ -19,8 +19,9 @@ DKM on USPS, 0.65), measured by experiments/chance_study.py
 (experiments/results/chance.md); it was set after seeing both, so runs
 made later (DECCS's) are its out-of-sample check. A partition that is
 essentially one cluster (effective number of clusters, exp of the size
-entropy, below 2: DKM collapses so on shuffled digits) carries no structure
-whatever the agreement.
+entropy, below 2: DKM collapses so on shuffled digits; below 1.5 for k = 2,
+where 2 takes two exactly equal halves) carries no structure whatever the
+agreement.
 
 It needs at least two seeds; with one it says it cannot tell. It is a
 warning: it changes no result. `chance_test` takes partitions (the run
@@ -51,6 +52,17 @@ from dcjax import metrics
 
 AGREEMENT_THRESHOLD = 0.45   # mean pairwise ARI across seeds below this: no better than chance
 MIN_EFFECTIVE_CLUSTERS = 2.0
+
+
+def min_effective_clusters(n_clusters: int | None = None) -> float:
+    """Below this effective number of clusters a partition is 'essentially one
+    cluster': 2 (`MIN_EFFECTIVE_CLUSTERS`), except with k = 2, where 2 is
+    reached only by two exactly equal halves; there the line is halfway
+    between one cluster and two (1.5: sizes 212/357, breast cancer's
+    classes, are 1.93; 90/10 is 1.38)."""
+    if n_clusters is not None and n_clusters <= 2:
+        return 1.5
+    return MIN_EFFECTIVE_CLUSTERS
 BOOTSTRAP_RESAMPLES = 200     # the interval: resamples of points (and of seed pairs) ...
 BOOTSTRAP_SEED = 0            # ... drawn by numpy's default_rng(BOOTSTRAP_SEED)
 BOOTSTRAP_POINTS = 5000       # ... on at most this many points (a fixed subsample)
@@ -61,7 +73,7 @@ STATISTIC = "mean pairwise ARI across seeds"
 
 
 def verdict(agreement: float, effective_clusters: float, seeds: int, agreement_nmi: float = float("nan"),
-            interval: tuple[float, float] | None = None) -> dict:
+            interval: tuple[float, float] | None = None, n_clusters: int | None = None) -> dict:
     """The test's outcome as a plain dict (JSON-ready; selection.json and
     summary.json keep it under 'chance'): `statistic` and its `value`, the
     `threshold` below which it warns, `interval` ([lo, hi], the bootstrap
@@ -69,21 +81,22 @@ def verdict(agreement: float, effective_clusters: float, seeds: int, agreement_n
     more than chance; None: cannot tell, or inconclusive: the interval
     straddles the threshold), a one-line `message`, and what else was read."""
     finite = math.isfinite(agreement)
+    floor = min_effective_clusters(n_clusters)
     if interval is not None and not all(math.isfinite(v) for v in interval):
         interval = None
     out = {"statistic": STATISTIC, "value": agreement if finite else None,   # JSON has no NaN
            "threshold": AGREEMENT_THRESHOLD, "seeds": seeds, "effective_clusters": effective_clusters,
-           "min_effective_clusters": MIN_EFFECTIVE_CLUSTERS,
+           "min_effective_clusters": floor,
            "agreement_nmi": agreement_nmi if math.isfinite(agreement_nmi) else None,   # for reading only
            "interval": None if interval is None else [float(interval[0]), float(interval[1])],
            "interval_level": INTERVAL_LEVEL if interval is not None else None, "inconclusive": False}
     if seeds < 2 or not finite:
         return out | {"looks_like_chance": None,
                       "message": "chance test: needs at least 2 seeds (cross-seed agreement); not tested"}
-    if effective_clusters < MIN_EFFECTIVE_CLUSTERS:
+    if effective_clusters < floor:
         return out | {"looks_like_chance": True,
                       "message": f"WARNING: no better than chance: the partitions are essentially one cluster "
-                                 f"(effective number of clusters {effective_clusters:.2f} < {MIN_EFFECTIVE_CLUSTERS:g})"}
+                                 f"(effective number of clusters {effective_clusters:.2f} < {floor:g})"}
     lo, hi = (agreement, agreement) if interval is None else interval
     span = "" if interval is None else f" ({100 * INTERVAL_LEVEL:.0f}% interval {lo:.3f} to {hi:.3f})"
     if hi < AGREEMENT_THRESHOLD:
@@ -162,7 +175,7 @@ def chance_test(partitions, n_clusters: int) -> dict:
     entropy = np.asarray([metrics.cluster_size_entropy(p, n_clusters) for p in partitions], np.float64)
     interval = agreement_interval(labels) if len(labels) >= 2 else None
     return verdict(float(agreement["mean_pairwise_ari"]), float(np.mean(np.exp(entropy))), len(partitions),
-                   float(agreement["mean_pairwise_nmi"]), interval)
+                   float(agreement["mean_pairwise_nmi"]), interval, n_clusters=n_clusters)
 
 
 def chance_test_table(table: pd.DataFrame, n_clusters: int) -> pd.DataFrame:
@@ -173,6 +186,6 @@ def chance_test_table(table: pd.DataFrame, n_clusters: int) -> pd.DataFrame:
     for (phase, epoch), g in table.groupby(["phase", "epoch"], sort=False):
         effective = float(np.mean(np.power(float(n_clusters), g["size_entropy"].to_numpy(np.float64))))
         result = verdict(float(g["mean_pairwise_ari"].mean()), effective, g["seed"].nunique(),
-                         float(g["mean_pairwise_nmi"].mean()))
+                         float(g["mean_pairwise_nmi"].mean()), n_clusters=n_clusters)
         rows.append({"phase": phase, "epoch": epoch, **{k: v for k, v in result.items() if k != "message"}})
     return pd.DataFrame(rows)

@@ -113,3 +113,16 @@ def test_near_the_line_it_says_inconclusive():
     assert said["looks_like_chance"] is None and "inconclusive" in said["message"] and "0.410" in said["message"]
     assert chance.verdict(0.452, 8.0, 5)["looks_like_chance"] is False     # without an interval: the point value
     assert chance.verdict(0.60, 1.5, 5, interval=(0.3, 0.9))["looks_like_chance"] is True   # one cluster: no interval needed
+
+
+def test_two_uneven_clusters_that_every_seed_finds_are_not_called_one_cluster():
+    """k = 2 with classes of 212 and 357 (breast cancer's): the seeds agree,
+    the effective number of clusters is 1.93, below the k >= 3 line of 2;
+    a 95/5 split is still essentially one cluster."""
+    rng = np.random.default_rng(0)
+    truth = np.r_[np.zeros(212, int), np.ones(357, int)]
+    seeds = np.stack([np.where(rng.random(569) < 0.03, 1 - truth, truth) for _ in range(5)])
+    result = chance.chance_test(seeds, 2)
+    assert 1.5 < result["effective_clusters"] < 2 and result["looks_like_chance"] is False, result["message"]
+    lopsided = np.stack([(rng.random(569) < 0.05).astype(int) for _ in range(5)])
+    assert chance.chance_test(lopsided, 2)["looks_like_chance"] is True
