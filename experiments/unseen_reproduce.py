@@ -61,14 +61,16 @@ QUEUE = ([("optdigits", 0, 5, PAPER), ("optdigits", 0, 5, REFERENCE), ("optdigit
             ("usps", 5, 5, REFERENCE), ("pendigits", 0, 5, REFERENCE)])
 
 
-def make_config(variant: str, dataset: str, first_seed: int, seeds: int, blob_epochs=None):
+def make_config(variant: str, dataset: str, first_seed: int, seeds: int, blob_epochs=None, preset: str = ""):
     """The run's config: AE+k-means (the shared pretraining) or an UNSEEN variant.
     `blob_epochs` (pretraining, clustering) shortens the synthetic runs (RQ2)
-    where the CPU cannot afford the paper's 100 + 150; the report says so."""
+    where the CPU cannot afford the paper's 100 + 150; the report says so.
+    `preset` ('public': the UNSEEN public code's set-up, dcjax.config.PUBLIC_SETUP)
+    applies to the pretraining run too, so its autoencoder is the preset's."""
     suffix = next((x for x in VARIANT_SETTINGS if x and variant.endswith(x)), "")
     base = variant[:len(variant) - len(suffix)]
     name = "blobs" if dataset.startswith("blobs_k") else dataset
-    cfg = config_lib.make_config(base, name)
+    cfg = config_lib.make_config(base, name, preset or None)
     if name == "blobs":
         cfg.dataset.update(n_samples=10_000, n_features=100, blob_clusters=int(dataset[len("blobs_k"):]),
                            cluster_std=1.0, blob_seed=1)
@@ -87,8 +89,13 @@ def make_config(variant: str, dataset: str, first_seed: int, seeds: int, blob_ep
     return cfg
 
 
-def chunk_path(dataset: str, first_seed: int) -> Path:
-    return OUT / f"{dataset}_s{first_seed}.json"
+def out_dir(preset: str = "") -> Path:
+    """Where a chunk's JSON goes: OUT, or OUT/<preset> for a preset's runs."""
+    return OUT / preset if preset else OUT
+
+
+def chunk_path(dataset: str, first_seed: int, preset: str = "") -> Path:
+    return out_dir(preset) / f"{dataset}_s{first_seed}.json"
 
 
 def free_disk(workdir: Path):
@@ -101,15 +108,16 @@ def free_disk(workdir: Path):
         shutil.rmtree(workdir / part, ignore_errors=True)
 
 
-def run_chunk(dataset: str, first_seed: int, seeds: int, variants, runs: str, blob_epochs=None) -> dict:
+def run_chunk(dataset: str, first_seed: int, seeds: int, variants, runs: str, blob_epochs=None,
+              preset: str = "") -> dict:
     """Train (or resume) AE+k-means and `variants` on one batch of seeds;
     record each finished run's summary in the chunk's JSON as soon as it ends."""
-    base = Path(runs) / f"{dataset}_s{first_seed}"
-    path = chunk_path(dataset, first_seed)
+    base = Path(runs) / (f"{dataset}_s{first_seed}" + (f"_{preset}" if preset else ""))
+    path = chunk_path(dataset, first_seed, preset)
     out = json.loads(path.read_text()) if path.exists() else {}
     for variant in ("ae_kmeans", *variants):
         workdir = base / variant
-        cfg = make_config(variant, dataset, first_seed, seeds, blob_epochs)
+        cfg = make_config(variant, dataset, first_seed, seeds, blob_epochs, preset)
         if variant != "ae_kmeans":
             cfg.pretrained_from = str(base / "ae_kmeans")
         if not (workdir / "summary.json").exists():
@@ -126,15 +134,15 @@ def run_chunk(dataset: str, first_seed: int, seeds: int, variants, runs: str, bl
                                                json.loads((base / "ae_kmeans" / "config.json").read_text())["seeds"]),
             "clustering": seconds_per_seed_epoch(workdir, "clustering", seeds)}
         out[variant] = summary
-        OUT.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(out, indent=1))
     return out
 
 
-def per_seed(dataset: str) -> dict[str, dict[int, dict]]:
-    """{variant: {seed: row}} over every chunk of `dataset`."""
+def per_seed(dataset: str, preset: str = "") -> dict[str, dict[int, dict]]:
+    """{variant: {seed: row}} over every chunk of `dataset` (of `preset`'s runs)."""
     rows: dict[str, dict[int, dict]] = {}
-    for path in sorted(OUT.glob(f"{dataset}_s*.json")):
+    for path in sorted(out_dir(preset).glob(f"{dataset}_s*.json")):
         for variant, summary in json.loads(path.read_text()).items():
             for row in summary["seeds"]:
                 rows.setdefault(variant, {})[row["seed"]] = row
@@ -343,14 +351,17 @@ def main():
     ap.add_argument("--queue", action="store_true", help="train every chunk of QUEUE not finished yet, in order")
     ap.add_argument("--runs", default="runs/unseen", help="where the checkpoints go")
     ap.add_argument("--blob-epochs", help="PRETRAIN,CLUSTERING epochs of the synthetic (RQ2) chunks given by --train")
+    ap.add_argument("--preset", default="", choices=("", "public"),
+                    help="train the --train chunks under a config preset: 'public' is the UNSEEN public code's "
+                         "set-up (results in experiments/results/unseen/public/, runs in <runs>/<chunk>_public)")
     args = ap.parse_args()
-    chunks = [parse_chunk(spec) for spec in args.train]
+    chunks = [(*parse_chunk(spec), args.preset) for spec in args.train]
     if args.queue:
-        chunks += QUEUE
+        chunks += [(*chunk, "") for chunk in QUEUE]
     blob_epochs = tuple(int(e) for e in args.blob_epochs.split(",")) if args.blob_epochs else None
-    for dataset, first_seed, seeds, variants in chunks:
+    for dataset, first_seed, seeds, variants, preset in chunks:
         run_chunk(dataset, first_seed, seeds, variants, args.runs,
-                  blob_epochs if dataset.startswith("blobs_k") else None)
+                  blob_epochs if dataset.startswith("blobs_k") else None, preset)
         report()
     report()
 
