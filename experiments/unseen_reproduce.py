@@ -186,6 +186,59 @@ def table_one(datasets=TABLE_ONE_DATASETS, variants=PAPER) -> list[str]:
     return lines
 
 
+PUBLIC_CODE = RESULTS / "unseen_public_code"
+
+
+def public_code_rows(dataset: str, variant: str) -> list[dict]:
+    """The public code itself on our file (experiments/unseen_public_code.py):
+    {seed, acc, n_clusters} per seed, from unseen_public_code/<dataset>_<base>_s<seed>.json
+    (two JSON layouts: the first runs wrote a flat one)."""
+    rows = []
+    for path in sorted(PUBLIC_CODE.glob(f"{dataset}_{variant[len('unseen_'):]}_s*.json")):
+        r = json.loads(path.read_text())
+        acc = r["kmeans_on_embedding"]["acc"] if "kmeans_on_embedding" in r else r["acc"]
+        rows.append({"seed": int(r["seed"]), "acc": float(acc), "n_clusters": int(r["n_clusters"])})
+    return sorted(rows, key=lambda r: r["seed"])
+
+
+def per_seed_text(rows: list[dict], key=lambda r: r["n_clusters"]) -> str:
+    return " ".join(str(key(r)) for r in rows) if rows else "–"
+
+
+def public_table(datasets=("optdigits", "usps", "pendigits"), variants=PAPER, preset: str = "public") -> list[str]:
+    """Table I's cells three ways: this repository's protocol (today's
+    table), dcjax under the `:public` preset (the public code's set-up), and
+    the public code itself on the same files; with the clusters each seed kept."""
+    lines = ["| dataset | variant | published ACC | protocol: seeds | ACC | clusters | `:public` preset: seeds | "
+             "ACC | verdict | clusters | clusters per seed (seed 0, 1, ...) | public code: seeds | ACC | "
+             "clusters per seed | ACC per seed |", "| --- " * 15 + "|"]
+    for dataset in datasets:
+        ours, public = per_seed(dataset), per_seed(dataset, preset)
+        for variant in variants:
+            published = PUBLISHED_ACC.get(dataset, {}).get(variant)
+            cells = [dataset, variant, published or "–"]
+            rows = [ours[variant][s] for s in sorted(ours.get(variant, {}))]
+            cells += ([len(rows), fmt(stats(rows, "kmeans_on_embedding", "acc")), fmt(stats(rows, None, "n_clusters", 1.0))]
+                      if rows else [0, "not run (compute)", "–"])
+            rows = [public[variant][s] for s in sorted(public.get(variant, {}))]
+            if rows:
+                acc = stats(rows, "kmeans_on_embedding", "acc")
+                cells += [f"{len(rows)}{'' if len(rows) >= 10 else ' (of 10, partial)'}", fmt(acc),
+                          verdict(acc, published), fmt(stats(rows, None, "n_clusters", 1.0)), per_seed_text(rows)]
+            else:
+                cells += [0, "not run (compute)", "–", "–", "–"]
+            code = public_code_rows(dataset, variant)
+            if code:
+                accs = 100 * np.array([r["acc"] for r in code])
+                seeds = ",".join(str(r["seed"]) for r in code)
+                cells += [f"{len(code)} (seed {seeds})", f"{accs.mean():.1f} ± {accs.std():.1f}", per_seed_text(code),
+                          per_seed_text(code, lambda r: f"{100 * r['acc']:.1f}")]
+            else:
+                cells += [0, "not run (compute)", "–", "–"]
+            lines.append("| " + " | ".join(map(str, cells)) + " |")
+    return lines
+
+
 def count_and_acc(datasets=TABLE_ONE_DATASETS, variants=PAPER) -> list[str]:
     """Within each Table I cell, how ACC moves with the number of clusters a
     seed keeps: Spearman's rho and the least-squares slope (points per
@@ -309,6 +362,19 @@ def report():
              "Within each cell above: do the seeds that keep more clusters score lower? (k-means ACC on the "
              "final embedding, as Table I.)", "",
              *count_and_acc(), "",
+             "## Table I under the public code's set-up (`:public`), and the public code itself", "",
+             "`:public` (dcjax.config.PUBLIC_SETUP, checked by tests/test_unseen_public.py): ClustPy's LeakyReLU "
+             "autoencoder, one-start k-means at k_init and at the end (scikit-learn's default in the public code), "
+             "the reference code's switches (`unseen.reference_code`), and the ragged last batch of each epoch kept "
+             "as a step (ClustPy's DataLoader, drop_last=False), in pretraining and clustering; everything else as "
+             "the protocol. Its pretraining is its own (LeakyReLU, last batch kept), 100 epochs per seed. Command: "
+             "`python experiments/unseen_reproduce.py --preset public --train usps:0:5:unseen_dec` (and the other "
+             "chunks; results in `experiments/results/unseen/public/`). Public code: the public file imported "
+             "unmodified with the ClustPy of its day, on the same data file, one run per seed "
+             "(`experiments/unseen_public_code.py dec <seed> 100 150 /work/shared/data/usps.npz`, results in "
+             "`experiments/results/unseen_public_code/`). Clusters per seed: the number alive after epoch 150, in "
+             "seed order. ACC: k-means with that number of clusters on the final embedding, as Table I.", "",
+             *public_table(), "",
              "## The reference code's behaviour (`unseen.reference_code`)", "",
              "The public code stops learning the DEC/DKM centers at the first removal and does not prune "
              "DCN's counts; the paper describes neither. Same seeds, same pretraining; Δ = reference code − paper.", "",
