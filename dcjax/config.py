@@ -42,6 +42,11 @@ def get_default_config() -> ml_collections.ConfigDict:
     c.seed = 0            # the first seed of the launch
     c.seeds = 1           # seeds seed, seed+1, ... trained together in one launch
     c.batch_size = 256
+    # The last, smaller batch of an epoch when batch_size does not divide N:
+    # 'drop' it (every step one shape) or 'keep' it as one more step of its
+    # own size (as a PyTorch DataLoader with drop_last=False, ClustPy's
+    # default). Either way the epoch's order is the same permutation.
+    c.last_batch = "drop"
     # 'vmap': one batched program (fast on GPU); 'loop': lax.map over seeds,
     # bit-identical per seed whatever the number of seeds, and 10-30% faster
     # than vmap on CPU; 'auto': loop on a single CPU device, vmap otherwise
@@ -141,17 +146,56 @@ def get_default_config() -> ml_collections.ConfigDict:
     return c
 
 
+# The 'public' preset: the set-up of UNSEEN's public code (GitHub
+# collinleiber/UNSEEN d0dd98b, unseen.py, run against ClustPy 2c02615 of the
+# same day) where it differs from this repository's protocol. Each value and
+# where the public code has it (tests/test_unseen_public.py checks them):
+PUBLIC_SETUP = {
+    # ClustPy FeedforwardAutoencoder(activation_fn=torch.nn.LeakyReLU) is the
+    # default (clustpy/deep/neural_networks/feedforward_autoencoder.py:63), and
+    # torch's default Linear initialisation.
+    "model.activation": "leaky_relu",
+    "model.weight_init": "torch",
+    # KMeans(n_clusters=..., random_state=...) with scikit-learn's default
+    # n_init ('auto': 1 start of k-means++ since 1.4), both for k_init
+    # (clustpy/deep/_utils.py:354, run_initial_clustering) and for the final
+    # k-means on the embedding (unseen.py:126).
+    "kmeans.n_init": 1,
+    # DEC/DKM centers replaced at a removal by a tensor the optimiser never
+    # sees (unseen.py:255 DEC, :543 DKM); DCN's centers pruned, its counts not
+    # (unseen.py:860).
+    "unseen.reference_code": True,
+    # get_dataloader(X, batch_size, shuffle=True, drop_last=False)
+    # (clustpy/deep/_data_utils.py:276, the trainloader; and :333 via
+    # get_trained_network, the pretraining): the ragged last batch is a step.
+    "last_batch": "keep",
+    # The rest is already what this repository's protocol uses: batch 256,
+    # Adam lr 1e-3 (pretraining, 100 epochs) and 1e-4 (clustering, 150
+    # epochs), one optimiser over network and centers whose state survives a
+    # removal, k_init 35, t 0.5, DEC alpha 1 with the per-batch target, DKM
+    # alpha 1000, DCN lambda 0.05, one global mean/std for the image sets.
+    "batch_size": 256,
+    "pretrain.learning_rate": 1e-3,
+    "clustering.learning_rate": 1e-4,
+}
+
+
 def apply_presets(c: ml_collections.ConfigDict, arg: str | None) -> ml_collections.ConfigDict:
-    """Comma-separated presets: 'smoke' (tiny, seconds), 'seeds=N'."""
+    """Comma-separated presets: 'smoke' (tiny, seconds), 'seeds=N',
+    'public' (the UNSEEN public code's set-up, PUBLIC_SETUP)."""
     for item in filter(None, (arg or "").split(",")):
-        if item == "smoke":
+        if item == "public":
+            for field, value in PUBLIC_SETUP.items():
+                section, _, name = field.rpartition(".")
+                (c[section] if section else c)[name] = value
+        elif item == "smoke":
             c.pretrain.epochs, c.clustering.epochs = 3, 3
             c.model.hidden_dims = (64, 64, 128)
             c.deccs.steps_per_round = 20
         elif item.startswith("seeds=") and item[len("seeds="):].isdigit():
             c.seeds = int(item.split("=", 1)[1])
         else:
-            raise ConfigError(f"unknown config preset {item!r}; known presets: smoke, seeds=N "
+            raise ConfigError(f"unknown config preset {item!r}; known presets: smoke, seeds=N, public "
                               "(after a colon: --config dkm_usps:smoke,seeds=4)")
     return c
 
@@ -241,6 +285,7 @@ _RULES = {
 _CHOICES = {
     "algorithm": ALGORITHMS,
     "seed_parallelism": ("auto", "vmap", "loop"),
+    "last_batch": ("drop", "keep"),
     "dataset.normalize": ("auto", "feature", "channel", "none", "tabular", "image"),
     "checkpoint.writer": ("background", "inline"),
 }

@@ -9,7 +9,7 @@ Read top to bottom:
 3. Your own data: a path as the name (`load_file`), see below.
 4. `normalize`, `validate`: preprocessing and the checks that fail fast with
    a clear message instead of a NaN loss an hour later.
-5. `batch_indices`, `eval_batches`: index arrays for training and evaluation
+5. `batch_indices`, `last_batch_indices`, `eval_batches`: index arrays for training and evaluation
    passes (the data itself stays on the host or device as one array).
 
 Every benchmark `.npz` holds `x` (N, d) and `y` (N,), the training set
@@ -754,6 +754,15 @@ def batch_indices(rng: jax.Array, n: int, batch_size: int) -> jnp.ndarray:
         raise ValueError(f"batch_size={batch_size} is larger than the {n} samples")
     perm = jax.random.permutation(rng, n)
     return perm[: n_batches * batch_size].reshape(n_batches, batch_size).astype(jnp.int32)
+
+
+def last_batch_indices(rng: jax.Array, n: int, batch_size: int) -> jnp.ndarray:
+    """The ragged last batch that `batch_indices` drops: the last
+    n % batch_size entries of the same permutation (same `rng`), as (n % batch_size,)
+    int32. An epoch that keeps it takes it as one more step after the full
+    batches, as a PyTorch DataLoader with drop_last=False does."""
+    n_batches = n // batch_size
+    return jax.random.permutation(rng, n)[n_batches * batch_size:].astype(jnp.int32)
 
 
 def eval_batches(n: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:

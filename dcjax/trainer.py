@@ -158,6 +158,19 @@ def make_train(config: ml_collections.ConfigDict, n: int, d: int, n_clusters: in
     def epoch_batches(key, phase, epoch):
         return data.batch_indices(jax.random.fold_in(jax.random.fold_in(key, phase), epoch), n, batch_size)
 
+    # config.last_batch == 'keep': the ragged rest of the epoch's permutation is
+    # one more step, of its own (static) size, after the scan over full batches.
+    keep_last = config.get("last_batch", "drop") == "keep" and n % batch_size != 0
+
+    def with_last_batch(step, carry, losses, key, phase, epoch):
+        """`step` once more on the epoch's ragged last batch (when kept); its
+        losses become the epoch's last row."""
+        if not keep_last:
+            return carry, losses
+        tail = data.last_batch_indices(jax.random.fold_in(jax.random.fold_in(key, phase), epoch), n, batch_size)
+        carry, last = step(carry, tail)
+        return carry, jax.tree.map(lambda a, b: jnp.concatenate([a, b[None]]), losses, last)
+
     # -- pretraining ---------------------------------------------------------
     def init_pretrain(key):
         params = model.init(jax.random.fold_in(key, 0), jnp.zeros((1, d), jnp.float32))["params"]
@@ -191,6 +204,8 @@ def make_train(config: ml_collections.ConfigDict, n: int, d: int, n_clusters: in
 
         batches = epoch_batches(state["key"], PRETRAIN, state["epoch"])
         (params, opt_state), losses = jax.lax.scan(step, (state["params"], state["opt_state"]), batches)
+        (params, opt_state), losses = with_last_batch(step, (params, opt_state), losses, state["key"], PRETRAIN,
+                                                      state["epoch"])
         state = {**state, "params": params, "opt_state": opt_state, "epoch": state["epoch"] + 1}
         return state, {"losses": losses, **pretrain_snapshot(state, x)}
 
@@ -282,6 +297,9 @@ def make_train(config: ml_collections.ConfigDict, n: int, d: int, n_clusters: in
             batches = method.batches(extras, jax.random.fold_in(jax.random.fold_in(state["key"], CLUSTERING), epoch))
         (params, opt_state, extras), losses = jax.lax.scan(
             step, (params, state["opt_state"], extras), batches)
+        if method.batches is None:
+            (params, opt_state, extras), losses = with_last_batch(step, (params, opt_state, extras), losses,
+                                                                  state["key"], CLUSTERING, epoch)
         z = embed(params["ae"], x)   # once: for the end-of-epoch rule and the snapshot
         if method.end_epoch is not None:
             key = jax.random.fold_in(jax.random.fold_in(state["key"], EPOCH_END), epoch + 1)

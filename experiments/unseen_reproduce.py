@@ -61,14 +61,16 @@ QUEUE = ([("optdigits", 0, 5, PAPER), ("optdigits", 0, 5, REFERENCE), ("optdigit
             ("usps", 5, 5, REFERENCE), ("pendigits", 0, 5, REFERENCE)])
 
 
-def make_config(variant: str, dataset: str, first_seed: int, seeds: int, blob_epochs=None):
+def make_config(variant: str, dataset: str, first_seed: int, seeds: int, blob_epochs=None, preset: str = ""):
     """The run's config: AE+k-means (the shared pretraining) or an UNSEEN variant.
     `blob_epochs` (pretraining, clustering) shortens the synthetic runs (RQ2)
-    where the CPU cannot afford the paper's 100 + 150; the report says so."""
+    where the CPU cannot afford the paper's 100 + 150; the report says so.
+    `preset` ('public': the UNSEEN public code's set-up, dcjax.config.PUBLIC_SETUP)
+    applies to the pretraining run too, so its autoencoder is the preset's."""
     suffix = next((x for x in VARIANT_SETTINGS if x and variant.endswith(x)), "")
     base = variant[:len(variant) - len(suffix)]
     name = "blobs" if dataset.startswith("blobs_k") else dataset
-    cfg = config_lib.make_config(base, name)
+    cfg = config_lib.make_config(base, name, preset or None)
     if name == "blobs":
         cfg.dataset.update(n_samples=10_000, n_features=100, blob_clusters=int(dataset[len("blobs_k"):]),
                            cluster_std=1.0, blob_seed=1)
@@ -87,8 +89,13 @@ def make_config(variant: str, dataset: str, first_seed: int, seeds: int, blob_ep
     return cfg
 
 
-def chunk_path(dataset: str, first_seed: int) -> Path:
-    return OUT / f"{dataset}_s{first_seed}.json"
+def out_dir(preset: str = "") -> Path:
+    """Where a chunk's JSON goes: OUT, or OUT/<preset> for a preset's runs."""
+    return OUT / preset if preset else OUT
+
+
+def chunk_path(dataset: str, first_seed: int, preset: str = "") -> Path:
+    return out_dir(preset) / f"{dataset}_s{first_seed}.json"
 
 
 def free_disk(workdir: Path):
@@ -101,15 +108,16 @@ def free_disk(workdir: Path):
         shutil.rmtree(workdir / part, ignore_errors=True)
 
 
-def run_chunk(dataset: str, first_seed: int, seeds: int, variants, runs: str, blob_epochs=None) -> dict:
+def run_chunk(dataset: str, first_seed: int, seeds: int, variants, runs: str, blob_epochs=None,
+              preset: str = "") -> dict:
     """Train (or resume) AE+k-means and `variants` on one batch of seeds;
     record each finished run's summary in the chunk's JSON as soon as it ends."""
-    base = Path(runs) / f"{dataset}_s{first_seed}"
-    path = chunk_path(dataset, first_seed)
+    base = Path(runs) / (f"{dataset}_s{first_seed}" + (f"_{preset}" if preset else ""))
+    path = chunk_path(dataset, first_seed, preset)
     out = json.loads(path.read_text()) if path.exists() else {}
     for variant in ("ae_kmeans", *variants):
         workdir = base / variant
-        cfg = make_config(variant, dataset, first_seed, seeds, blob_epochs)
+        cfg = make_config(variant, dataset, first_seed, seeds, blob_epochs, preset)
         if variant != "ae_kmeans":
             cfg.pretrained_from = str(base / "ae_kmeans")
         if not (workdir / "summary.json").exists():
@@ -126,15 +134,15 @@ def run_chunk(dataset: str, first_seed: int, seeds: int, variants, runs: str, bl
                                                json.loads((base / "ae_kmeans" / "config.json").read_text())["seeds"]),
             "clustering": seconds_per_seed_epoch(workdir, "clustering", seeds)}
         out[variant] = summary
-        OUT.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(out, indent=1))
     return out
 
 
-def per_seed(dataset: str) -> dict[str, dict[int, dict]]:
-    """{variant: {seed: row}} over every chunk of `dataset`."""
+def per_seed(dataset: str, preset: str = "") -> dict[str, dict[int, dict]]:
+    """{variant: {seed: row}} over every chunk of `dataset` (of `preset`'s runs)."""
     rows: dict[str, dict[int, dict]] = {}
-    for path in sorted(OUT.glob(f"{dataset}_s*.json")):
+    for path in sorted(out_dir(preset).glob(f"{dataset}_s*.json")):
         for variant, summary in json.loads(path.read_text()).items():
             for row in summary["seeds"]:
                 rows.setdefault(variant, {})[row["seed"]] = row
@@ -175,6 +183,59 @@ def table_one(datasets=TABLE_ONE_DATASETS, variants=PAPER) -> list[str]:
                 f"{published or '–'} | {verdict(acc, published)} | "
                 f"{fmt(stats(rows, 'kmeans_on_embedding', 'nmi'))} | {fmt(stats(rows, 'kmeans_on_embedding', 'ari'))} | "
                 f"{fmt(stats(rows, None, 'n_clusters', 1.0))} | {own} |")
+    return lines
+
+
+PUBLIC_CODE = RESULTS / "unseen_public_code"
+
+
+def public_code_rows(dataset: str, variant: str) -> list[dict]:
+    """The public code itself on our file (experiments/unseen_public_code.py):
+    {seed, acc, n_clusters} per seed, from unseen_public_code/<dataset>_<base>_s<seed>.json
+    (two JSON layouts: the first runs wrote a flat one)."""
+    rows = []
+    for path in sorted(PUBLIC_CODE.glob(f"{dataset}_{variant[len('unseen_'):]}_s*.json")):
+        r = json.loads(path.read_text())
+        acc = r["kmeans_on_embedding"]["acc"] if "kmeans_on_embedding" in r else r["acc"]
+        rows.append({"seed": int(r["seed"]), "acc": float(acc), "n_clusters": int(r["n_clusters"])})
+    return sorted(rows, key=lambda r: r["seed"])
+
+
+def per_seed_text(rows: list[dict], key=lambda r: r["n_clusters"]) -> str:
+    return " ".join(str(key(r)) for r in rows) if rows else "–"
+
+
+def public_table(datasets=("optdigits", "usps", "pendigits"), variants=PAPER, preset: str = "public") -> list[str]:
+    """Table I's cells three ways: this repository's protocol (today's
+    table), dcjax under the `:public` preset (the public code's set-up), and
+    the public code itself on the same files; with the clusters each seed kept."""
+    lines = ["| dataset | variant | published ACC | protocol: seeds | ACC | clusters | `:public` preset: seeds | "
+             "ACC | verdict | clusters | clusters per seed (seed 0, 1, ...) | public code: seeds | ACC | "
+             "clusters per seed | ACC per seed |", "| --- " * 15 + "|"]
+    for dataset in datasets:
+        ours, public = per_seed(dataset), per_seed(dataset, preset)
+        for variant in variants:
+            published = PUBLISHED_ACC.get(dataset, {}).get(variant)
+            cells = [dataset, variant, published or "–"]
+            rows = [ours[variant][s] for s in sorted(ours.get(variant, {}))]
+            cells += ([len(rows), fmt(stats(rows, "kmeans_on_embedding", "acc")), fmt(stats(rows, None, "n_clusters", 1.0))]
+                      if rows else [0, "not run (compute)", "–"])
+            rows = [public[variant][s] for s in sorted(public.get(variant, {}))]
+            if rows:
+                acc = stats(rows, "kmeans_on_embedding", "acc")
+                cells += [f"{len(rows)}{'' if len(rows) >= 10 else ' (of 10, partial)'}", fmt(acc),
+                          verdict(acc, published), fmt(stats(rows, None, "n_clusters", 1.0)), per_seed_text(rows)]
+            else:
+                cells += [0, "not run (compute)", "–", "–", "–"]
+            code = public_code_rows(dataset, variant)
+            if code:
+                accs = 100 * np.array([r["acc"] for r in code])
+                seeds = ",".join(str(r["seed"]) for r in code)
+                cells += [f"{len(code)} (seed {seeds})", f"{accs.mean():.1f} ± {accs.std():.1f}", per_seed_text(code),
+                          per_seed_text(code, lambda r: f"{100 * r['acc']:.1f}")]
+            else:
+                cells += [0, "not run (compute)", "–", "–"]
+            lines.append("| " + " | ".join(map(str, cells)) + " |")
     return lines
 
 
@@ -301,6 +362,19 @@ def report():
              "Within each cell above: do the seeds that keep more clusters score lower? (k-means ACC on the "
              "final embedding, as Table I.)", "",
              *count_and_acc(), "",
+             "## Table I under the public code's set-up (`:public`), and the public code itself", "",
+             "`:public` (dcjax.config.PUBLIC_SETUP, checked by tests/test_unseen_public.py): ClustPy's LeakyReLU "
+             "autoencoder, one-start k-means at k_init and at the end (scikit-learn's default in the public code), "
+             "the reference code's switches (`unseen.reference_code`), and the ragged last batch of each epoch kept "
+             "as a step (ClustPy's DataLoader, drop_last=False), in pretraining and clustering; everything else as "
+             "the protocol. Its pretraining is its own (LeakyReLU, last batch kept), 100 epochs per seed. Command: "
+             "`python experiments/unseen_reproduce.py --preset public --train usps:0:5:unseen_dec` (and the other "
+             "chunks; results in `experiments/results/unseen/public/`). Public code: the public file imported "
+             "unmodified with the ClustPy of its day, on the same data file, one run per seed "
+             "(`experiments/unseen_public_code.py dec <seed> 100 150 /work/shared/data/usps.npz`, results in "
+             "`experiments/results/unseen_public_code/`). Clusters per seed: the number alive after epoch 150, in "
+             "seed order. ACC: k-means with that number of clusters on the final embedding, as Table I.", "",
+             *public_table(), "",
              "## The reference code's behaviour (`unseen.reference_code`)", "",
              "The public code stops learning the DEC/DKM centers at the first removal and does not prune "
              "DCN's counts; the paper describes neither. Same seeds, same pretraining; Δ = reference code − paper.", "",
@@ -343,14 +417,17 @@ def main():
     ap.add_argument("--queue", action="store_true", help="train every chunk of QUEUE not finished yet, in order")
     ap.add_argument("--runs", default="runs/unseen", help="where the checkpoints go")
     ap.add_argument("--blob-epochs", help="PRETRAIN,CLUSTERING epochs of the synthetic (RQ2) chunks given by --train")
+    ap.add_argument("--preset", default="", choices=("", "public"),
+                    help="train the --train chunks under a config preset: 'public' is the UNSEEN public code's "
+                         "set-up (results in experiments/results/unseen/public/, runs in <runs>/<chunk>_public)")
     args = ap.parse_args()
-    chunks = [parse_chunk(spec) for spec in args.train]
+    chunks = [(*parse_chunk(spec), args.preset) for spec in args.train]
     if args.queue:
-        chunks += QUEUE
+        chunks += [(*chunk, "") for chunk in QUEUE]
     blob_epochs = tuple(int(e) for e in args.blob_epochs.split(",")) if args.blob_epochs else None
-    for dataset, first_seed, seeds, variants in chunks:
+    for dataset, first_seed, seeds, variants, preset in chunks:
         run_chunk(dataset, first_seed, seeds, variants, args.runs,
-                  blob_epochs if dataset.startswith("blobs_k") else None)
+                  blob_epochs if dataset.startswith("blobs_k") else None, preset)
         report()
     report()
 
