@@ -346,16 +346,16 @@ def report(launches: pd.DataFrame, outcomes: pd.DataFrame, table_only: pd.DataFr
         *markdown(pd.DataFrame(per_seed_rows(out_of_sample))), ""]
 
 
-def write_section(lines: list[str]):
-    """Replace this section of selection.md, or append it at the end: after
+def write_section(lines: list[str], section: str = SECTION):
+    """Replace `section` of selection.md, or append it at the end: after
     the hand-written notes, which selection_study.py keeps (from the notes'
     heading to the end) when it rewrites the rest."""
     path = RESULTS / "selection.md"
     text = path.read_text()
     new = "\n".join(lines) + "\n"
-    if SECTION in text:
-        start = text.index(SECTION)
-        end = text.find("\n## ", start + len(SECTION))
+    if section in text:
+        start = text.index(section)
+        end = text.find("\n## ", start + len(section))
         text = text[:start] + new + ("" if end == -1 else text[end:])
     else:
         text = text.rstrip("\n") + "\n\n" + new

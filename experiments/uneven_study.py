@@ -372,16 +372,7 @@ def write_section(notes: str = ""):
         lines += [path.read_text() if path.exists() else f"### {split} launches: not scored", ""]
     lines += ["### The pre-registered decision", "", "Command: `python experiments/uneven_study.py decide`", "",
               *decide(), "", notes]
-    text_path = RESULTS / "selection.md"
-    text = text_path.read_text()
-    new = "\n".join(lines).rstrip("\n") + "\n"
-    if SECTION in text:
-        start = text.index(SECTION)
-        end = text.find("\n## ", start + len(SECTION))
-        text = text[:start] + new + ("" if end == -1 else text[end:])
-    else:
-        text = text.rstrip("\n") + "\n\n" + new
-    text_path.write_text(text)
+    launch_study.write_section("\n".join(lines).rstrip("\n").split("\n"), SECTION)
 
 
 def main():
