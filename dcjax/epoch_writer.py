@@ -55,6 +55,12 @@ class EpochWriter:
             finally:
                 self._queue.task_done()
 
+    def _write_pending(self, job=None):
+        """Inline: write the epoch held back, and hold `job` back instead."""
+        pending, self._pending = self._pending, job
+        if pending is not None:
+            self._write(*pending)
+
     def _raise(self):
         if self.error is not None:
             raise self.error
@@ -64,9 +70,7 @@ class EpochWriter:
         start = time.perf_counter()
         try:
             if not self.background:
-                pending, self._pending = self._pending, job
-                if pending is not None:
-                    self._write(*pending)
+                self._write_pending(job)
                 return
             self._raise()
             self._queue.put(job)   # blocks while `depth` epochs are waiting
@@ -78,9 +82,7 @@ class EpochWriter:
         start = time.perf_counter()
         try:
             if not self.background:
-                pending, self._pending = self._pending, None
-                if pending is not None:
-                    self._write(*pending)
+                self._write_pending()
                 return
             self._queue.put(_STOP)
             self._thread.join()
