@@ -1,0 +1,319 @@
+"""Issue 35, round 2: launch rules that do not assume even clusters, chosen on
+every launch scored so far and tested on launches trained after the choice.
+
+    python experiments/launch_rules.py rows --split seen    # per-seed rows of the scored launches (~10 min)
+    python experiments/launch_rules.py tune                 # the candidates on them; the learned one leave-one-family-out
+    python experiments/launch_rules.py rows --split round2  # after the pre-registration commit
+    python experiments/launch_rules.py test                 # the round-2 launches, once
+
+Round 1 (experiments/uneven_study.py, pre-registered in 0cb0afb) found no
+rule that meets the issue's targets on uneven data, and kept `even_sizes`,
+which takes the most balanced wrong seed on a launch whose large cluster
+the seeds split. Its launches, and the 39 balanced ones, are now seen data:
+they choose round 2's rule. Round 2's test launches are uneven subsamples
+that no rule had been scored on when round 2 was registered
+(experiments/results/uneven_round2_preregistration.md).
+
+One row per seed of a launch (its per-seed selected epoch, as every launch
+rule starts from) and one per consensus partition, with the label-free
+columns of `launch.launch_table` plus `size_gap`: the L1 distance between
+the seed's sorted cluster-size fractions and the consensus's. The
+consensus of several seeds keeps what they share; a seed that splits a
+large cluster the others keep, or merges two the others keep apart, has
+a size profile unlike it, whether the clusters are even or not. ACC (for
+scoring only) at the selected epoch and at the final one. Written to
+experiments/results/uneven/seed_rows_<split>.csv (committed).
+"""
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).parent))
+import launch_study  # noqa: E402
+import uneven_study  # noqa: E402
+from selection_study import markdown  # noqa: E402
+
+from dcjax import launch, selection  # noqa: E402
+
+OUT = uneven_study.OUT
+# trained after round 1, scored only after uneven_round2_preregistration.md was committed
+ROUND2 = ("usps_r10", "mnist_r10", "pendigits_r20", "usps_r20", "optdigits_r20", "pendigits_r5", "mnist_r20",
+          "usps_r5")
+FIXED_K = ("ae_kmeans", "dec", "idec", "dcn", "dkm", "deccs")
+
+
+def family(dataset: str) -> str:
+    """The base data set: what leave-one-family-out holds out together."""
+    return dataset.split("_r")[0]
+
+
+def size_profile(labels: np.ndarray, k: int) -> np.ndarray:
+    """Cluster-size fractions, largest first, length k."""
+    return np.sort(np.bincount(labels.astype(np.int64), minlength=k)[:k] / len(labels))[::-1]
+
+
+def seed_rows(name: str, kind: str, base, truth, parts, y, assessor) -> pd.DataFrame:
+    """The launch's candidates as launch rules see them, with ACC beside."""
+    feats = selection.features(base)
+    default_picks = selection.select(feats, selection.resolve_default(base.attrs["algorithm"])[0], assessor)
+    chosen = dict(zip(default_picks.seed, default_picks.epoch))
+    final = max(parts.epochs)
+    at_final = feats[feats.epoch == final].set_index("seed")
+    consensus = launch.consensus_candidates(parts, chosen)
+    table = launch.launch_table(parts, chosen, consensus, at_final.silhouette.to_dict())
+    k = parts.n_clusters
+    rows = table[table.selected | (table.kind == "consensus")].copy()
+    labels = [launch.candidate_labels(parts, {"seed": s, "epoch": e, "candidate": c}, consensus)
+              for s, e, c in zip(rows.seed, rows.epoch, rows.candidate)]
+    reference = size_profile(consensus[launch.CONSENSUS_SELECTED], k)
+    rows["size_gap"] = [float(np.abs(size_profile(lab, k) - reference).sum()) for lab in labels]
+    acc = truth.set_index(["seed", "epoch"]).acc
+    rows["acc"] = [acc[(s, e)] if s != -1 else launch_study.accuracy(y, lab, k)
+                   for s, e, lab in zip(rows.seed, rows.epoch, labels)]
+    rows["acc_final"] = [acc[(s, final)] if s != -1 else np.nan for s in rows.seed]
+    sizes = np.bincount(y)
+    dataset = base.attrs["dataset"] if kind == "balanced" else name[:-len(base.attrs["algorithm"]) - 1]
+    return rows.assign(launch=name, dataset=dataset,
+                       algorithm=base.attrs["algorithm"], data_kind=kind, class_ratio=sizes.max() / sizes.min(),
+                       oracle=float(truth.acc.max()))
+
+
+def balanced_launches():
+    """The committed balanced fixed-k launches (launch_study.py's)."""
+    for r in pd.read_csv(launch_study.RESULTS / "launch_outcomes.csv").to_dict("records"):
+        parts = launch.load_partitions(launch_study.PARTITIONS / f"{r['launch']}.npz")
+        if parts.fixed_k:
+            base, truth = launch_study.read_run_csv(launch_study.score_table(r["launch"]))
+            yield r["launch"], "balanced", base, truth, parts, launch_study.ground_truth(r["dataset"], r["algorithm"])
+
+
+def uneven_launches(names):
+    from dcjax import study
+    for name in names:
+        for algorithm in FIXED_K:
+            stem = uneven_study.launch_name(name, algorithm)
+            if (uneven_study.SCORES / f"{stem}.csv").exists() and (uneven_study.PARTITIONS / f"{stem}.npz").exists():
+                base, truth = study.read_run_csv(uneven_study.SCORES / f"{stem}.csv")
+                parts = launch.load_partitions(uneven_study.PARTITIONS / f"{stem}.npz")
+                kind = "table" if name in uneven_study.TABLES else "uneven"
+                yield stem, kind, base, truth, parts, uneven_study.labels_of(name)
+
+
+def rows(split: str):
+    t0 = time.perf_counter()
+    assessor = selection.load_assessor(launch_study.ASSESSOR)
+    if split == "seen":
+        launches = [*balanced_launches(), *uneven_launches([n for n in uneven_study.GRID if n not in ROUND2])]
+    else:
+        launches = uneven_launches(ROUND2)
+    frames = []
+    for name, kind, base, truth, parts, y in launches:
+        frames.append(seed_rows(name, kind, base, truth, parts, y, assessor))
+        print(f"{name}: {len(frames[-1])} rows ({time.perf_counter() - t0:.0f} s)", flush=True)
+    frame = pd.concat(frames, ignore_index=True)
+    frame.to_csv(OUT / f"seed_rows_{split}.csv", index=False, float_format="%.6g")
+    return frame
+
+
+# ------------------------------------------------------------ the rules (no labels)
+
+# The label-free columns the learned rule reads (z-scored within the launch),
+# and the launch's context (as is).
+FEATURES = ["cross_seed_nmi", "coassoc_divergence", "launch_silhouette", "final_silhouette", "size_entropy",
+            "final_size_entropy", "size_gap"]
+CONTEXT = ["median_final_size_entropy", "consensus_size_entropy"]
+RULES = ["even_sizes", "consensus", "consensus_final", "agreement", "discotec", "own_silhouette",
+         "launch_silhouette", "even_or_consensus", "even_or_discotec"]
+LEARNED = ("learned_ridge", "learned_gbr")
+MODEL_SEED = 0
+
+
+def prepare(frame: pd.DataFrame) -> pd.DataFrame:
+    """Within-launch z-scores of the label-free columns on the seed rows (0
+    where constant), the launch's context, and the learned rule's target:
+    a seed's ACC minus its launch's mean."""
+    frame = frame.copy()
+    seeds = frame[frame.kind == "epoch"]
+    g = seeds.groupby("launch")[FEATURES]
+    z = ((seeds[FEATURES] - g.transform("mean")) / g.transform("std")).fillna(0.0)
+    for c in FEATURES:
+        frame[f"z_{c}"] = z[c]
+    frame["median_final_size_entropy"] = frame.launch.map(seeds.groupby("launch").final_size_entropy.median())
+    frame["consensus_size_entropy"] = frame.launch.map(
+        frame[frame.candidate == launch.CONSENSUS_SELECTED].set_index("launch").size_entropy)
+    frame["target"] = frame.acc - frame.launch.map(seeds.groupby("launch").acc.mean())
+    frame["family"] = frame.dataset.map(family)
+    return frame
+
+
+def model_inputs(frame: pd.DataFrame) -> np.ndarray:
+    return frame[[f"z_{c}" for c in FEATURES] + CONTEXT].to_numpy(np.float64)
+
+
+def fit(name: str, train: pd.DataFrame):
+    """A learned launch rule (issue 35's candidate 'a learned launch assessor
+    over candidates with partitions'): predicts a seed's ACC above its
+    launch's mean from its label-free columns."""
+    from sklearn.ensemble import GradientBoostingRegressor
+    from sklearn.linear_model import Ridge
+    seeds = train[train.kind == "epoch"]
+    model = (Ridge(alpha=10.0) if name == "learned_ridge" else
+             GradientBoostingRegressor(n_estimators=100, max_depth=2, learning_rate=0.05, subsample=0.8,
+                                       random_state=MODEL_SEED))
+    return model.fit(model_inputs(seeds), seeds.target.to_numpy())
+
+
+def learned_choices(name: str, train: pd.DataFrame, test: pd.DataFrame) -> dict:
+    """{launch: chosen seed} of the model fitted on `train`."""
+    model = fit(name, train)
+    seeds = test[test.kind == "epoch"].assign(pred=lambda t: model.predict(model_inputs(t)))
+    return {launch_name: int(g.sort_values(["pred", "seed"], ascending=[False, True]).iloc[0].seed)
+            for launch_name, g in seeds.groupby("launch")}
+
+
+def leave_one_family_out(frame: pd.DataFrame) -> dict:
+    """{rule: {launch: seed}}: each family's launches chosen by models fitted on the other families'."""
+    picks = {name: {} for name in LEARNED}
+    for fam in frame.family.unique():
+        for name in LEARNED:
+            picks[name] |= learned_choices(name, frame[frame.family != fam], frame[frame.family == fam])
+    return picks
+
+
+def batch_of(name: str, dataset: str, data_kind: str) -> str:
+    """What the bootstrap resamples: a balanced launch's seed batch, as
+    launch_outcomes.csv's `batch` (<data set>_s<first seed>); an uneven
+    launch's data set, as uneven_study.py's."""
+    if data_kind != "balanced":
+        return dataset
+    tail = name.rsplit("_", 1)[-1]
+    return f"{dataset}_{tail}" if tail[:1] == "s" and tail[1:].isdigit() else f"{dataset}_s0"
+
+
+def outcomes(frame: pd.DataFrame, learned: dict) -> pd.DataFrame:
+    """One row per launch: the ACC of every rule's choice (`launch.LAUNCH_SELECTORS`
+    on the launch's rows, and the learned rules' choices), and the baselines."""
+    rows = []
+    for name, g in frame.groupby("launch", sort=False):
+        seeds = g[g.kind == "epoch"].set_index("seed")
+        row = {"launch": name, "dataset": g.dataset.iloc[0], "family": g.family.iloc[0],
+               "data_kind": g.data_kind.iloc[0], "algorithm": g.algorithm.iloc[0],
+               "class_ratio": g.class_ratio.iloc[0], "batch": batch_of(name, g.dataset.iloc[0], g.data_kind.iloc[0]),
+               "random_final": seeds.acc_final.mean(), "median_final": float(np.median(seeds.acc_final)),
+               "oracle": g.oracle.iloc[0], "median_final_size_entropy": seeds.final_size_entropy.median()}
+        for rule in RULES:
+            choice = launch.LAUNCH_SELECTORS[rule](g)
+            row[rule] = g[g.candidate == choice["candidate"]].acc.iloc[0]
+            row[f"{rule}_choice"] = choice["candidate"]
+        for rule, picks in learned.items():
+            row[rule], row[f"{rule}_choice"] = seeds.acc[picks[name]], f"seed {picks[name]}"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def target_lines(launches: pd.DataFrame, choices: list[str]) -> list[str]:
+    """The issue's targets, and each rule's paired difference to `even_sizes`."""
+    diffs = []
+    for c in choices:
+        if c == "even_sizes":
+            continue
+        d = launches.assign(d=launches[c] - launches.even_sizes)
+        lo, hi = np.percentile(launch_study.bootstrap(d, ["d"])["d"], [2.5, 97.5])
+        diffs.append({"rule": c, "mean ACC minus even_sizes'": launch_study.pts(d.d.mean()),
+                      "95% interval": f"[{launch_study.pts(lo)}, {launch_study.pts(hi)}]"})
+    return [*markdown(pd.DataFrame(launch_study.target_rows(launches, ["random_final", *choices]))), "",
+            *markdown(pd.DataFrame(diffs)), ""]
+
+
+def tune():
+    """The rules on every launch scored so far (the learned ones leave-one-family-out)."""
+    frame = prepare(pd.read_csv(OUT / "seed_rows_seen.csv"))
+    launches = outcomes(frame, leave_one_family_out(frame))
+    launches.to_csv(OUT / "round2_seen_outcomes.csv", index=False, float_format="%.5g")
+    lines = []
+    for title, g in (("balanced", launches[launches.data_kind == "balanced"]),
+                     ("uneven and tables", launches[launches.data_kind != "balanced"])):
+        lines += [f"#### Seen launches, {title}: {len(g)}", "", *target_lines(g, [*RULES, *LEARNED])]
+    (OUT / "round2_seen.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def per_seed(names) -> pd.DataFrame:
+    """The per-seed picks' outcomes on the round-2 launches (uneven_study's:
+    the shipped default, the final epoch, the assessor where it was trained)."""
+    assessor = selection.load_assessor(launch_study.ASSESSOR)
+    frames = []
+    for name in names:
+        for algorithm in FIXED_K:
+            stem = uneven_study.launch_name(name, algorithm)
+            if (uneven_study.SCORES / f"{stem}.csv").exists() and (uneven_study.PARTITIONS / f"{stem}.npz").exists():
+                frames.append(uneven_study.study_launch(name, algorithm, assessor)[1])
+    return pd.concat(frames, ignore_index=True)
+
+
+def decision(launches: pd.DataFrame) -> list[str]:
+    """The pre-registered rule (uneven_round2_preregistration.md, 1.)."""
+    d = (launches.consensus - launches.even_sizes).mean()
+    gain = (launches.consensus - launches.random_final).mean()
+    holds = d > 0 and gain >= 0
+    return [f"- consensus minus `even_sizes` (paired, mean over {len(launches)} launches): "
+            f"{launch_study.pts(d)} (needs > 0)",
+            f"- consensus's gain over a random seed's final partition: {launch_study.pts(gain)} (needs >= 0)",
+            "- **the consensus becomes the default for `cluster_sizes=\"unknown\"`**" if holds else
+            "- **`even_sizes` stays the default for every data set**", ""]
+
+
+def test():
+    """Once, after the pre-registration commit: the round-2 launches."""
+    t0 = time.perf_counter()
+    seen = prepare(pd.read_csv(OUT / "seed_rows_seen.csv"))
+    fresh = prepare(pd.read_csv(OUT / "seed_rows_round2.csv"))
+    learned = {name: learned_choices(name, seen, fresh) for name in LEARNED}
+    launches = outcomes(fresh, learned)
+    launches.to_csv(OUT / "round2_test_outcomes.csv", index=False, float_format="%.5g")
+    seen_uneven = outcomes(seen[seen.data_kind != "balanced"], leave_one_family_out(seen))
+    seen_uneven = seen_uneven[seen_uneven.data_kind != "balanced"]
+    everything = pd.concat([seen_uneven, launches], ignore_index=True)
+    picks = per_seed(sorted(fresh.dataset.unique()))
+    picks.to_csv(OUT / "round2_per_seed_outcomes.csv", index=False, float_format="%.5g")
+    per_launch = [{"launch": r["launch"], "class ratio": f"{r['class_ratio']:.1f}",
+                   "median final size entropy": f"{r['median_final_size_entropy']:.3f}",
+                   **{c: launch_study.pts(r[c]) for c in ["median_final", "random_final", *RULES, *LEARNED,
+                                                          "oracle"]}}
+                  for r in launches.to_dict("records")]
+    lines = [f"#### Round-2 test launches: {len(launches)} ({', '.join(sorted(fresh.dataset.unique()))})", "",
+             "Command: `python experiments/launch_rules.py rows --split round2 && python "
+             f"experiments/launch_rules.py test` ({time.perf_counter() - t0:.0f} s for `test`). ACC in points; "
+             "the learned rules fitted on the seen launches.", "",
+             *markdown(pd.DataFrame(per_launch)), "",
+             "Targets (mean over launches [95% bootstrap over data sets]; ✓ met), and each rule against "
+             "`even_sizes`:", "", *target_lines(launches, [*RULES, *LEARNED]),
+             f"#### All uneven and tabular launches, round 1 and round 2: {len(everything)}", "",
+             "(round 1's learned-rule choices leave-one-family-out)", "",
+             *target_lines(everything, [*RULES, *LEARNED]),
+             "#### The pre-registered decision", "", *decision(launches),
+             "#### Per-seed selection on the round-2 seeds", "",
+             *markdown(pd.DataFrame(uneven_study.per_seed_rows(picks))), ""]
+    (OUT / "round2_test.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("command", choices=["rows", "tune", "test"])
+    ap.add_argument("--split", choices=["seen", "round2"], default="seen")
+    args = ap.parse_args()
+    if args.command == "rows":
+        rows(args.split)
+    elif args.command == "tune":
+        tune()
+    else:
+        test()
+
+
+if __name__ == "__main__":
+    main()
