@@ -1,0 +1,83 @@
+"""Issue 35: the per-seed assessor retrained on the wider grid, scored on
+seeds it never saw.
+
+    python experiments/assessor_wide.py fit     # the primary's recipe on the wider tables (~minutes)
+    python experiments/assessor_wide.py test    # on the round-2 seeds, beside the shipped default and the final epoch
+
+The shipped assessor (`selection.load_assessor()`) learned from the per-seed
+study's tables (experiments/results/scores/: digits, Optdigits, USPS,
+Pendigits, MNIST, Fashion-MNIST; the five base algorithms). The wider one
+is the same recipe (`selection.train_assessor(runs, "gbr", target=
+"ensemble")`, used guarded as the primary) fitted on those tables plus every
+uneven and tabular table of issue 35's seen launches (round 1:
+optdigits_r10, pendigits_r10, wine, breast cancer, DECCS included), the
+UNSEEN tables of experiments/results/scores/ (which the per-seed study
+left out) and the DECCS tables of experiments/results/scores_launch/. Its test: the round-2 seeds (experiments/results/
+uneven_round2_preregistration.md, 3.), never used to fit either model.
+"""
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).parent))
+import launch_rules  # noqa: E402
+import uneven_study  # noqa: E402
+from launch_study import LAUNCH_SCORES  # noqa: E402
+from selection_study import SCORES, read_run_csv, study_tables  # noqa: E402
+
+from dcjax import selection, study  # noqa: E402
+
+MODEL = Path(__file__).resolve().parents[1] / "runs" / "assessor_wide.joblib"   # not committed (~MBs)
+OUT = uneven_study.OUT
+
+
+def wide_tables() -> list[Path]:
+    seen = [n for n in uneven_study.GRID if n not in launch_rules.ROUND2]
+    uneven = [p for p in sorted(uneven_study.SCORES.glob("*.csv"))
+              if any(p.stem.startswith(f"{n}_") for n in seen)]
+    unseen = sorted(SCORES.glob("*_unseen_*.csv"))                   # study_tables() leaves them out
+    deccs = sorted(LAUNCH_SCORES.glob("*_deccs*.csv"))
+    return [*study_tables(), *uneven, *unseen, *deccs]
+
+
+def fit():
+    t0 = time.perf_counter()
+    runs = []
+    for path in wide_tables():
+        base, truth = read_run_csv(path)
+        runs.append((selection.features(base), truth))
+    assessor = selection.train_assessor(runs, "gbr", target="ensemble")
+    selection.save_assessor(assessor, MODEL)
+    print(f"fitted on {len(runs)} tables ({assessor['rows']} rows) in {time.perf_counter() - t0:.0f} s -> {MODEL}")
+
+
+def test() -> pd.DataFrame:
+    """Per-seed outcomes on the round-2 launches: the wide assessor (guarded)
+    beside what `launch_rules.per_seed` reports."""
+    wide = selection.load_assessor(MODEL)
+    frames = []
+    for name in launch_rules.ROUND2:
+        for algorithm in launch_rules.FIXED_K:
+            path = uneven_study.SCORES / f"{uneven_study.launch_name(name, algorithm)}.csv"
+            if not path.exists():
+                continue
+            base, truth = study.read_run_csv(path)
+            feats = selection.features(base)
+            picks = pd.concat([selection.select(feats, "assessor_guarded", wide).assign(selector="wide"),
+                               selection.select(feats, "last").assign(selector="last")])
+            picks = picks.assign(run=base.attrs["run"])[["run", "selector", "seed", "epoch"]]
+            frames.append(study.outcomes(picks, truth.assign(run=base.attrs["run"])).assign(
+                dataset=name, algorithm=base.attrs["algorithm"]))
+    out = pd.concat(frames, ignore_index=True)
+    out.to_csv(OUT / "round2_per_seed_wide.csv", index=False, float_format="%.5g")
+    print(pd.DataFrame(uneven_study.per_seed_rows(out)).to_string())
+    return out
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("command", choices=["fit", "test"])
+    {"fit": fit, "test": test}[ap.parse_args().command]()
