@@ -21,7 +21,6 @@ that error at its next hand-over, or when it waits for the writer.
 """
 import queue
 import threading
-import time
 
 _STOP = object()
 
@@ -35,7 +34,6 @@ class EpochWriter:
         self._write = write
         self.background = background
         self.error: BaseException | None = None
-        self.stalled = 0.0   # seconds the loop spent waiting for this writer
         self._pending = None   # inline: the epoch written after the next one is dispatched
         if background:
             self._queue = queue.Queue(maxsize=depth)
@@ -67,28 +65,20 @@ class EpochWriter:
 
     def submit(self, *job):
         """Hand over one epoch; raises the writer's error, if it has one."""
-        start = time.perf_counter()
-        try:
-            if not self.background:
-                self._write_pending(job)
-                return
-            self._raise()
-            self._queue.put(job)   # blocks while `depth` epochs are waiting
-        finally:
-            self.stalled += time.perf_counter() - start
+        if not self.background:
+            self._write_pending(job)
+            return
+        self._raise()
+        self._queue.put(job)   # blocks while `depth` epochs are waiting
 
     def close(self):
         """Write everything handed over, stop the thread; raise the writer's error."""
-        start = time.perf_counter()
-        try:
-            if not self.background:
-                self._write_pending()
-                return
-            self._queue.put(_STOP)
-            self._thread.join()
-            self._raise()
-        finally:
-            self.stalled += time.perf_counter() - start
+        if not self.background:
+            self._write_pending()
+            return
+        self._queue.put(_STOP)
+        self._thread.join()
+        self._raise()
 
     def abandon(self):
         """After a failure in the loop: drop the epochs not yet started, let

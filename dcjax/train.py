@@ -134,13 +134,11 @@ def _record(epoch: int, seconds: float, losses: dict, sizes=None, active=None, d
 
 
 def _run_phase(name: str, ckpts: checkpointing.PhaseCheckpoints, state, epoch_fn, n_epochs: int,
-               x, progress: bool, alive=None, snapshot_fn=None, seeds=None, background: bool = True,
-               stats: dict | None = None):
+               x, progress: bool, alive=None, snapshot_fn=None, seeds=None, background: bool = True):
     """Run epochs state.epoch+1 .. n_epochs, saving after each. Returns the
     state and the alive mask. A seed whose loss goes non-finite keeps its
     last finite state (and snapshot, rebuilt by `snapshot_fn`) for the rest
-    of the run; FloatingPointError once every seed has. `stats` (a dict)
-    receives the seconds the loop waited for the writer (`stalled`)."""
+    of the run; FloatingPointError once every seed has."""
     from tqdm.auto import tqdm
 
     # The loop only dispatches: JAX runs each epoch asynchronously, and the
@@ -198,8 +196,6 @@ def _run_phase(name: str, ckpts: checkpointing.PhaseCheckpoints, state, epoch_fn
         raise
     finally:
         bar.close()
-        if stats is not None:
-            stats["stalled"] = stats.get("stalled", 0.0) + writer.stalled
     return state, alive
 
 

@@ -243,8 +243,7 @@ class DcjaxSide:
             jax.block_until_ready((state, out))
         return time.perf_counter() - t0
 
-    def time_pipeline(self, phase: str, epochs: int, workdir: Path, background: bool = True,
-                      stats: dict | None = None) -> float:
+    def time_pipeline(self, phase: str, epochs: int, workdir: Path, background: bool = True) -> float:
         """train_and_evaluate's per-epoch loop (`train._run_phase`) with real
         checkpoints, its writer in the background (the default) or inline."""
         self.prepare(phase)
@@ -258,7 +257,7 @@ class DcjaxSide:
             done = int(np.asarray(state["epoch"]).reshape(-1)[0])
             t0 = time.perf_counter()
             train._run_phase(phase, ckpts, state, self.epoch_fn(phase), done + epochs, self.x, progress=False,
-                             background=background, stats=stats)
+                             background=background)
             ckpts.wait()
             seconds = time.perf_counter() - t0
             ckpts.close()
