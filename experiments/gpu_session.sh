@@ -11,7 +11,7 @@
 # then, through the device tool, with carry [".whl", ".gpudata"]:
 #
 #   bash experiments/gpu_session.sh [MNIST_FIRST_SEED] [MNIST_SEEDS] [MNIST_SECONDS]
-#   STEPS=fmnist,unseen,deccs,scale bash experiments/gpu_session.sh   # a second call: the rows still open
+#   STEPS=fmnist,unseen,unseen_public,deccs,scale bash experiments/gpu_session.sh   # a second call: the rows still open
 #
 # STEPS (default pipeline,bench,compile,protocol) picks the steps; each has its own
 # timeout, so one call stays under the device tool's 10 minutes:
@@ -27,6 +27,8 @@
 # compile: a second process's compilation with the persistent cache (experiments/bench_compile_cache.py).
 # fmnist: the protocol on Fashion-MNIST, 5 seeds (the launch-level table's MNIST-size rows).
 # unseen: UNSEEN's MNIST cell chunks (experiments/unseen_reproduce.py --train mnist:0:5).
+# unseen_public: UNSEEN's MNIST and Fashion-MNIST cells under the public code's set-up (issue 34:
+#    --preset public --train mnist:0:5, then fmnist:0:5).
 # deccs: DECCS on MNIST (experiments/deccs_study.py --datasets mnist).
 # scale: the reading side at MNIST x 10 seeds on the GPU machine (experiments/bench_scale.py).
 # Everything worth keeping is copied to $OUT.
@@ -88,7 +90,14 @@ cp experiments/results/protocol_fmnist*.{json,md} "$OUT/" 2>/dev/null
 fi
 if step unseen; then
 timeout ${UNSEEN_SECONDS:-150} python3 experiments/unseen_reproduce.py --train mnist:0:5 --runs /tmp/unseen 2>&1 | tail -20
-cp experiments/results/unseen*.json "$OUT/" 2>/dev/null
+cp -r experiments/results/unseen "$OUT/" 2>/dev/null
+fi
+if step unseen_public; then
+cp ../shared/data/fmnist.npz .gpudata/ 2>/dev/null
+for ds in mnist fmnist; do
+timeout ${UNSEEN_SECONDS:-150} python3 experiments/unseen_reproduce.py --preset public --train $ds:0:5 --runs /tmp/unseen 2>&1 | tail -20
+done
+cp -r experiments/results/unseen "$OUT/" 2>/dev/null
 fi
 if step deccs; then
 timeout ${DECCS_SECONDS:-150} python3 experiments/deccs_study.py --datasets mnist --seeds 5 --runs /tmp/deccs 2>&1 | tail -20
