@@ -1,10 +1,11 @@
 """Issue 35, round 2: launch rules that do not assume even clusters, chosen on
 every launch scored so far and tested on launches trained after the choice.
 
-    python experiments/launch_rules.py rows --split seen    # per-seed rows of the scored launches (~10 min)
-    python experiments/launch_rules.py tune                 # the candidates on them; the learned one leave-one-family-out
+    python experiments/launch_rules.py rows --split seen    # per-seed rows of the scored launches (~4 min)
+    python experiments/launch_rules.py tune                 # the rules on them; the learned ones leave-one-family-out
     python experiments/launch_rules.py rows --split round2  # after the pre-registration commit
     python experiments/launch_rules.py test                 # the round-2 launches, once
+    python experiments/launch_rules.py section --notes F    # selection.md's section
 
 Round 1 (experiments/uneven_study.py, pre-registered in 0cb0afb) found no
 rule that meets the issue's targets on uneven data, and kept `even_sizes`,
@@ -242,17 +243,22 @@ def tune():
     print("\n".join(lines))
 
 
-def per_seed(names) -> pd.DataFrame:
+def per_seed(names) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The per-seed picks' outcomes on the round-2 launches (uneven_study's:
-    the shipped default, the final epoch, the assessor where it was trained)."""
+    the shipped default, the final epoch, the assessor where it was trained),
+    and each launch's chance test on its final partitions, with its interval."""
     assessor = selection.load_assessor(launch_study.ASSESSOR)
-    frames = []
+    frames, verdicts = [], []
     for name in names:
         for algorithm in FIXED_K:
             stem = uneven_study.launch_name(name, algorithm)
             if (uneven_study.SCORES / f"{stem}.csv").exists() and (uneven_study.PARTITIONS / f"{stem}.npz").exists():
-                frames.append(uneven_study.study_launch(name, algorithm, assessor)[1])
-    return pd.concat(frames, ignore_index=True)
+                row, picks = uneven_study.study_launch(name, algorithm, assessor)
+                frames.append(picks)
+                verdicts.append({"launch": stem, "chance test (final): ARI [95% interval]":
+                                 f"{row['chance_value']:.3f} [{row['chance_lo']:.3f}, {row['chance_hi']:.3f}] "
+                                 f"{row['chance_verdict']}"})
+    return pd.concat(frames, ignore_index=True), pd.DataFrame(verdicts)
 
 
 def decision(launches: pd.DataFrame) -> list[str]:
@@ -278,7 +284,7 @@ def test():
     seen_uneven = outcomes(seen[seen.data_kind != "balanced"], leave_one_family_out(seen))
     seen_uneven = seen_uneven[seen_uneven.data_kind != "balanced"]
     everything = pd.concat([seen_uneven, launches], ignore_index=True)
-    picks = per_seed(sorted(fresh.dataset.unique()))
+    picks, verdicts = per_seed(sorted(fresh.dataset.unique()))
     picks.to_csv(OUT / "round2_per_seed_outcomes.csv", index=False, float_format="%.5g")
     per_launch = [{"launch": r["launch"], "class ratio": f"{r['class_ratio']:.1f}",
                    "median final size entropy": f"{r['median_final_size_entropy']:.3f}",
@@ -297,22 +303,50 @@ def test():
              *target_lines(everything, [*RULES, *LEARNED]),
              "#### The pre-registered decision", "", *decision(launches),
              "#### Per-seed selection on the round-2 seeds", "",
-             *markdown(pd.DataFrame(uneven_study.per_seed_rows(picks))), ""]
+             *markdown(pd.DataFrame(uneven_study.per_seed_rows(picks))), "",
+             "#### The chance test on the round-2 launches (final partitions, `chance.chance_test`)", "",
+             *markdown(verdicts), ""]
     (OUT / "round2_test.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
+SECTION = "## Uneven clusters and tables, round 2 (issue 35)"
+PREREGISTRATION = "c001602, amended before scoring in 762eaf4 (the deadline) and 4ddb54f (the wider assessor's tables)"
+
+
+def write_section(notes: str = ""):
+    """selection.md's section for round 2, from what `tune` and `test` wrote."""
+    test_md = OUT / "round2_test.md"
+    lines = [SECTION, "",
+             f"Pre-registered in commit {PREREGISTRATION} "
+             "([uneven_round2_preregistration.md](uneven_round2_preregistration.md)): the seen launches choose, "
+             "the round-2 launches (uneven subsamples never scored before) test. Script: "
+             "[experiments/launch_rules.py](../launch_rules.py) (`rows`, `tune`, `test`); the per-seed rows "
+             "[uneven/seed_rows_seen.csv](uneven/seed_rows_seen.csv) and "
+             "[uneven/seed_rows_round2.csv](uneven/seed_rows_round2.csv); launch outcomes "
+             "`uneven/round2_{seen,test}_outcomes.csv`. The learned rules: ridge and gradient boosting on the seeds' "
+             "label-free columns z-scored within the launch, predicting ACC above the launch's mean.", "",
+             "### Seen launches (round 1's and the balanced ones): the rules", "",
+             "Command: `python experiments/launch_rules.py tune` (learned rules leave-one-family-out).", "",
+             (OUT / "round2_seen.md").read_text(), "",
+             "### The test", "", test_md.read_text() if test_md.exists() else "not scored yet", "", notes]
+    launch_study.write_section("\n".join(lines).rstrip("\n").split("\n"), SECTION)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("command", choices=["rows", "tune", "test"])
+    ap.add_argument("command", choices=["rows", "tune", "test", "section"])
+    ap.add_argument("--notes", default="", help="section: a file of hand-written notes to append")
     ap.add_argument("--split", choices=["seen", "round2"], default="seen")
     args = ap.parse_args()
     if args.command == "rows":
         rows(args.split)
     elif args.command == "tune":
         tune()
-    else:
+    elif args.command == "test":
         test()
+    else:
+        write_section(Path(args.notes).read_text() if args.notes else "")
 
 
 if __name__ == "__main__":
