@@ -357,7 +357,11 @@ LAUNCH_SELECTORS["even_or_discotec"] = _gated("discotec")
 # subsamples and tables: it gained -0.03 over a random seed on 16 held-out
 # launches (the consensus +0.97); the pre-registered challenger ('agreement')
 # gained +0.44, short of the +1.0 the rule asked, so it stays, but no rule met
-# that study's targets.
+# that study's targets. Round 2 (pre-registered in commit c001602) offered the
+# consensus as the default for data of unknown cluster sizes: on 35 fresh
+# uneven launches it lost 0.69 to `even_sizes` and 1.40 to a random seed, so
+# `even_sizes` stays for all data; on uneven data no registered rule beat a
+# random seed (selection.md, "Uneven clusters and tables, round 2").
 DEFAULT_LAUNCH_SELECTOR = "even_sizes"
 # Launches whose seeds keep different numbers of clusters (UNSEEN). On the
 # first three UNSEEN launches (Optdigits seeds 0-4, DCN/DEC/DKM) the

@@ -2,9 +2,11 @@
 
     python experiments/export_assessor.py [--refit]
 
-Reads experiments/results/assessor_selection.joblib (what
-`selection_study.py --name selection` trains on every committed score table)
-and writes
+Reads experiments/results/assessor_selection.joblib (since issue 35's round
+2: what `experiments/assessor_wide.py fit` trains on the wider grid of
+committed score tables, `assessor_wide.py ship` copies there; before it, what
+`selection_study.py --name selection` trained on the per-seed study's
+tables) and writes
 - dcjax/assessors/selection.npz: its trees as arrays (`dcjax.shipped_assessor`),
   package data that loads under any scikit-learn version;
 - experiments/results/assessor_shipped_picks.csv: the epoch that the
@@ -12,8 +14,9 @@ and writes
   `python -m dcjax.select` runs) for every (run, seed) of the committed score
   tables; tests/test_shipped_assessor.py checks the shipped file against it.
 It checks that the arrays predict bit for bit what the joblib model predicts
-on every committed table. `--refit` also refits the assessor from the
-committed tables, as the study does, and checks that it is the same model.
+on every committed table of the per-seed study. `--refit` also refits the
+assessor from the committed tables it learned from (`assessor_wide.wide_tables`)
+and checks that it is the same model.
 """
 import argparse
 import sys
@@ -65,7 +68,9 @@ def main():
           f"its ACC vs the final epoch's {100 * gain.mean():+.2f} points (the cross-fitted primary: "
           f"{100 * (both.acc_selected - last.loc[list(zip(both.run, both.seed))].to_numpy()).mean():+.2f})")
     if args.refit:
-        refit = selection.train_assessor(runs, "gbr", target=PRIMARY_TARGET)
+        from assessor_wide import wide_tables
+        wide = [(selection.features(b), t) for b, t in map(read_run_csv, wide_tables())]
+        refit = selection.train_assessor(wide, "gbr", target=PRIMARY_TARGET)
         same = all(np.array_equal(refit["members"][t]["model"].predict(x), study["members"][t]["model"].predict(x))
                    for t in study["members"]
                    for x in [np.concatenate([selection.rank_features(f.reset_index(drop=True), study["features"])

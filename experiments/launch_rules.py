@@ -329,7 +329,14 @@ def write_section(notes: str = ""):
              "### Seen launches (round 1's and the balanced ones): the rules", "",
              "Command: `python experiments/launch_rules.py tune` (learned rules leave-one-family-out).", "",
              (OUT / "round2_seen.md").read_text(), "",
-             "### The test", "", test_md.read_text() if test_md.exists() else "not scored yet", "", notes]
+             "### The test", "", test_md.read_text() if test_md.exists() else "not scored yet", ""]
+    wide = OUT / "round2_per_seed_wide.csv"
+    if wide.exists():
+        lines += ["#### The wider per-seed assessor on the round-2 seeds", "",
+                  "Command: `python experiments/assessor_wide.py fit && python experiments/assessor_wide.py test` "
+                  "(`wide`: the recipe fitted on the wider grid, guarded; `last`: the final epoch).", "",
+                  *markdown(pd.DataFrame(uneven_study.per_seed_rows(pd.read_csv(wide)))), ""]
+    lines += [notes]
     launch_study.write_section("\n".join(lines).rstrip("\n").split("\n"), SECTION)
 
 

@@ -463,13 +463,16 @@ def main():
     if NOTES in old:   # keep the hand-written notes across re-runs
         md += "\n" + old[old.index(NOTES):]
     path.write_text(md)
+    print(md)
+    if args.name == "selection":
+        # Since issue 35 (round 2) the shipped model is the same recipe fitted on
+        # the wider grid: experiments/assessor_wide.py fits it and ships it.
+        print(f"wrote {path}; the shipped assessor: python experiments/assessor_wide.py fit && "
+              "python experiments/assessor_wide.py ship")
+        return
     final = selection.train_assessor(runs, "gbr", target=PRIMARY_TARGET)
     saved = selection.save_assessor(final, RESULTS / f"assessor_{args.name}.joblib")
-    print(md)
     print(f"wrote {path} and {saved} ({saved.stat().st_size / 1024:.0f} KiB)")
-    if args.name == "selection":   # the primary ships inside the package, as arrays
-        export(final, runs).to_csv(PICKS, index=False)
-        print(f"shipped it: {shipped_assessor.SHIPPED}, picks in {PICKS}")
 
 
 # ------------------------------------------------------------ the shipped assessor

@@ -230,7 +230,7 @@ def test_unseen_needs_no_n_clusters_and_returns_the_surviving_clusters():
     assert model.launch_["selector"] == launch.DEFAULT_UNKNOWN_K_SELECTOR and model.launch_["seed"] >= 0
     # the shipped assessor never learned from UNSEEN runs: by default each seed keeps its final epoch, and says why
     assert model.selection_["requested_selector"] == "default" and model.selection_["selector"] == "last"
-    assert "not unseen_dec" in model.selection_["default_because"]
+    assert "not of unseen_dec" in model.selection_["default_because"]
     assert [s["epoch"] for s in model.selection_["seeds"]] == [6, 6]
 
 

@@ -2,8 +2,8 @@
 without unpickling anything, and on the committed score tables it picks the
 epochs the study's model picks (experiments/results/assessor_shipped_picks.csv,
 written from experiments/results/assessor_selection.joblib by
-experiments/export_assessor.py), with bit-identical predictions where that
-pickle loads under this scikit-learn."""
+`experiments/assessor_wide.py ship`), with bit-identical predictions where
+that pickle loads under this scikit-learn."""
 import functools
 import importlib.util
 import warnings
@@ -27,6 +27,14 @@ def selection_study():
     return study
 
 
+@functools.lru_cache(maxsize=None)
+def assessor_wide():
+    import sys
+    sys.path.insert(0, str(RESULTS.parent))
+    import assessor_wide
+    return assessor_wide
+
+
 def read_run_csv(path):
     return selection_study().read_run_csv(path)
 
@@ -44,7 +52,9 @@ def test_the_shipped_file_is_arrays_and_loads_without_pickle():
     assessor = selection.load_assessor()            # the default: the shipped one
     assert assessor["target"] == "ensemble" and set(assessor["members"]) == {"rank", "gap"}
     assert all(isinstance(m["model"], shipped_assessor.TreeEnsemble) for m in assessor["members"].values())
-    assert len(assessor["trained_on"]) == len(selection_study().study_tables())
+    # the recipe fitted on the wider grid of issue 35 (experiments/assessor_wide.py): the per-seed study's
+    # tables, the uneven subsamples and tables of round 1, UNSEEN and DECCS
+    assert len(assessor["trained_on"]) == len(assessor_wide().wide_tables()) > len(selection_study().study_tables())
 
 
 def test_it_reproduces_the_studys_selections_on_the_committed_tables(committed):
