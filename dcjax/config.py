@@ -169,6 +169,10 @@ PUBLIC_SETUP = {
     # (clustpy/deep/_data_utils.py:276, the trainloader; and :333 via
     # get_trained_network, the pretraining): the ragged last batch is a step.
     "last_batch": "keep",
+    # ClustPy's DKM loss weighs the unsquared distance (clustpy/deep/dkm.py:251,
+    # (squared_diffs.sqrt() * probs).sum(1).mean(); UNSEEN's DKM module calls it,
+    # unseen.py:470); the DKM paper and this repository's protocol, the squared one.
+    "dkm.distance": "euclidean",
     # The rest is already what this repository's protocol uses: batch 256,
     # Adam lr 1e-3 (pretraining, 100 epochs) and 1e-4 (clustering, 150
     # epochs), one optimiser over network and centers whose state survives a

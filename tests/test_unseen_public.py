@@ -40,6 +40,9 @@ def test_the_public_preset_is_what_the_public_code_uses(name):
     # ClustPy deep/_data_utils.py:276: get_dataloader(X, batch_size, True, False),
     # drop_last=False; deep/_train_utils.py:144 the same for the pretraining.
     assert c.last_batch == "keep" and plain.last_batch == "drop"
+    # ClustPy deep/dkm.py:251: loss = (squared_diffs.sqrt() * probs).sum(1).mean(),
+    # called by UNSEEN's DKM module (unseen.py:470): the unsquared distance.
+    assert c.dkm.distance == "euclidean" and plain.dkm.distance == "squared"
     # Already the protocol's (UNSEEN_DEC's defaults, unseen.py:362-365;
     # ClustPy dec.py:501-503): batch 256, Adam 1e-3 / 1e-4, 100 + 150 epochs,
     # k_init 35, t 0.5.
@@ -47,7 +50,7 @@ def test_the_public_preset_is_what_the_public_code_uses(name):
     assert (c.pretrain.epochs, c.clustering.epochs, c.unseen.k_init, c.unseen.t) == (100, 150, 35, 0.5)
     # Nothing else moves.
     changed = {k for k, v in config_lib.flat_fields(c).items() if config_lib.flat_fields(plain)[k] != v}
-    assert changed == {"model.activation", "kmeans.n_init", "unseen.reference_code", "last_batch"}
+    assert changed == {"model.activation", "kmeans.n_init", "unseen.reference_code", "last_batch", "dkm.distance"}
     config_lib.validate(c)
 
 
