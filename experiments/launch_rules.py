@@ -57,15 +57,10 @@ def size_profile(labels: np.ndarray, k: int) -> np.ndarray:
     return np.sort(np.bincount(labels.astype(np.int64), minlength=k)[:k] / len(labels))[::-1]
 
 
-def seed_rows(name: str, kind: str, base, truth, parts, y, assessor) -> pd.DataFrame:
+def seed_rows(name: str, dataset: str, kind: str, base, truth, parts, y, assessor) -> pd.DataFrame:
     """The launch's candidates as launch rules see them, with ACC beside."""
-    feats = selection.features(base)
-    default_picks = selection.select(feats, selection.resolve_default(base.attrs["algorithm"])[0], assessor)
-    chosen = dict(zip(default_picks.seed, default_picks.epoch))
+    _, _, consensus, table = uneven_study.launch_candidates(base, parts, assessor)
     final = max(parts.epochs)
-    at_final = feats[feats.epoch == final].set_index("seed")
-    consensus = launch.consensus_candidates(parts, chosen)
-    table = launch.launch_table(parts, chosen, consensus, at_final.silhouette.to_dict())
     k = parts.n_clusters
     rows = table[table.selected | (table.kind == "consensus")].copy()
     labels = [launch.candidate_labels(parts, {"seed": s, "epoch": e, "candidate": c}, consensus)
@@ -77,7 +72,6 @@ def seed_rows(name: str, kind: str, base, truth, parts, y, assessor) -> pd.DataF
                    for s, e, lab in zip(rows.seed, rows.epoch, labels)]
     rows["acc_final"] = [acc[(s, final)] if s != -1 else np.nan for s in rows.seed]
     sizes = np.bincount(y)
-    dataset = base.attrs["dataset"] if kind == "balanced" else name[:-len(base.attrs["algorithm"]) - 1]
     return rows.assign(launch=name, dataset=dataset,
                        algorithm=base.attrs["algorithm"], data_kind=kind, class_ratio=sizes.max() / sizes.min(),
                        oracle=float(truth.acc.max()))
@@ -89,7 +83,8 @@ def balanced_launches():
         parts = launch.load_partitions(launch_study.PARTITIONS / f"{r['launch']}.npz")
         if parts.fixed_k:
             base, truth = launch_study.read_run_csv(launch_study.score_table(r["launch"]))
-            yield r["launch"], "balanced", base, truth, parts, launch_study.ground_truth(r["dataset"], r["algorithm"])
+            yield (r["launch"], r["dataset"], "balanced", base, truth, parts,
+                   launch_study.ground_truth(r["dataset"], r["algorithm"]))
 
 
 def uneven_launches(names):
@@ -101,7 +96,7 @@ def uneven_launches(names):
                 base, truth = study.read_run_csv(uneven_study.SCORES / f"{stem}.csv")
                 parts = launch.load_partitions(uneven_study.PARTITIONS / f"{stem}.npz")
                 kind = "table" if name in uneven_study.TABLES else "uneven"
-                yield stem, kind, base, truth, parts, uneven_study.labels_of(name)
+                yield stem, name, kind, base, truth, parts, uneven_study.labels_of(name)
 
 
 def rows(split: str):
@@ -112,8 +107,8 @@ def rows(split: str):
     else:
         launches = uneven_launches(ROUND2)
     frames = []
-    for name, kind, base, truth, parts, y in launches:
-        frames.append(seed_rows(name, kind, base, truth, parts, y, assessor))
+    for name, dataset, kind, base, truth, parts, y in launches:
+        frames.append(seed_rows(name, dataset, kind, base, truth, parts, y, assessor))
         print(f"{name}: {len(frames[-1])} rows ({time.perf_counter() - t0:.0f} s)", flush=True)
     frame = pd.concat(frames, ignore_index=True)
     frame.to_csv(OUT / f"seed_rows_{split}.csv", index=False, float_format="%.6g")
@@ -282,7 +277,6 @@ def test():
     launches = outcomes(fresh, learned)
     launches.to_csv(OUT / "round2_test_outcomes.csv", index=False, float_format="%.5g")
     seen_uneven = outcomes(seen[seen.data_kind != "balanced"], leave_one_family_out(seen))
-    seen_uneven = seen_uneven[seen_uneven.data_kind != "balanced"]
     everything = pd.concat([seen_uneven, launches], ignore_index=True)
     picks, verdicts = per_seed(sorted(fresh.dataset.unique()))
     picks.to_csv(OUT / "round2_per_seed_outcomes.csv", index=False, float_format="%.5g")

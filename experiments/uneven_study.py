@@ -167,18 +167,26 @@ def train_one(name: str, algorithm: str):
 
 # ------------------------------------------------------------ scoring
 
+def launch_candidates(base: pd.DataFrame, parts: launch.Partitions, assessor: dict):
+    """What a launch rule starts from, as `dcjax.select` builds it: the
+    features, the per-seed default's picks, the consensus partitions and the
+    candidate table (`launch.launch_table`)."""
+    feats = selection.features(base)
+    default_picks = selection.select(feats, selection.resolve_default(base.attrs["algorithm"])[0], assessor)
+    chosen = dict(zip(default_picks.seed, default_picks.epoch))
+    at_final = feats[feats.epoch == max(parts.epochs)].set_index("seed")
+    consensus = launch.consensus_candidates(parts, chosen)
+    return feats, default_picks, consensus, launch.launch_table(parts, chosen, consensus,
+                                                                at_final.silhouette.to_dict())
+
+
 def study_launch(name: str, algorithm: str, assessor: dict) -> tuple[dict, pd.DataFrame]:
     base, truth = study.read_run_csv(SCORES / f"{launch_name(name, algorithm)}.csv")
-    feats = selection.features(base)
     parts = launch.load_partitions(PARTITIONS / f"{launch_name(name, algorithm)}.npz")
     alg = base.attrs["algorithm"]
-    default_name = selection.resolve_default(alg)[0]
-    default_picks = selection.select(feats, default_name, assessor)
+    feats, default_picks, consensus, table = launch_candidates(base, parts, assessor)
     chosen = dict(zip(default_picks.seed, default_picks.epoch))
     final = max(parts.epochs)
-    at_final = feats[feats.epoch == final].set_index("seed")
-    consensus = launch.consensus_candidates(parts, chosen)
-    table = launch.launch_table(parts, chosen, consensus, at_final.silhouette.to_dict())
     acc = truth.set_index(["seed", "epoch"]).acc
     y = labels_of(name)
     consensus_acc = {c: launch_study.accuracy(y, lab, max(parts.n_clusters, int(lab.max()) + 1))

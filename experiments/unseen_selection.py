@@ -11,9 +11,9 @@
 2. The report reads those tables only. It gives, per run, how far the final
    epoch is from the best one (labels), and what the selectors choose: the
    fixed ones of `dcjax.selection`, and the study's assessor
-   (experiments/results/assessor_selection.joblib, what `python -m
-   dcjax.select` uses), trained on the base algorithms' runs only: UNSEEN
-   is an algorithm it never saw. ACC is that of each epoch's own assignment
+   (experiments/results/archive/assessor_selection_75runs.joblib, what
+   `python -m dcjax.select` used until issue 35's round 2), trained on the
+   base algorithms' runs only: UNSEEN is an algorithm it never saw. ACC is that of each epoch's own assignment
    (nearest active center), so it moves as clusters die.
    The tables go to experiments/results/selection_unseen.md, and a summary
    to the notes of experiments/results/selection.md.
@@ -40,7 +40,7 @@ from protocol import write_report
 from selection_study import NOTES, PRIMARY, RESULTS, SCORES, markdown, pts, read_run_csv, write_run_csv
 from unseen_reproduce import OUT, PAPER
 
-ASSESSOR = RESULTS / "assessor_selection.joblib"
+ASSESSOR = RESULTS / "archive" / "assessor_selection_75runs.joblib"   # the model that never saw UNSEEN (launch_study.py)
 BEGIN, END = "<!-- unseen selection: begin (experiments/unseen_selection.py) -->", "<!-- unseen selection: end -->"
 
 

@@ -228,7 +228,8 @@ def test_unseen_needs_no_n_clusters_and_returns_the_surviving_clusters():
     assert model.labels_per_seed_.max() < 8 and model.predict(X).max() < model.n_clusters_
     # seeds that keep different numbers of clusters: the launch picks a seed, not a median-k consensus
     assert model.launch_["selector"] == launch.DEFAULT_UNKNOWN_K_SELECTOR and model.launch_["seed"] >= 0
-    # the shipped assessor never learned from UNSEEN runs: by default each seed keeps its final epoch, and says why
+    # the shipped assessor was not tested on held-out UNSEEN seeds: by default each seed keeps its final epoch,
+    # and says why
     assert model.selection_["requested_selector"] == "default" and model.selection_["selector"] == "last"
     assert "not of unseen_dec" in model.selection_["default_because"]
     assert [s["epoch"] for s in model.selection_["seeds"]] == [6, 6]

@@ -2,8 +2,8 @@
 without unpickling anything, and on the committed score tables it picks the
 epochs the study's model picks (experiments/results/assessor_shipped_picks.csv,
 written from experiments/results/assessor_selection.joblib by
-`experiments/assessor_wide.py ship`), with bit-identical predictions where
-that pickle loads under this scikit-learn."""
+experiments/export_assessor.py; the model itself: experiments/assessor_wide.py),
+with bit-identical predictions where that pickle loads under this scikit-learn."""
 import functools
 import importlib.util
 import warnings
