@@ -290,8 +290,9 @@ LAUNCH_SELECTORS = {
     # The seed with the most even cluster sizes: the default for a fixed k
     # (below). It assumes the clusters are of similar size.
     "even_sizes": _best_seed("final_size_entropy", "the most even cluster sizes, by size entropy",
-                             "; this assumes clusters of similar size: if yours differ, use the consensus "
-                             "(--launch-selector consensus)"),
+                             "; this assumes clusters of similar size: where they differ, no launch rule "
+                             "measured in dcjax beat a random seed (not the consensus either), so compare the "
+                             "seeds' cluster sizes in dcjax report before trusting this choice"),
     "agreement": lambda t: _best(t, "cross_seed_nmi", "max", "selected",
                                  "of the seeds' selected epochs, the one most like the other seeds' partitions"),
     "agreement_all": lambda t: _best(t, "cross_seed_nmi", "max", None,
