@@ -6,6 +6,9 @@ every launch scored so far and tested on launches trained after the choice.
     python experiments/launch_rules.py rows --split round2  # after the pre-registration commit
     python experiments/launch_rules.py test                 # the round-2 launches, once
     python experiments/launch_rules.py section --notes F    # selection.md's section
+    python experiments/launch_rules.py rows --split round3  # round 3, after its pre-registration commit
+    python experiments/launch_rules.py test --split round3  # the round-3 launches, once
+    python experiments/launch_rules.py section --split round3 --notes F
 
 Round 1 (experiments/uneven_study.py, pre-registered in 0cb0afb) found no
 rule that meets the issue's targets on uneven data, and kept `even_sizes`,
@@ -44,7 +47,20 @@ OUT = uneven_study.OUT
 # trained after round 1, scored only after uneven_round2_preregistration.md was committed
 ROUND2 = ("usps_r10", "mnist_r10", "pendigits_r20", "usps_r20", "optdigits_r20", "pendigits_r5", "mnist_r20",
           "usps_r5")
+# trained after round 2 was scored, scored only after uneven_round3_preregistration.md was committed
+# (optdigits_r20 was registered for round 2 and left out at its deadline, unscored)
+ROUND3 = ("optdigits_r20", "optdigits_r5", "fmnist_r10", "fmnist_r20", "fmnist_r5", "mnist_r5", "iris")
 FIXED_K = ("ae_kmeans", "dec", "idec", "dcn", "dkm", "deccs")
+# Per round: the rows that choose (seen), the rows that test, the registered
+# candidate for `cluster_sizes="unknown"`, and the pre-registration commit.
+ROUNDS = {
+    "round2": {"seen": ("seed_rows_seen.csv",), "names": ROUND2, "candidate": "consensus",
+               "prereg": "c001602, amended before scoring in 762eaf4 (the deadline) and 4ddb54f (the wider "
+                         "assessor's tables)", "file": "uneven_round2_preregistration.md"},
+    "round3": {"seen": ("seed_rows_seen.csv", "seed_rows_round2.csv"), "names": ROUND3,
+               "candidate": "launch_silhouette", "prereg": "ROUND3_COMMIT",
+               "file": "uneven_round3_preregistration.md"},
+}
 
 
 def family(dataset: str) -> str:
@@ -105,7 +121,7 @@ def rows(split: str):
     if split == "seen":
         launches = [*balanced_launches(), *uneven_launches([n for n in uneven_study.GRID if n not in ROUND2])]
     else:
-        launches = uneven_launches(ROUND2)
+        launches = uneven_launches(ROUNDS[split]["names"])
     frames = []
     for name, dataset, kind, base, truth, parts, y in launches:
         frames.append(seed_rows(name, dataset, kind, base, truth, parts, y, assessor))
@@ -256,51 +272,82 @@ def per_seed(names) -> tuple[pd.DataFrame, pd.DataFrame]:
     return pd.concat(frames, ignore_index=True), pd.DataFrame(verdicts)
 
 
-def decision(launches: pd.DataFrame) -> list[str]:
-    """The pre-registered rule (uneven_round2_preregistration.md, 1.)."""
-    d = (launches.consensus - launches.even_sizes).mean()
-    gain = (launches.consensus - launches.random_final).mean()
+def decision(launches: pd.DataFrame, candidate: str = "consensus") -> list[str]:
+    """The pre-registered rule (uneven_round2_preregistration.md and
+    uneven_round3_preregistration.md, 1.: the same rule, each round its candidate)."""
+    d = (launches[candidate] - launches.even_sizes).mean()
+    gain = (launches[candidate] - launches.random_final).mean()
     holds = d > 0 and gain >= 0
-    return [f"- consensus minus `even_sizes` (paired, mean over {len(launches)} launches): "
+    return [f"- {candidate} minus `even_sizes` (paired, mean over {len(launches)} launches): "
             f"{launch_study.pts(d)} (needs > 0)",
-            f"- consensus's gain over a random seed's final partition: {launch_study.pts(gain)} (needs >= 0)",
-            "- **the consensus becomes the default for `cluster_sizes=\"unknown\"`**" if holds else
+            f"- {candidate}'s gain over a random seed's final partition: {launch_study.pts(gain)} (needs >= 0)",
+            f"- **{candidate} becomes the default for `cluster_sizes=\"unknown\"`**" if holds else
             "- **`even_sizes` stays the default for every data set**", ""]
 
 
-def test():
-    """Once, after the pre-registration commit: the round-2 launches."""
+def shipped_per_seed(names) -> pd.DataFrame:
+    """Per-seed outcomes of the package's default (`selection.resolve_default`
+    with the shipped assessor) and the final epoch, on seeds no model saw."""
+    from dcjax import study
+    shipped = selection.load_assessor()
+    frames = []
+    for name in names:
+        for algorithm in FIXED_K:
+            path = uneven_study.SCORES / f"{uneven_study.launch_name(name, algorithm)}.csv"
+            if not path.exists():
+                continue
+            base, truth = study.read_run_csv(path)
+            feats = selection.features(base)
+            default, _ = selection.resolve_default(base.attrs["algorithm"])
+            assessor = shipped if default in selection.ASSESSOR_SELECTORS else None
+            picks = pd.concat([selection.select(feats, default, assessor).assign(selector="shipped default"),
+                               selection.select(feats, "last").assign(selector="last")])
+            picks = picks.assign(run=base.attrs["run"])[["run", "selector", "seed", "epoch"]]
+            frames.append(study.outcomes(picks, truth.assign(run=base.attrs["run"])).assign(
+                dataset=name, algorithm=base.attrs["algorithm"]))
+    return pd.concat(frames, ignore_index=True)
+
+
+def test(split: str = "round2"):
+    """Once, after the round's pre-registration commit: its test launches."""
     t0 = time.perf_counter()
-    seen = prepare(pd.read_csv(OUT / "seed_rows_seen.csv"))
-    fresh = prepare(pd.read_csv(OUT / "seed_rows_round2.csv"))
+    spec = ROUNDS[split]
+    seen = prepare(pd.concat([pd.read_csv(OUT / f) for f in spec["seen"]], ignore_index=True))
+    fresh = prepare(pd.read_csv(OUT / f"seed_rows_{split}.csv"))
     learned = {name: learned_choices(name, seen, fresh) for name in LEARNED}
     launches = outcomes(fresh, learned)
-    launches.to_csv(OUT / "round2_test_outcomes.csv", index=False, float_format="%.5g")
+    launches.to_csv(OUT / f"{split}_test_outcomes.csv", index=False, float_format="%.5g")
     seen_uneven = outcomes(seen[seen.data_kind != "balanced"], leave_one_family_out(seen))
     everything = pd.concat([seen_uneven, launches], ignore_index=True)
     picks, verdicts = per_seed(sorted(fresh.dataset.unique()))
-    picks.to_csv(OUT / "round2_per_seed_outcomes.csv", index=False, float_format="%.5g")
+    if split == "round2":
+        picks.to_csv(OUT / "round2_per_seed_outcomes.csv", index=False, float_format="%.5g")
+    else:   # the package's default now (the wider assessor), not the model round 2 pinned
+        picks = shipped_per_seed(sorted(fresh.dataset.unique()))
+        picks.to_csv(OUT / f"{split}_per_seed_outcomes.csv", index=False, float_format="%.5g")
     per_launch = [{"launch": r["launch"], "class ratio": f"{r['class_ratio']:.1f}",
                    "median final size entropy": f"{r['median_final_size_entropy']:.3f}",
                    **{c: launch_study.pts(r[c]) for c in ["median_final", "random_final", *RULES, *LEARNED,
                                                           "oracle"]}}
                   for r in launches.to_dict("records")]
-    lines = [f"#### Round-2 test launches: {len(launches)} ({', '.join(sorted(fresh.dataset.unique()))})", "",
-             "Command: `python experiments/launch_rules.py rows --split round2 && python "
-             f"experiments/launch_rules.py test` ({time.perf_counter() - t0:.0f} s for `test`). ACC in points; "
-             "the learned rules fitted on the seen launches.", "",
+    number = split.removeprefix("round")
+    lines = [f"#### Round-{number} test launches: {len(launches)} ({', '.join(sorted(fresh.dataset.unique()))})",
+             "",
+             f"Command: `python experiments/launch_rules.py rows --split {split} && python "
+             f"experiments/launch_rules.py test --split {split}` ({time.perf_counter() - t0:.0f} s for `test`). "
+             "ACC in points; the learned rules fitted on the seen launches.", "",
              *markdown(pd.DataFrame(per_launch)), "",
              "Targets (mean over launches [95% bootstrap over data sets]; ✓ met), and each rule against "
              "`even_sizes`:", "", *target_lines(launches, [*RULES, *LEARNED]),
-             f"#### All uneven and tabular launches, round 1 and round 2: {len(everything)}", "",
-             "(round 1's learned-rule choices leave-one-family-out)", "",
+             f"#### All uneven and tabular launches, rounds 1 to {number}: {len(everything)}", "",
+             "(the seen launches' learned-rule choices leave-one-family-out)", "",
              *target_lines(everything, [*RULES, *LEARNED]),
-             "#### The pre-registered decision", "", *decision(launches),
-             "#### Per-seed selection on the round-2 seeds", "",
+             "#### The pre-registered decision", "", *decision(launches, spec["candidate"]),
+             f"#### Per-seed selection on the round-{number} seeds", "",
              *markdown(pd.DataFrame(uneven_study.per_seed_rows(picks))), "",
-             "#### The chance test on the round-2 launches (final partitions, `chance.chance_test`)", "",
+             f"#### The chance test on the round-{number} launches (final partitions, `chance.chance_test`)", "",
              *markdown(verdicts), ""]
-    (OUT / "round2_test.md").write_text("\n".join(lines) + "\n")
+    (OUT / f"{split}_test.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
@@ -338,14 +385,15 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("command", choices=["rows", "tune", "test", "section"])
     ap.add_argument("--notes", default="", help="section: a file of hand-written notes to append")
-    ap.add_argument("--split", choices=["seen", "round2"], default="seen")
+    ap.add_argument("--split", choices=["seen", *ROUNDS], default=None,
+                    help="rows: seen (default) or a round's test launches; test, section: the round (default round2)")
     args = ap.parse_args()
     if args.command == "rows":
-        rows(args.split)
+        rows(args.split or "seen")
     elif args.command == "tune":
         tune()
     elif args.command == "test":
-        test()
+        test(args.split or "round2")
     else:
         write_section(Path(args.notes).read_text() if args.notes else "")
 
