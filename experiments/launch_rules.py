@@ -58,7 +58,7 @@ ROUNDS = {
                "prereg": "c001602, amended before scoring in 762eaf4 (the deadline) and 4ddb54f (the wider "
                          "assessor's tables)", "file": "uneven_round2_preregistration.md"},
     "round3": {"seen": ("seed_rows_seen.csv", "seed_rows_round2.csv"), "names": ROUND3,
-               "candidate": "launch_silhouette", "prereg": "ROUND3_COMMIT",
+               "candidate": "launch_silhouette", "prereg": "84ad810",
                "file": "uneven_round3_preregistration.md"},
 }
 
@@ -353,10 +353,25 @@ def test(split: str = "round2"):
 
 SECTION = "## Uneven clusters and tables, round 2 (issue 35)"
 PREREGISTRATION = "c001602, amended before scoring in 762eaf4 (the deadline) and 4ddb54f (the wider assessor's tables)"
+SECTION3 = "## Uneven clusters and tables, round 3 (issue 35)"
+PREREGISTRATION3 = "84ad810"
 
 
-def write_section(notes: str = ""):
-    """selection.md's section for round 2, from what `tune` and `test` wrote."""
+def write_section(notes: str = "", split: str = "round2"):
+    """selection.md's section for a round, from what `tune` and `test` wrote."""
+    if split == "round3":
+        test_md = OUT / "round3_test.md"
+        lines = [SECTION3, "",
+                 f"Pre-registered in commit {PREREGISTRATION3} "
+                 "([uneven_round3_preregistration.md](uneven_round3_preregistration.md)): every launch scored before "
+                 "(the balanced ones and rounds 1 and 2, tables above) chose the candidate for data of unknown "
+                 "cluster sizes, `launch_silhouette`; the round-3 launches (uneven subsamples, Fashion-MNIST among "
+                 "them, and the iris table, never scored before) test it. Per-seed rows "
+                 "[uneven/seed_rows_round3.csv](uneven/seed_rows_round3.csv); launch outcomes "
+                 "`uneven/round3_test_outcomes.csv`; per-seed outcomes `uneven/round3_per_seed_outcomes.csv`.", "",
+                 test_md.read_text() if test_md.exists() else "not scored yet", "", notes]
+        launch_study.write_section("\n".join(lines).rstrip("\n").split("\n"), SECTION3)
+        return
     test_md = OUT / "round2_test.md"
     lines = [SECTION, "",
              f"Pre-registered in commit {PREREGISTRATION} "
@@ -395,7 +410,7 @@ def main():
     elif args.command == "test":
         test(args.split or "round2")
     else:
-        write_section(Path(args.notes).read_text() if args.notes else "")
+        write_section(Path(args.notes).read_text() if args.notes else "", args.split or "round2")
 
 
 if __name__ == "__main__":
