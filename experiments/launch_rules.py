@@ -308,6 +308,61 @@ def shipped_per_seed(names) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+UNSEEN = ("unseen_dec", "unseen_dcn", "unseen_dkm")
+
+
+def assessor_per_seed(names, algorithms) -> pd.DataFrame:
+    """Per-seed outcomes of the shipped assessor (guarded) and the final epoch
+    on algorithms where the default is still the final epoch (round 3, 7.)."""
+    from dcjax import study
+    shipped = selection.load_assessor()
+    frames = []
+    for name in names:
+        for algorithm in algorithms:
+            path = uneven_study.SCORES / f"{uneven_study.launch_name(name, algorithm)}.csv"
+            if not path.exists():
+                continue
+            base, truth = study.read_run_csv(path)
+            feats = selection.features(base)
+            picks = pd.concat([selection.select(feats, "assessor_guarded", shipped).assign(selector="shipped assessor"),
+                               selection.select(feats, "last").assign(selector="last")])
+            picks = picks.assign(run=base.attrs["run"])[["run", "selector", "seed", "epoch"]]
+            frames.append(study.outcomes(picks, truth.assign(run=base.attrs["run"])).assign(
+                dataset=name, algorithm=base.attrs["algorithm"]))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def tested_on_decision(picks: pd.DataFrame) -> list[str]:
+    """Round 3, 7.: a family joins selection.TESTED_ON if, pooled over its
+    held-out seeds, the assessor's regret is below the final epoch's and its
+    do-no-harm >= 95%."""
+    lines = []
+    for family_name, algorithms in (("UNSEEN", UNSEEN), ("DECCS", ("deccs",))):
+        g = picks[picks.algorithm.isin(algorithms)] if len(picks) else picks
+        if not len(g):
+            lines.append(f"- {family_name}: no round-3 seeds; it keeps the final epoch")
+            continue
+        a, last = g[g.selector == "shipped assessor"], g[g.selector == "last"]
+        joins = a.regret.mean() < last.regret.mean() and a.do_no_harm.mean() >= 0.95
+        lines.append(f"- {family_name} ({len(a)} seeds): the assessor's regret {launch_study.pts(a.regret.mean())} "
+                     f"against the final epoch's {launch_study.pts(last.regret.mean())}, do-no-harm "
+                     f"{100 * a.do_no_harm.mean():.0f}%: **" + ("joins `TESTED_ON`" if joins else
+                                                               "keeps the final epoch") + "**")
+    return lines + [""]
+
+
+def unseen_launches(names) -> pd.DataFrame:
+    """Round 3, 6.: the UNSEEN launches' rules, reported apart (their default, own_silhouette, unchanged)."""
+    assessor = selection.load_assessor(launch_study.ASSESSOR)
+    rows = []
+    for name in names:
+        for algorithm in UNSEEN:
+            stem = uneven_study.launch_name(name, algorithm)
+            if (uneven_study.SCORES / f"{stem}.csv").exists() and (uneven_study.PARTITIONS / f"{stem}.npz").exists():
+                rows.append(uneven_study.study_launch(name, algorithm, assessor)[0])
+    return pd.DataFrame(rows)
+
+
 def test(split: str = "round2"):
     """Once, after the round's pre-registration commit: its test launches."""
     t0 = time.perf_counter()
@@ -347,6 +402,23 @@ def test(split: str = "round2"):
              *markdown(pd.DataFrame(uneven_study.per_seed_rows(picks))), "",
              f"#### The chance test on the round-{number} launches (final partitions, `chance.chance_test`)", "",
              *markdown(verdicts), ""]
+    if split == "round3":
+        no_deccs = launches[launches.algorithm != "deccs"]
+        names = sorted(fresh.dataset.unique())
+        other = assessor_per_seed(names, (*UNSEEN, "deccs"))
+        if len(other):
+            other.to_csv(OUT / "round3_per_seed_unseen_deccs.csv", index=False, float_format="%.5g")
+        unseen = unseen_launches(names)
+        lines += [f"#### Round-3 fixed-k launches without DECCS: {len(no_deccs)}", "",
+                  *target_lines(no_deccs, [*RULES, *LEARNED]),
+                  "#### UNSEEN launches (reported apart; their default is `own_silhouette`)", "",
+                  *(markdown(pd.DataFrame([{"launch": r["launch"], **{c: launch_study.pts(r[c]) for c in
+                                            ("random_final", "own_silhouette", "launch_silhouette", "consensus",
+                                             "even_sizes", "oracle")}} for r in unseen.to_dict("records")]))
+                    if len(unseen) else ["none trained by the deadline"]), "",
+                  "#### The per-seed assessor on held-out UNSEEN and DECCS seeds (registered rule 7.)", "",
+                  *(markdown(pd.DataFrame(uneven_study.per_seed_rows(other))) if len(other) else ["none"]), "",
+                  *tested_on_decision(other)]
     (OUT / f"{split}_test.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
