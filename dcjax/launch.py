@@ -291,9 +291,10 @@ LAUNCH_SELECTORS = {
     # The seed with the most even cluster sizes: the default for a fixed k
     # (below). It assumes the clusters are of similar size.
     "even_sizes": _best_seed("final_size_entropy", "the most even cluster sizes, by size entropy",
-                             "; this assumes clusters of similar size: where they differ, no launch rule "
-                             "measured in dcjax beat a random seed (not the consensus either), so compare the "
-                             "seeds' cluster sizes in dcjax report before trusting this choice"),
+                             "; this assumes clusters of similar size (dataset.cluster_sizes 'even'): where they "
+                             "differ it takes the seed that splits a large cluster, so set cluster_sizes='unknown' "
+                             "(the launch silhouette) unless you know they are even, and compare the seeds' cluster "
+                             "sizes in dcjax report"),
     "agreement": lambda t: _best(t, "cross_seed_nmi", "max", "selected",
                                  "of the seeds' selected epochs, the one most like the other seeds' partitions"),
     "agreement_all": lambda t: _best(t, "cross_seed_nmi", "max", None,
@@ -362,8 +363,10 @@ LAUNCH_SELECTORS["even_or_discotec"] = _gated("discotec")
 # that study's targets. Round 2 (pre-registered in commit c001602) offered the
 # consensus as the default for data of unknown cluster sizes: on 35 fresh
 # uneven launches it lost 0.69 to `even_sizes` and 1.40 to a random seed, so
-# `even_sizes` stays for all data; on uneven data no registered rule beat a
-# random seed (selection.md, "Uneven clusters and tables, round 2").
+# `even_sizes` stayed for all data (selection.md, "Uneven clusters and
+# tables, round 2"). Round 3 kept the prior and tested the launch silhouette
+# for unknown sizes (below): `even_sizes` is the default where the clusters
+# are declared even (the named data sets).
 DEFAULT_LAUNCH_SELECTOR = "even_sizes"
 # Launches whose seeds keep different numbers of clusters (UNSEEN). On the
 # first three UNSEEN launches (Optdigits seeds 0-4, DCN/DEC/DKM) the
