@@ -60,6 +60,12 @@ def get_default_config() -> ml_collections.ConfigDict:
         subsample=0, subsample_seed=0,
         label_column="",   # CSV/TSV: the column holding labels (evaluation only)
         tag_columns="",    # CSV/TSV: comma-separated columns holding tags in [0, 1], not features (dcjax/explain.py)
+        # What you know of the clusters' sizes; it picks the launch's default
+        # choice among seeds (dcjax/launch.py, `default_selector`): 'even'
+        # (near-equal sizes: the seed with the most even sizes), 'unknown'
+        # (no such assumption: the best silhouette in every seed's embedding),
+        # 'auto' (even for the benchmark DATASETS, unknown for a file or array).
+        cluster_sizes="auto",
         # only for 'blobs'; blob_seed also seeds 'uniform' and 'shuffled:<name>'
         n_samples=1000, n_features=10, blob_clusters=5, cluster_std=1.0, blob_seed=0))
 
@@ -291,6 +297,7 @@ _CHOICES = {
     "seed_parallelism": ("auto", "vmap", "loop"),
     "last_batch": ("drop", "keep"),
     "dataset.normalize": ("auto", "feature", "channel", "none", "tabular", "image"),
+    "dataset.cluster_sizes": ("auto", "even", "unknown"),
     "checkpoint.writer": ("background", "inline"),
 }
 

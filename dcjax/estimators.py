@@ -35,9 +35,11 @@ So the same X (as a file), seed and settings give the CLI's numbers
 run is reproducible unless asked otherwise.
 
 With several seeds, `labels_` is the launch's choice (`launch_choice`, as
-`python -m dcjax.select` makes it: by default the seed with the most even
-cluster sizes, `launch_selector` for another of `launch.LAUNCH_SELECTORS`,
-such as 'consensus'; `launch_` says which and why), and `final_labels_`,
+`python -m dcjax.select` makes it: by default the seed with the best
+silhouette in every seed's embedding, as an array's cluster sizes are not
+known to be even (`cluster_sizes='even'`: the seed with the most even sizes);
+`launch_selector` for another of `launch.LAUNCH_SELECTORS`, such as
+'consensus'; `launch_` says which and why), and `final_labels_`,
 `transform`, `predict` are those of one seed, `seed_`: the chosen seed, or
 the one closest to the consensus. `cluster_centers_` are the centres of
 `labels_` in `seed_`'s embedding.
@@ -94,6 +96,7 @@ PROTOCOL = {
     "activation": "model.activation",
     "kmeans_n_init": "kmeans.n_init",
     "normalize": "dataset.normalize",
+    "cluster_sizes": "dataset.cluster_sizes",
 }
 DATA_FILE = "data.npy"
 SAVED_JSON, SAVED_ARRAYS = "estimator.json", "estimator.npz"   # `save`: no pickle
@@ -108,9 +111,8 @@ def launch_choice(workdir, result: dict, labels_per_seed: np.ndarray,
                   selector: str | None = None) -> tuple[int, np.ndarray, dict | None]:
     """What `labels_` holds, and which seed's model serves `transform`,
     `predict` and `cluster_centers_`: with several seeds, the launch's choice
-    of `python -m dcjax.select` (`launch.select_launch`, label-free: by
-    default the seed with the most even cluster sizes, which beat a random
-    seed's on 30 launches, selection.md 'Launch-level selection').
+    of `python -m dcjax.select` (`launch.select_launch`, label-free; its
+    default follows `cluster_sizes`: `launch.default_selector`).
     The model is the chosen seed's, or for a consensus the seed whose
     partition agrees best with it (ARI; ties: the first). One seed: its own.
     Returns (seed index, labels, the choice as selection.json has it)."""
@@ -555,6 +557,8 @@ PARAMETER_DOCS = {
     "activation": "str\n    'relu' (the papers) or 'leaky_relu' (ClustPy).",
     "kmeans_n_init": "int\n    k-means restarts for the initial centres.",
     "normalize": "str\n    'auto' (z-score per feature for tabular X), 'feature', 'channel' or 'none'.",
+    "cluster_sizes": "str\n    'auto' (here: 'unknown'), 'unknown' or 'even': whether the clusters are known to be of "
+                     "near-equal size; it picks how `labels_` is chosen among seeds (`dcjax.launch.default_selector`).",
     "k_init": "int\n    UNSEEN: the number of clusters to start from; clusters die, `n_clusters_` is what is left.",
 }
 ATTRIBUTES_DOC = """

@@ -56,8 +56,10 @@ def define_selection_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_string("assessor", None, "trained assessor file (.npz or .joblib) for the assessor "
                         "selectors (default: the study's, shipped with dcjax)", flag_values=fv)
     flags.DEFINE_enum("launch_selector", None, list(launch.LAUNCH_SELECTORS),
-                      f"how to choose among the seeds (default: {launch.DEFAULT_LAUNCH_SELECTOR} for a fixed "
-                      f"k, {launch.DEFAULT_UNKNOWN_K_SELECTOR} where seeds keep different numbers of clusters)",
+                      f"how to choose among the seeds (default: for a fixed k, {launch.DEFAULT_LAUNCH_SELECTOR} where "
+                      f"the run's dataset.cluster_sizes is 'even' (the benchmarks), {launch.DEFAULT_UNEVEN_SELECTOR} "
+                      f"where it is 'unknown' (a file or array); {launch.DEFAULT_UNKNOWN_K_SELECTOR} where seeds "
+                      "keep different numbers of clusters)",
                       flag_values=fv)
 
 

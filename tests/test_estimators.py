@@ -169,6 +169,9 @@ def test_fitted_attributes_and_pipeline_use(fitted):
     i = model.seeds_.index(model.seed_)
     # labels_ is the launch's choice (dcjax.launch), as selection.json and selected_labels.npy have it
     assert json.loads((est_dir / "selection.json").read_text())["launch"] == model.launch_
+    # an array's cluster sizes are unknown (cluster_sizes='auto'): no rule that assumes even clusters
+    assert model.get_params()["cluster_sizes"] == "auto" and model.launch_["cluster_sizes"] == "unknown"
+    assert model.launch_["selector"] == launch.DEFAULT_UNEVEN_SELECTOR and "cluster_sizes" in model.launch_["why"]
     np.testing.assert_array_equal(model.labels_, np.load(est_dir / "selected_labels.npy"))
     if model.launch_["seed"] >= 0:
         np.testing.assert_array_equal(model.labels_, model.labels_per_seed_[i])

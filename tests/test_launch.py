@@ -21,6 +21,7 @@ from sklearn.metrics import adjusted_rand_score
 from conftest import tiny_config
 from test_selection import permuted_labels
 from dcjax import checkpointing, data, launch, select, selection, train
+from dcjax import config as config_lib
 
 SEEDS, PRETRAIN_EPOCHS, CLUSTERING_EPOCHS = 3, 2, 4
 
@@ -188,14 +189,18 @@ def test_collapse_rule_takes_the_kmeans_start_of_a_collapsed_seed():
     assert selection.collapse_guard(feats, selection.select_last(feats)).epoch.tolist() == [2, 2]
 
 
+UNEVEN_SIZES = (1200, 300, 300, 200)
+
+
 def _uneven_launch(seeds: int = 5, wrong: tuple = (3, 4)) -> launch.Partitions:
     """A synthetic launch on 4 clusters of 1200, 300, 300 and 200 points: the
     seeds differ only in how they split the large cluster. Seeds not in
     `wrong` keep it whole (a few points off at random); the wrong ones cut it
     in two (each its own way) and merge the two smallest clusters, so their
-    sizes (600, 600, 300, 500) are the most even of the launch."""
+    sizes (600, 600, 300, 500) are the most even of the launch. Every seed's
+    reference embeddings are the same four 2-d blobs, each its own jitter."""
     rng = np.random.default_rng(0)
-    truth = np.repeat([0, 1, 2, 3], [1200, 300, 300, 200])
+    truth = np.repeat([0, 1, 2, 3], UNEVEN_SIZES)
     labels = []
     for seed in range(seeds):
         part = truth.copy()
@@ -208,23 +213,52 @@ def _uneven_launch(seeds: int = 5, wrong: tuple = (3, 4)) -> launch.Partitions:
         part[flip] = rng.integers(0, 4, flip.sum())
         labels.append(part)
     labels = np.stack(labels)[None].repeat(2, axis=0).astype(np.uint8)   # (E=2, S, N): two identical epochs
-    spaces = np.full((2 * seeds, len(truth), 2), np.nan, np.float32)
+    centres = np.array([[0.0, 0.0], [6.0, 0.0], [0.0, 6.0], [6.0, 6.0]])
+    points = centres[truth] + rng.normal(size=(len(truth), 2))
+    spaces = (points + 0.1 * rng.normal(size=(2 * seeds, *points.shape))).astype(np.float32)
     return launch.Partitions(labels, spaces, list(range(seeds)), [0, 1], "clustering", 4)
 
 
-def test_on_an_uneven_launch_the_gate_does_not_take_the_most_balanced_wrong_seed():
-    parts = _uneven_launch()
+def _uneven_table(parts):
     chosen = {s: 1 for s in parts.seeds}
     consensus = launch.consensus_candidates(parts, chosen)
     table = launch.launch_table(parts, chosen, consensus, {s: 0.0 for s in parts.seeds})
-    truth = np.repeat([0, 1, 2, 3], [1200, 300, 300, 200])
+    truth = np.repeat([0, 1, 2, 3], UNEVEN_SIZES)
+    return table, lambda choice: adjusted_rand_score(truth, launch.candidate_labels(parts, choice, consensus))
 
-    def ari(choice):
-        return adjusted_rand_score(truth, launch.candidate_labels(parts, choice, consensus))
 
+def test_on_an_uneven_launch_the_default_for_unknown_sizes_does_not_take_the_most_balanced_wrong_seed():
+    """Issue 35's test: where the cluster sizes are not declared even (a
+    user's file or array), the default takes a seed that keeps the large
+    cluster whole; the rule for declared-even data falls in the trap."""
+    parts = _uneven_launch()
+    table, ari = _uneven_table(parts)
     assert launch.LAUNCH_SELECTORS["even_sizes"](table)["seed"] in (3, 4)   # the trap: the most even is wrong
-    # The default stays even_sizes: issue 35's pre-registered test did not move it (selection.md, "Uneven
-    # clusters and tables"). The gated candidates avoid the trap here.
+    assert launch.default_selector(parts, "even") == "even_sizes"
+    name = launch.default_selector(parts, "unknown")
+    choice = launch.LAUNCH_SELECTORS[name](table)
+    assert name == "launch_silhouette"
+    assert choice["seed"] not in (3, 4) and ari(choice) > 0.9, choice
+
+
+def test_cluster_sizes_auto_is_even_for_the_benchmarks_and_unknown_for_files():
+    assert launch.cluster_sizes_of({"dataset": {"name": "usps", "cluster_sizes": "auto"}}) == "even"
+    assert launch.cluster_sizes_of({"dataset": {"name": "blobs"}}) == "even"   # a run written before the field
+    assert launch.cluster_sizes_of({"dataset": {"name": "/data/mine.csv", "cluster_sizes": "auto"}}) == "unknown"
+    assert launch.cluster_sizes_of({"dataset": {"name": "tfds:mnist"}}) == "unknown"
+    assert launch.cluster_sizes_of({"dataset": {"name": "/data/mine.csv", "cluster_sizes": "even"}}) == "even"
+    assert launch.cluster_sizes_of({"dataset": {"name": "usps", "cluster_sizes": "unknown"}}) == "unknown"
+    config = config_lib.make_config("dec", "digits")
+    config_lib.validate(config)
+    config.dataset.cluster_sizes = "uneven"
+    with pytest.raises(config_lib.ConfigError, match="cluster_sizes"):
+        config_lib.validate(config)
+
+
+def test_on_an_uneven_launch_the_gate_does_not_take_the_most_balanced_wrong_seed():
+    """Round 1's gated candidates avoid the trap too (they lost on real uneven data, selection.md)."""
+    parts = _uneven_launch()
+    table, ari = _uneven_table(parts)
     for name in ("even_or_consensus", "even_or_discotec"):
         choice = launch.LAUNCH_SELECTORS[name](table)
         assert choice["seed"] not in (3, 4) and ari(choice) > 0.9, (name, choice)

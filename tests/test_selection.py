@@ -447,17 +447,18 @@ def test_cross_fit_train_on_limits_the_training_runs_not_the_judged_ones():
 
 
 def test_default_selector_is_the_assessor_only_on_the_algorithms_it_was_tested_on(tmp_path):
-    """'default': the guarded assessor on AE+k-means, DEC, IDEC, DCN and DKM
-    (where the shipped assessor was tested on held-out seeds), the final
-    epoch elsewhere, also on UNSEEN and DECCS, whose runs it learned from
-    but was not tested on; an assessor file of the user's own is used as asked."""
+    """'default': the guarded assessor on AE+k-means, DEC, IDEC, DCN, DKM and
+    DECCS (where the shipped assessor was tested on held-out seeds), the
+    final epoch elsewhere, also on UNSEEN, whose runs it learned from but
+    did not beat the final epoch on; an assessor file of the user's own is
+    used as asked."""
     learned = selection.trained_algorithms(selection.load_assessor())
     assert {"ae_kmeans", "dec", "idec", "dcn", "dkm", "unseen_dec", "deccs"} <= learned
-    for algorithm in ("ae_kmeans", "dec", "idec", "dcn", "dkm"):
+    for algorithm in ("ae_kmeans", "dec", "idec", "dcn", "dkm", "deccs"):
         assert selection.resolve_default(algorithm) == ("assessor_guarded", None)
-    for algorithm in ("unseen_dcn", "unseen_dec", "unseen_dkm", "deccs"):
+    for algorithm in ("unseen_dcn", "unseen_dec", "unseen_dkm"):
         chosen, why = selection.resolve_default(algorithm)
-        assert chosen == "last" and f"not of {algorithm} (it learned from some {algorithm} runs)" in why
+        assert chosen == "last" and f"not of {algorithm} (it learned from some {algorithm} runs;" in why
     chosen, why = selection.resolve_default("my_new_method")
     assert chosen == "last" and "it never learned from my_new_method runs" in why
     assert selection.resolve_default("unseen_dec", tmp_path / "mine.npz") == ("assessor_guarded", None)
