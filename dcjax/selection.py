@@ -162,7 +162,7 @@ ASSESSOR_SELECTORS = ("assessor", "assessor_guarded", "assessor_noise_guarded", 
 # two pick the same round on 11 of 15 seeds); on 30 UNSEEN seeds it tied the
 # final epoch (0.73), so UNSEEN keeps the final epoch. On that round's 175
 # seeds of the five base algorithms it did not beat the final epoch (regret
-# 2.48 against 2.46, do-no-harm 94%; AE+k-means 71%): reported, not a rule.
+# 2.31 against 2.29, do-no-harm 94%; AE+k-means 71%): reported, not a rule.
 DEFAULT_SELECTOR = "default"
 IN_DOMAIN_SELECTOR, OUT_OF_DOMAIN_SELECTOR = "assessor_guarded", "last"
 TESTED_ON = ("ae_kmeans", "dec", "idec", "dcn", "dkm", "deccs")

@@ -1,5 +1,6 @@
-"""Issue 35, round 2: launch rules that do not assume even clusters, chosen on
-every launch scored so far and tested on launches trained after the choice.
+"""Issue 35, rounds 2 and 3: launch rules that do not assume even clusters,
+chosen on every launch scored so far and tested on launches trained after
+the choice.
 
     python experiments/launch_rules.py rows --split seen    # per-seed rows of the scored launches (~4 min)
     python experiments/launch_rules.py tune                 # the rules on them; the learned ones leave-one-family-out
@@ -16,7 +17,11 @@ which takes the most balanced wrong seed on a launch whose large cluster
 the seeds split. Its launches, and the 39 balanced ones, are now seen data:
 they choose round 2's rule. Round 2's test launches are uneven subsamples
 that no rule had been scored on when round 2 was registered
-(experiments/results/uneven_round2_preregistration.md).
+(experiments/results/uneven_round2_preregistration.md); it rejected the
+consensus. Round 3 (uneven_round3_preregistration.md) took every launch
+scored by then as seen data, registered `launch_silhouette` for data of
+unknown cluster sizes, and tested it on 38 fresh launches: it became the
+default for `cluster_sizes="unknown"` (dcjax/launch.py).
 
 One row per seed of a launch (its per-seed selected epoch, as every launch
 rule starts from) and one per consensus partition, with the label-free
