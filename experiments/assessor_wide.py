@@ -36,14 +36,14 @@ from launch_study import LAUNCH_SCORES  # noqa: E402
 import selection_study  # noqa: E402
 from selection_study import SCORES, read_run_csv, study_tables  # noqa: E402
 
-from dcjax import selection, study  # noqa: E402
+from dcjax import selection  # noqa: E402
 
 MODEL = Path(__file__).resolve().parents[1] / "runs" / "assessor_wide.joblib"   # not committed (~MBs)
 OUT = uneven_study.OUT
 
 
 def wide_tables() -> list[Path]:
-    seen = [n for n in uneven_study.GRID if n not in launch_rules.ROUND2]
+    seen = launch_rules.round1_names()
     uneven = [p for p in sorted(uneven_study.SCORES.glob("*.csv"))
               if any(p.stem.startswith(f"{n}_") for n in seen)]
     unseen = sorted(SCORES.glob("*_unseen_*.csv"))                   # study_tables() leaves them out
@@ -66,20 +66,8 @@ def test() -> pd.DataFrame:
     """Per-seed outcomes on the round-2 launches: the wide assessor (guarded)
     beside what `launch_rules.per_seed` reports."""
     wide = selection.load_assessor(MODEL)
-    frames = []
-    for name in launch_rules.ROUND2:
-        for algorithm in launch_rules.FIXED_K:
-            path = uneven_study.SCORES / f"{uneven_study.launch_name(name, algorithm)}.csv"
-            if not path.exists():
-                continue
-            base, truth = study.read_run_csv(path)
-            feats = selection.features(base)
-            picks = pd.concat([selection.select(feats, "assessor_guarded", wide).assign(selector="wide"),
-                               selection.select(feats, "last").assign(selector="last")])
-            picks = picks.assign(run=base.attrs["run"])[["run", "selector", "seed", "epoch"]]
-            frames.append(study.outcomes(picks, truth.assign(run=base.attrs["run"])).assign(
-                dataset=name, algorithm=base.attrs["algorithm"]))
-    out = pd.concat(frames, ignore_index=True)
+    out = launch_rules.against_final(launch_rules.ROUND2_SCORED, launch_rules.FIXED_K, "wide",
+                                     lambda feats, _: selection.select(feats, "assessor_guarded", wide))
     out.to_csv(OUT / "round2_per_seed_wide.csv", index=False, float_format="%.5g")
     print(pd.DataFrame(uneven_study.per_seed_rows(out)).to_string())
     return out

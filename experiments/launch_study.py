@@ -12,8 +12,9 @@ against the baselines a user has today, with the labels.
    per run; copies written before 2026-11-29 keep every point, ~1-2 MB).
    Nothing later needs the run.
 2. Per launch: the per-seed choices of the product's default per-seed
-   selector (`selection.resolve_default`: the committed primary assessor on
-   the algorithms it learned from, the final epoch elsewhere), the launch
+   selector (`study_default`: `selection.resolve_default` as it was when
+   these launches were scored, the committed primary assessor on the
+   algorithms it learned from, the final epoch elsewhere), the launch
    table (`launch.launch_table`: every seed x epoch and two consensus
    partitions), and every launch selector's choice. Labels then score them:
    ACC of the choice; the random seed's final epoch (its expected value, the
@@ -63,6 +64,15 @@ BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED = 2000, 0
 GAIN_TARGET, REGRET_TARGET, WORSE_TARGET = 0.02, 0.02, 0.10
 ORDER = ("ae_kmeans", "dec", "idec", "dcn", "dkm", "unseen_dcn", "unseen_dec", "unseen_dkm", "deccs")
 TRAINED_ON = ORDER[:5]   # the algorithms of the per-seed study (and of the launch defaults' choice)
+
+
+def study_default(algorithm: str) -> str:
+    """The per-seed default these studies scored with, pinned as ASSESSOR is:
+    the primary on TRAINED_ON, the final epoch elsewhere. It was
+    `selection.resolve_default` until issue 35's round 3 added DECCS to
+    `selection.TESTED_ON`."""
+    return PER_SEED if algorithm in TRAINED_ON else "last"
+
 # Launch groups, reported apart: where the launch default was chosen, the
 # trained algorithms on the other data sets, and the algorithms no selector
 # was fitted or tuned on (issue 20: 'report separately').
@@ -119,7 +129,7 @@ def study_launch(name: str, assessor: dict) -> tuple[dict, pd.DataFrame]:
     collapse = selection.collapse_guard(feats, per_seed)
     # what the launch builds on: the product's per-seed default (the primary, or
     # the final epoch on an algorithm the assessor never learned from)
-    default_name = selection.resolve_default(base.attrs["algorithm"])[0]
+    default_name = study_default(base.attrs["algorithm"])
     default_picks = per_seed if default_name == PER_SEED else selection.select(feats, default_name, assessor)
     chosen = dict(zip(default_picks.seed, default_picks.epoch))
     final = max(parts.epochs)

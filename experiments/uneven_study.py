@@ -32,7 +32,7 @@ runs/uneven/partitions/ (not committed: they are inputs, ~0.1-0.4 MB each,
 rebuilt by training).
 
 Scoring (`score`): per launch as experiments/launch_study.py does (the
-per-seed default of `selection.resolve_default`, `launch.launch_table`, every
+per-seed default of `launch_study.study_default`, `launch.launch_table`, every
 `launch.LAUNCH_SELECTORS` rule) plus the candidate launch rules of issue 35
 (`launch.LAUNCH_SELECTORS`' `even_or_consensus` and `even_or_discotec`: `even_sizes`
 only where the seeds' final partitions look near-even). Outcomes as selection.md's: gain over a random seed's final
@@ -173,7 +173,7 @@ def launch_candidates(base: pd.DataFrame, parts: launch.Partitions, assessor: di
     features, the per-seed default's picks, the consensus partitions and the
     candidate table (`launch.launch_table`)."""
     feats = selection.features(base)
-    default_picks = selection.select(feats, selection.resolve_default(base.attrs["algorithm"])[0], assessor)
+    default_picks = selection.select(feats, launch_study.study_default(base.attrs["algorithm"]), assessor)
     chosen = dict(zip(default_picks.seed, default_picks.epoch))
     at_final = feats[feats.epoch == max(parts.epochs)].set_index("seed")
     consensus = launch.consensus_candidates(parts, chosen)
