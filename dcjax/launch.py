@@ -49,6 +49,7 @@ import pandas as pd
 from jax import lax
 
 from dcjax import checkpointing, metrics, selection
+from dcjax import config as config_lib
 from dcjax import run as run_lib
 from dcjax import workdir as workdir_lib
 
@@ -400,7 +401,6 @@ def cluster_sizes_of(config: dict | None) -> str:
     a dict), 'auto' resolved by the data: the named data sets have near-even
     classes (the benchmarks; 'blobs' by construction), a file, an array or a
     tfds set may not."""
-    from dcjax import config as config_lib
     dataset = (config or {}).get("dataset") or {}
     declared = dataset.get("cluster_sizes", "auto")
     if declared != "auto":

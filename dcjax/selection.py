@@ -179,7 +179,7 @@ def resolve_default(algorithm: str, assessor_path=None) -> tuple[str, str | None
         return IN_DOMAIN_SELECTOR, None
     learned = "learned from some" if algorithm in seen else "never learned from"
     return OUT_OF_DOMAIN_SELECTOR, (
-        f"the final epoch: the shipped assessor beat it on held-out seeds of {', '.join(TESTED_ON)} only, "
+        f"the final epoch: the shipped assessor was tested on held-out seeds of {', '.join(TESTED_ON)} only, "
         f"not of {algorithm} (it {learned} {algorithm} runs; on held-out UNSEEN seeds it tied the final epoch, "
         "measured in the dcjax repository: experiments/results/selection.md, round 3); "
         "--selector assessor_guarded uses it anyway")
