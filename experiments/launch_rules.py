@@ -10,6 +10,11 @@ the choice.
     python experiments/launch_rules.py rows --split round3  # round 3, after its pre-registration commit
     python experiments/launch_rules.py test --split round3  # the round-3 launches, once
     python experiments/launch_rules.py section --split round3 --notes F
+    python experiments/launch_rules.py rows --split round4   # round 4: UNSEEN and DECCS on the image subsamples
+    python experiments/launch_rules.py test --split round4
+    python experiments/launch_rules.py rows --split epochs150  # round 4, 6.: 150 clustering epochs
+    python experiments/launch_rules.py test --split epochs150
+    python experiments/launch_rules.py section --split round4 --notes F
 
 Round 1 (experiments/uneven_study.py, pre-registered in 0cb0afb) found no
 rule that meets the issue's targets on uneven data, and kept `even_sizes`,
@@ -58,6 +63,9 @@ ROUND2_SCORED = tuple(n for n in ROUND2 if n != "optdigits_r20")
 # trained after round 2 was scored, scored only after uneven_round3_preregistration.md was committed
 # (optdigits_r20 was registered for round 2 and left out at its deadline, unscored)
 ROUND3 = ("optdigits_r20", "optdigits_r5", "fmnist_r10", "fmnist_r20", "fmnist_r5", "mnist_r5", "iris")
+# trained after round 3 was scored, scored only after uneven_round4_preregistration.md was committed:
+# UNSEEN and DECCS only (the fixed-k launches of these data sets were rounds 2 and 3's)
+ROUND4 = ("fmnist_r10", "mnist_r5", "fmnist_r20", "usps_r10")
 FIXED_K = ("ae_kmeans", "dec", "idec", "dcn", "dkm", "deccs")
 # Per round: the rows that choose (seen), the rows that test, the registered
 # candidate for `cluster_sizes="unknown"`, and the pre-registration commit.
@@ -68,6 +76,11 @@ ROUNDS = {
     "round3": {"seen": ("seed_rows_seen.csv", "seed_rows_round2.csv"), "names": ROUND3,
                "candidate": "launch_silhouette", "prereg": "84ad810",
                "file": "uneven_round3_preregistration.md"},
+    "round4": {"names": ROUND4, "algorithms": ("deccs",), "prereg": "cf10d26",
+               "file": "uneven_round4_preregistration.md"},
+    # round 4's amendment 6.: round-3 launches retrained at the published 150 clustering epochs
+    "epochs150": {"names": ("optdigits_r5", "fmnist_r10"), "algorithms": ("dec", "idec", "dcn", "dkm"),
+                  "epochs": 150, "prereg": "e9c95d1", "file": "uneven_round4_preregistration.md"},
 }
 
 
@@ -117,10 +130,10 @@ def balanced_launches():
                    launch_study.ground_truth(r["dataset"], r["algorithm"]))
 
 
-def uneven_launches(names):
+def uneven_launches(names, algorithms=FIXED_K):
     from dcjax import study
     for name in names:
-        for algorithm in FIXED_K:
+        for algorithm in algorithms:
             stem = uneven_study.launch_name(name, algorithm)
             if (uneven_study.SCORES / f"{stem}.csv").exists() and (uneven_study.PARTITIONS / f"{stem}.npz").exists():
                 base, truth = study.read_run_csv(uneven_study.SCORES / f"{stem}.csv")
@@ -135,7 +148,8 @@ def rows(split: str):
     if split == "seen":
         launches = [*balanced_launches(), *uneven_launches(round1_names())]
     else:
-        launches = uneven_launches(ROUNDS[split]["names"])
+        uneven_study.set_clustering_epochs(ROUNDS[split].get("epochs", uneven_study.CLUSTERING_EPOCHS))
+        launches = uneven_launches(ROUNDS[split]["names"], ROUNDS[split].get("algorithms", FIXED_K))
     frames = []
     for name, dataset, kind, base, truth, parts, y in launches:
         frames.append(seed_rows(name, dataset, kind, base, truth, parts, y, assessor))
@@ -344,22 +358,25 @@ def assessor_per_seed(names, algorithms) -> pd.DataFrame:
                          lambda feats, _: selection.select(feats, "assessor_guarded", shipped))
 
 
-def tested_on_decision(picks: pd.DataFrame) -> list[str]:
-    """Round 3, 7.: a family joins selection.TESTED_ON if, pooled over its
-    held-out seeds, the assessor's regret is below the final epoch's and its
-    do-no-harm >= 95%."""
+def tested_on_decision(picks: pd.DataFrame, tested: tuple[str, ...] = ()) -> list[str]:
+    """Round 3, 7. (and round 4, 1.-2., on rounds 3 and 4 pooled): a family is
+    in selection.TESTED_ON if, pooled over its held-out seeds, the assessor's
+    regret is below the final epoch's and its do-no-harm >= 95%. `tested`:
+    the families in TESTED_ON before the decision (they stay or leave)."""
     lines = []
     for family_name, algorithms in (("UNSEEN", UNSEEN), ("DECCS", ("deccs",))):
         g = picks[picks.algorithm.isin(algorithms)] if len(picks) else picks
+        was_in = family_name in tested
         if not len(g):
-            lines.append(f"- {family_name}: no round-3 seeds; it keeps the final epoch")
+            lines.append(f"- {family_name}: no held-out seeds; " + ("it stays" if was_in else "it keeps the final epoch"))
             continue
         a, last = g[g.selector == "shipped assessor"], g[g.selector == "last"]
-        joins = a.regret.mean() < last.regret.mean() and a.do_no_harm.mean() >= 0.95
+        holds = a.regret.mean() < last.regret.mean() and a.do_no_harm.mean() >= 0.95
+        verdict = ({True: "stays in `TESTED_ON`", False: "leaves `TESTED_ON` (the final epoch)"} if was_in else
+                   {True: "joins `TESTED_ON`", False: "keeps the final epoch"})[holds]
         lines.append(f"- {family_name} ({len(a)} seeds): the assessor's regret {launch_study.pts(a.regret.mean())} "
                      f"against the final epoch's {launch_study.pts(last.regret.mean())}, do-no-harm "
-                     f"{100 * a.do_no_harm.mean():.0f}%: **" + ("joins `TESTED_ON`" if joins else
-                                                               "keeps the final epoch") + "**")
+                     f"{100 * a.do_no_harm.mean():.0f}%: **{verdict}**")
     return lines + [""]
 
 
@@ -435,14 +452,125 @@ def test(split: str = "round2"):
     print("\n".join(lines))
 
 
+def test_round4():
+    """Round 4 (uneven_round4_preregistration.md), once: UNSEEN and DECCS on
+    the image subsamples; the per-seed decisions on rounds 3 and 4 pooled."""
+    t0 = time.perf_counter()
+    assessor = selection.load_assessor(launch_study.ASSESSOR)
+    scored = ("seed_rows_seen.csv", "seed_rows_round2.csv", "seed_rows_round3.csv")
+    seen = prepare(pd.concat([pd.read_csv(OUT / f) for f in scored], ignore_index=True))
+    fresh = prepare(pd.read_csv(OUT / "seed_rows_round4.csv"))
+    deccs = outcomes(fresh, {name: learned_choices(name, seen, fresh) for name in LEARNED})
+    deccs.to_csv(OUT / "round4_test_outcomes.csv", index=False, float_format="%.5g")
+    deccs3 = pd.read_csv(OUT / "round3_test_outcomes.csv").query("algorithm == 'deccs'")
+    unseen = unseen_launches(ROUND4)
+    deccs_rows = pd.DataFrame([uneven_study.study_launch(n, "deccs", assessor)[0] for n in ROUND4
+                               if (uneven_study.SCORES / f"{uneven_study.launch_name(n, 'deccs')}.csv").exists()])
+    picks = assessor_per_seed(ROUND4, (*UNSEEN, "deccs"))
+    picks.to_csv(OUT / "round4_per_seed_unseen_deccs.csv", index=False, float_format="%.5g")
+    pooled = pd.concat([pd.read_csv(OUT / "round3_per_seed_unseen_deccs.csv"), picks], ignore_index=True)
+    per_seed_table = lambda p: markdown(pd.DataFrame(uneven_study.per_seed_rows(  # noqa: E731
+        p.assign(algorithm=p.algorithm.map(lambda a: "unseen (3 variants)" if a in UNSEEN else a)))))
+    verdicts = [{"launch": r["launch"], "final ACC of the seeds": "", "chance test (final): ARI [95% interval]":
+                 f"{r['chance_value']:.3f} [{r['chance_lo']:.3f}, {r['chance_hi']:.3f}] {r['chance_verdict']}"}
+                for r in [*deccs_rows.to_dict("records"), *unseen.to_dict("records")]]
+    for v in verdicts:
+        finals = picks[(picks.selector == "last") & (picks.dataset + "_" + picks.algorithm == v["launch"])].acc_final
+        v["final ACC of the seeds"] = ", ".join(f"{100 * a:.1f}" for a in finals)
+    missing = [uneven_study.launch_name(n, a) for n in ROUND4 for a in (*UNSEEN, "deccs")
+               if not (uneven_study.SCORES / f"{uneven_study.launch_name(n, a)}.csv").exists()]
+    unseen_cols = ("random_final", "own_silhouette", "launch_silhouette", "consensus", "even_sizes", "oracle")
+    lines = [f"#### Round-4 test launches: {len(deccs)} DECCS and {len(unseen)} UNSEEN "
+             f"({', '.join(ROUND4)})", "",
+             f"Command: `python experiments/launch_rules.py rows --split round4 && python "
+             f"experiments/launch_rules.py test --split round4` ({time.perf_counter() - t0:.0f} s for `test`). "
+             "ACC in points. " + (f"Not trained by the deadline: {', '.join(missing)}." if missing else
+                                  "Every registered launch was trained."), "",
+             "##### The per-seed decisions (registered rules 1. and 2.: rounds 3 and 4 pooled)", "",
+             *tested_on_decision(pooled, tested=("DECCS",)),
+             "Round 4's held-out seeds alone (UNSEEN's three variants pooled):", "", *per_seed_table(picks), "",
+             "Rounds 3 and 4 pooled:", "", *per_seed_table(pooled), "",
+             "##### DECCS launches: the launch rules (reported, 4.)", "",
+             *markdown(pd.DataFrame([{"launch": r["launch"], "class ratio": f"{r['class_ratio']:.1f}",
+                                      **{c: launch_study.pts(r[c]) for c in ["median_final", "random_final", *RULES,
+                                                                             *LEARNED, "oracle"]}}
+                                     for r in deccs.to_dict("records")])), "",
+             f"Round 4's {len(deccs)} DECCS launches:", "", *target_lines(deccs, [*RULES, *LEARNED]),
+             f"With round 3's {len(deccs3)} DECCS launches ({len(deccs) + len(deccs3)}):", "",
+             *target_lines(pd.concat([deccs3, deccs], ignore_index=True), [*RULES, *LEARNED]),
+             "##### UNSEEN launches (reported, 4.; their default is `own_silhouette`)", "",
+             *(markdown(pd.DataFrame([{"launch": r["launch"], **{c: launch_study.pts(r[c]) for c in unseen_cols}}
+                                      for r in unseen.to_dict("records")])) if len(unseen) else ["none trained"]), "",
+             *(markdown(pd.DataFrame(launch_study.target_rows(unseen.assign(batch=unseen.dataset),
+                                                              list(unseen_cols[1:-1])))) if len(unseen) else []), "",
+             "##### The chance test (final partitions, `chance.chance_test`; reported, 5.)", "",
+             *markdown(pd.DataFrame(verdicts)), ""]
+    (OUT / "round4_test.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def test_epochs():
+    """Round 4, 6.: the same launches at 150 clustering epochs and at 50."""
+    spec = ROUNDS["epochs150"]
+    stems = [uneven_study.launch_name(n, a) for n in spec["names"] for a in spec["algorithms"]]
+    at = {50: prepare(pd.read_csv(OUT / "seed_rows_round3.csv").query("launch in @stems")),
+          150: prepare(pd.read_csv(OUT / "seed_rows_epochs150.csv"))}
+    launches = {e: outcomes(f, {}) for e, f in at.items()}
+    picks = {}
+    for epochs in at:
+        uneven_study.set_clustering_epochs(epochs)
+        p = shipped_per_seed(spec["names"])
+        picks[epochs] = p[p.algorithm.isin(spec["algorithms"])].assign(
+            algorithm=lambda t, e=epochs: t.algorithm + f" ({e})")
+    uneven_study.set_clustering_epochs(50)
+    both = launches[50].merge(launches[150].assign(launch=launches[150].launch.str.removesuffix("_e150")),
+                              on="launch", suffixes=(" (50)", " (150)"))
+    columns = ("oracle", "random_final", "even_sizes", "launch_silhouette", "own_silhouette")
+    lines = [f"#### The same {len(both)} launches at 50 and 150 clustering epochs", "",
+             "Command: `python experiments/launch_rules.py rows --split epochs150 && python "
+             "experiments/launch_rules.py test --split epochs150`. ACC in points.", "",
+             *markdown(pd.DataFrame([{"launch": r["launch"], **{f"{c} ({e})": launch_study.pts(r[f"{c} ({e})"])
+                                                                for c in columns for e in (50, 150)}}
+                                     for r in both.to_dict("records")])), ""]
+    for epochs, g in launches.items():
+        lines += [f"Launch rules at {epochs} epochs:", "", *target_lines(g, RULES)]
+    lines += ["Per-seed: the shipped default against the final epoch (algorithm (epochs)):", "",
+              *markdown(pd.DataFrame(uneven_study.per_seed_rows(pd.concat(picks.values(), ignore_index=True)))), ""]
+    (OUT / "epochs150_test.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
 SECTION = "## Uneven clusters and tables, round 2 (issue 35)"
 PREREGISTRATION = "c001602, amended before scoring in 762eaf4 (the deadline) and 4ddb54f (the wider assessor's tables)"
 SECTION3 = "## Uneven clusters and tables, round 3 (issue 35)"
 PREREGISTRATION3 = "84ad810"
+SECTION4 = "## UNSEEN and DECCS on the uneven image subsamples, round 4 (issue 35)"
 
 
 def write_section(notes: str = "", split: str = "round2"):
     """selection.md's section for a round, from what `tune` and `test` wrote."""
+    if split == "round4":
+        test_md = OUT / "round4_test.md"
+        lines = [SECTION4, "",
+                 f"Pre-registered in commit {ROUNDS['round4']['prereg']} "
+                 "([uneven_round4_preregistration.md](uneven_round4_preregistration.md)): UNSEEN and DECCS, trained "
+                 "on the image subsamples after round 3 was scored, re-test DECCS in `selection.TESTED_ON` and "
+                 "UNSEEN's final-epoch default, pooled with round 3's held-out seeds. Per-seed outcomes "
+                 "`uneven/round4_per_seed_unseen_deccs.csv`; DECCS launch rows "
+                 "[uneven/seed_rows_round4.csv](uneven/seed_rows_round4.csv).", "",
+                 test_md.read_text() if test_md.exists() else "not scored yet", "",
+                 "### The published 150 clustering epochs (registered 6., reported)", "",
+                 f"Amendment {ROUNDS['epochs150']['prereg']}: DEC, IDEC, DCN and DKM on two of round 3's data sets, "
+                 "retrained from the same pretraining at 150 clustering epochs; launch outcomes beside the same "
+                 "launches at 50.", "",
+                 (OUT / "epochs150_test.md").read_text() if (OUT / "epochs150_test.md").exists() else "not scored yet",
+                 "", "### How far a launch rule could go (post hoc)", "",
+                 "Command: `python experiments/launch_ceiling.py`. Descriptive, on the launches of rounds 1-3: "
+                 "nothing here chose a default (the script's docstring says what each row is).", "",
+                 (OUT / "launch_ceiling.md").read_text() if (OUT / "launch_ceiling.md").exists() else "not run",
+                 "", notes]
+        launch_study.write_section("\n".join(lines).rstrip("\n").split("\n"), SECTION4)
+        return
     if split == "round3":
         test_md = OUT / "round3_test.md"
         lines = [SECTION3, "",
@@ -492,7 +620,7 @@ def main():
     elif args.command == "tune":
         tune()
     elif args.command == "test":
-        test(args.split or "round2")
+        {"round4": test_round4, "epochs150": test_epochs}.get(args.split, lambda: test(args.split or "round2"))()
     else:
         write_section(Path(args.notes).read_text() if args.notes else "", args.split or "round2")
 
