@@ -41,6 +41,19 @@ straddling it, 'inconclusive' (`looks_like_chance` None, as when it cannot
 tell, and the message says which). The one-cluster rule needs no interval.
 `chance_test_table` has no partitions to resample, so its verdicts read the
 point value alone (`interval` None).
+
+Seeds can also disagree on data that has clusters, when the clustering
+phase takes them apart: DKM on an uneven MNIST subsample (classes 1,000 down
+to 200) starts from k-means partitions that agree at ARI 0.57 (interval
+0.56 to 0.59) and ends at 0.33, each seed having merged other classes
+(issue 35, round 3). Structureless data gives no such start: on the
+controls the pretrained autoencoders' k-means partitions, which every
+clustering algorithm starts from, agree at 0.03 (uniform) and 0.11
+(shuffled digits). So `chance_test` takes the same seeds' partitions at the
+start of clustering (`start`) when it has them: if those agree (their
+interval at or above the line) and the tested ones do not, the verdict is
+`came_apart` (True), not chance: a warning that the seeds' clusters are
+their own, with both agreements in the message.
 """
 import math
 
@@ -166,16 +179,44 @@ def agreement_interval(partitions, resamples: int = BOOTSTRAP_RESAMPLES, seed: i
     return float(lo), float(hi)
 
 
-def chance_test(partitions, n_clusters: int) -> dict:
+def chance_test(partitions, n_clusters: int, start=None) -> dict:
     """`verdict` for partitions (S, N), one row per seed, of the same rows,
-    with the bootstrap `interval` of the agreement (`agreement_interval`)."""
+    with the bootstrap `interval` of the agreement (`agreement_interval`).
+    `start`: the same seeds' partitions at the start of clustering (S, N),
+    or None; read only when the agreement is below the line or straddles
+    it (`came_apart`)."""
     labels = np.asarray(partitions)
     partitions = jnp.asarray(labels, jnp.int32)
     agreement = metrics.seed_agreement(partitions, n_clusters)
     entropy = np.asarray([metrics.cluster_size_entropy(p, n_clusters) for p in partitions], np.float64)
     interval = agreement_interval(labels) if len(labels) >= 2 else None
-    return verdict(float(agreement["mean_pairwise_ari"]), float(np.mean(np.exp(entropy))), len(partitions),
-                   float(agreement["mean_pairwise_nmi"]), interval, n_clusters=n_clusters)
+    result = verdict(float(agreement["mean_pairwise_ari"]), float(np.mean(np.exp(entropy))), len(partitions),
+                     float(agreement["mean_pairwise_nmi"]), interval, n_clusters=n_clusters)
+    result["came_apart"] = False
+    if start is None or result["looks_like_chance"] is False or result["value"] is None \
+            or result["effective_clusters"] < result["min_effective_clusters"]:
+        return result
+    first = chance_test(start, n_clusters)
+    result["start"] = {k: first[k] for k in ("value", "interval", "effective_clusters", "looks_like_chance")}
+    if first["looks_like_chance"] is not False:
+        return result
+    return result | came_apart(result, first)
+
+
+def came_apart(now: dict, start: dict) -> dict:
+    """The verdict's fields when the seeds agreed at the start of clustering
+    and no longer do: not chance (structureless data gives no such start),
+    a warning all the same."""
+    def said(v):
+        return f"ARI {v['value']:.3f}" + ("" if v["interval"] is None else
+                                          f", {100 * INTERVAL_LEVEL:.0f}% interval {v['interval'][0]:.3f} to "
+                                          f"{v['interval'][1]:.3f}")
+    return {"looks_like_chance": None, "inconclusive": False, "came_apart": True,
+            "message": f"WARNING: the {now['seeds']} seeds' partitions disagree ({said(now)}; "
+                       f"{'below' if not now['inconclusive'] else 'straddling'} the line {AGREEMENT_THRESHOLD}), "
+                       f"though they agreed at the start of clustering ({said(start)}): the clustering phase took "
+                       "them apart, so this is not structureless data, but each seed's clusters are its own "
+                       "(compare an earlier epoch or another algorithm; see dcjax/chance.py)"}
 
 
 def chance_test_table(table: pd.DataFrame, n_clusters: int) -> pd.DataFrame:

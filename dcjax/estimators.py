@@ -103,8 +103,9 @@ SAVED_JSON, SAVED_ARRAYS = "estimator.json", "estimator.npz"   # `save`: no pick
 
 
 class ChanceWarning(UserWarning):
-    """`fit`'s seeds agree no better than on data without clusters
-    (`dcjax.chance`): the clusters may be the method's, not the data's."""
+    """`fit`'s seeds agree no better than on data without clusters, or they
+    agreed at the start of clustering and came apart (`dcjax.chance`): the
+    clusters may be the method's, not the data's."""
 
 
 def launch_choice(workdir, result: dict, labels_per_seed: np.ndarray,
@@ -239,7 +240,7 @@ class DeepClusterer(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMi
                 shutil.rmtree(workdir, ignore_errors=True)
         self.workdir_ = None if self.workdir is None else workdir
         self.chance_ = self.selection_.get("chance") or self.summary_.get("chance")
-        if self.chance_ and self.chance_.get("looks_like_chance"):
+        if self.chance_ and (self.chance_.get("looks_like_chance") or self.chance_.get("came_apart")):
             warnings.warn(f"{type(self).__name__}: {self.chance_['message']}", ChanceWarning, stacklevel=2)
         return self
 
@@ -593,7 +594,8 @@ launch_ : dict or None
 summary_ : dict
     The training summary (as summary.json has it).
 chance_ : dict or None
-    The chance test of the selected partitions (`dcjax.chance`); a `ChanceWarning` when it says chance.
+    The chance test of the selected partitions (`dcjax.chance`); a `ChanceWarning` when it says chance
+    or that the seeds came apart during clustering.
 n_features_in_ : int
     Number of features seen in fit.
 feature_names_in_ : ndarray of shape (n_features_in_,)

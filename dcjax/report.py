@@ -621,12 +621,13 @@ def evaluation_rows(run: Run) -> list[dict]:
 
 
 def chance_verdict(run: Run) -> tuple[str, bool] | None:
-    """(message, looks like chance) of the run's chance test, when
-    selection.json has one (`dcjax.select` adds it; the report only shows it)."""
+    """(message, alarm: it looks like chance, or the seeds came apart) of the
+    run's chance test, when selection.json has one (`dcjax.select` adds it; the report only shows it)."""
     verdict = run.selection.get("chance")
     if not verdict or not verdict.get("message"):
         return None
-    alarm = verdict.get("looks_like_chance", verdict.get("better_than_chance") is False)
+    alarm = verdict.get("looks_like_chance", verdict.get("better_than_chance") is False) \
+        or verdict.get("came_apart", False)   # the seeds agreed at the start of clustering and no longer do
     return str(verdict["message"]), bool(alarm)
 
 

@@ -275,5 +275,8 @@ def run_chance_test(workdir, epochs: dict[int, int] | None = None, phase: str | 
     epochs = epochs or {seed: scored[-1] for seed in run.seeds}
     stored = {epoch: run.load_scored(phase, epoch)["labels"] for epoch in sorted(set(epochs.values()))}
     partitions = np.stack([stored[epochs[seed]][i] for i, seed in enumerate(run.seeds)]).astype(np.int32)
-    return chance.chance_test(partitions, run.n_centers) | {"phase": phase,
-                                                            "epochs": {str(s): int(e) for s, e in epochs.items()}}
+    # the start of clustering (k-means on the pretrained embedding): seeds that agreed there and not now came apart
+    start = (run.load_scored(phase, 0)["labels"].astype(np.int32)
+             if phase == "clustering" and 0 in scored and set(epochs.values()) != {0} else None)
+    return chance.chance_test(partitions, run.n_centers, start=start) | {
+        "phase": phase, "epochs": {str(s): int(e) for s, e in epochs.items()}}

@@ -277,8 +277,9 @@ def summarize(config, dataset, trainer, cstate, x, workdir: Path, diverged: dict
                "n_clusters_std": float(np.std([r["n_clusters"] for r in rows])),
                "diverged_seeds": sorted(diverged or {})}
     healthy = [r for r in rows if not r["diverged"]]
-    summary["chance"] = chance.chance_test(
-        np.asarray(snap["assignments"])[[i for i, r in enumerate(rows) if not r["diverged"]]], k)
+    kept = [i for i, r in enumerate(rows) if not r["diverged"]]
+    summary["chance"] = chance.chance_test(np.asarray(snap["assignments"])[kept], k,
+                                           start=_start_of_clustering(config, workdir, kept))
     if dataset.y is not None and healthy:
         for label in ("algorithm", "kmeans_on_embedding"):
             summary[f"{label}_mean"] = {m: float(np.mean([r[label][m] for r in healthy])) for m in rows[0][label]}
@@ -286,6 +287,18 @@ def summarize(config, dataset, trainer, cstate, x, workdir: Path, diverged: dict
     if jax.process_index() == 0:
         checkpointing.write_text_atomic(workdir / "summary.json", json.dumps(summary, indent=2))
     return summary
+
+
+def _start_of_clustering(config, workdir: Path, seeds: list[int]):
+    """The seeds' assignments at clustering epoch 0 (k-means on the pretrained
+    embedding), for the chance test; None where there is no clustering phase
+    to come apart in, or no readable snapshot of its start."""
+    if int(config.clustering.epochs) == 0:
+        return None
+    try:
+        return np.asarray(checkpointing.load_snapshot(workdir, 0, "clustering")["assignments"])[seeds]
+    except (FileNotFoundError, checkpointing.DamagedCheckpointError, KeyError):
+        return None
 
 
 def format_summary(summary: dict, workdir: Path) -> str:

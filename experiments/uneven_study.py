@@ -215,9 +215,11 @@ def study_launch(name: str, algorithm: str, assessor: dict) -> tuple[dict, pd.Da
            "median_final": float(np.median(finals)), "oracle": float(truth.acc.max()),
            "per_seed_default": float(np.mean([acc[(s, e)] for s, e in chosen.items()])),
            "final_size_entropy_median": float(table[table.selected].final_size_entropy.median())}
-    verdict = chance.chance_test(parts.labels[-1].astype(np.int32), parts.n_clusters)   # the final partitions
+    start = parts.labels[0].astype(np.int32) if parts.phase == "clustering" and parts.epochs[0] == 0 else None
+    verdict = chance.chance_test(parts.labels[-1].astype(np.int32), parts.n_clusters, start=start)   # the final partitions
     row |= {"chance_value": verdict["value"], "chance_lo": verdict["interval"][0], "chance_hi": verdict["interval"][1],
-            "chance_verdict": {True: "chance", False: "structure", None: "inconclusive"}[verdict["looks_like_chance"]]}
+            "chance_verdict": "came apart" if verdict.get("came_apart") else
+            {True: "chance", False: "structure", None: "inconclusive"}[verdict["looks_like_chance"]]}
     choices = {sel: f(table) for sel, f in launch.LAUNCH_SELECTORS.items()}
     for sel, choice in choices.items():
         row[sel] = of(choice)

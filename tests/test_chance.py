@@ -126,3 +126,46 @@ def test_two_uneven_clusters_that_every_seed_finds_are_not_called_one_cluster():
     assert 1.5 < result["effective_clusters"] < 2 and result["looks_like_chance"] is False, result["message"]
     lopsided = np.stack([(rng.random(569) < 0.05).astype(int) for _ in range(5)])
     assert chance.chance_test(lopsided, 2)["looks_like_chance"] is True
+
+
+def test_seeds_that_agreed_at_the_start_of_clustering_and_came_apart_are_not_called_chance():
+    """Issue 35's MNIST r5 DKM launch: k-means starts that agree, then each
+    seed merges other classes. Built here: 10 classes, every seed starts
+    from a noisy copy of them and ends merging its own triples."""
+    rng = np.random.default_rng(0)
+    n, k = 2000, 10
+    classes = rng.integers(0, k, n)
+    start = np.stack([np.where(rng.random(n) < 0.05, rng.integers(0, k, n), classes) for _ in range(5)])
+    merged = []
+    for _ in range(5):
+        triples = np.empty(k, int)
+        triples[rng.permutation(k)] = np.arange(k) // 3
+        merged.append(triples[classes])
+    merged = np.stack(merged)
+    alone = chance.chance_test(merged, k)                        # without the start: it reads as chance
+    assert alone["looks_like_chance"] is True and alone["came_apart"] is False
+    result = chance.chance_test(merged, k, start=start)
+    assert result["came_apart"] is True and result["looks_like_chance"] is None
+    assert result["start"]["looks_like_chance"] is False and result["start"]["interval"][0] >= chance.AGREEMENT_THRESHOLD
+    assert "WARNING" in result["message"] and "start of clustering" in result["message"]
+    assert "no better than chance" not in result["message"]
+    # structureless starts (each seed's k-means of noise) leave the verdict at chance
+    noise_start = rng.integers(0, k, (5, n))
+    on_noise = chance.chance_test(merged, k, start=noise_start)
+    assert on_noise["looks_like_chance"] is True and on_noise["came_apart"] is False
+    assert on_noise["start"]["value"] < chance.AGREEMENT_THRESHOLD
+    # agreement now: the start is not read
+    assert "start" not in chance.chance_test(start, k, start=noise_start)
+
+
+def test_the_summary_and_select_read_the_start_of_clustering_and_still_warn_on_noise(tmp_path):
+    cfg = tiny_config("dec", seeds=3, pretrain_epochs=3)
+    cfg.dataset.name, cfg.dataset.subsample = "uniform", 0
+    cfg.dataset.n_samples, cfg.dataset.n_features, cfg.dataset.n_clusters = 400, 16, 5
+    summary = train.train_and_evaluate(cfg, tmp_path)
+    said = summary["chance"]
+    assert said["looks_like_chance"] is True and said["came_apart"] is False, said
+    assert said["start"]["value"] < chance.AGREEMENT_THRESHOLD          # noise's k-means starts do not agree
+    again = selection.run_chance_test(tmp_path)
+    assert again["phase"] == "clustering" and again["looks_like_chance"] is True
+    assert again["start"]["value"] == pytest.approx(said["start"]["value"], abs=1e-6)
