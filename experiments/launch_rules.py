@@ -79,6 +79,9 @@ ROUNDS = {
     "round4": {"names": ROUND4, "algorithms": ("deccs",), "prereg": "cf10d26",
                "file": "uneven_round4_preregistration.md"},
     # round 4's amendment 6.: round-3 launches retrained at the published 150 clustering epochs
+    # round 4's amendment 2: DECCS where it never ran (reported)
+    "deccs5": {"names": ("breast_cancer", "pendigits_r20", "pendigits_r10", "fmnist_r5", "pendigits_r5"),
+               "algorithms": ("deccs",), "prereg": "bc0ddd5", "file": "uneven_round4_preregistration.md"},
     "epochs150": {"names": ("optdigits_r5", "fmnist_r10"), "algorithms": ("dec", "idec", "dcn", "dkm"),
                   "epochs": 150, "prereg": "e9c95d1", "file": "uneven_round4_preregistration.md"},
 }
@@ -509,6 +512,47 @@ def test_round4():
     print("\n".join(lines))
 
 
+def test_deccs5():
+    """Round 4, amendment 2 (7.): DECCS launches where it never ran, with every
+    DECCS launch of rounds 3 and 4 (reported)."""
+    spec = ROUNDS["deccs5"]
+    assessor = selection.load_assessor(launch_study.ASSESSOR)
+    scored = ("seed_rows_seen.csv", "seed_rows_round2.csv", "seed_rows_round3.csv")
+    seen = prepare(pd.concat([pd.read_csv(OUT / f) for f in scored], ignore_index=True))
+    fresh = prepare(pd.read_csv(OUT / "seed_rows_deccs5.csv"))
+    launches = outcomes(fresh, {name: learned_choices(name, seen, fresh) for name in LEARNED})
+    launches.to_csv(OUT / "deccs5_test_outcomes.csv", index=False, float_format="%.5g")
+    earlier = pd.concat([pd.read_csv(OUT / "round3_test_outcomes.csv").query("algorithm == 'deccs'"),
+                         pd.read_csv(OUT / "round4_test_outcomes.csv")], ignore_index=True)
+    every = pd.concat([earlier, launches], ignore_index=True)
+    picks = assessor_per_seed(spec["names"], ("deccs",))
+    picks.to_csv(OUT / "deccs5_per_seed.csv", index=False, float_format="%.5g")
+    pooled = pd.concat([pd.read_csv(OUT / f"{r}_per_seed_unseen_deccs.csv") for r in ("round3", "round4")] + [picks],
+                       ignore_index=True).query("algorithm == 'deccs'")
+    rows = [uneven_study.study_launch(n, "deccs", assessor)[0] for n in spec["names"]
+            if (uneven_study.SCORES / f"{uneven_study.launch_name(n, 'deccs')}.csv").exists()]
+    missing = [n for n in spec["names"] if not (uneven_study.SCORES / f"{n}_deccs.csv").exists()]
+    lines = [f"#### DECCS where it never ran: {len(launches)} launches ({', '.join(sorted(fresh.dataset.unique()))})",
+             "", "Command: `python experiments/launch_rules.py rows --split deccs5 && python "
+             "experiments/launch_rules.py test --split deccs5`. ACC in points. "
+             + (f"Not trained by 23:20 UTC: {', '.join(missing)}." if missing else "Every registered launch trained."),
+             "", *markdown(pd.DataFrame([{"launch": r["launch"], "class ratio": f"{r['class_ratio']:.1f}",
+                                          **{c: launch_study.pts(r[c]) for c in ["median_final", "random_final",
+                                                                                 *RULES, *LEARNED, "oracle"]}}
+                                         for r in launches.to_dict("records")])), "",
+             f"These {len(launches)}:", "", *target_lines(launches, [*RULES, *LEARNED]),
+             f"Every DECCS launch of rounds 3 and 4 and these ({len(every)}):", "",
+             *target_lines(every, [*RULES, *LEARNED]),
+             "Per-seed on DECCS (these launches; then with rounds 3 and 4's held-out seeds):", "",
+             *markdown(pd.DataFrame(uneven_study.per_seed_rows(picks))), "",
+             *markdown(pd.DataFrame(uneven_study.per_seed_rows(pooled))), "",
+             "Chance test (final partitions): " + "; ".join(
+                 f"{r['launch']} {r['chance_value']:.3f} [{r['chance_lo']:.3f}, {r['chance_hi']:.3f}] "
+                 f"{r['chance_verdict']}" for r in rows), ""]
+    (OUT / "deccs5_test.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
 def test_epochs():
     """Round 4, 6.: the same launches at 150 clustering epochs and at 50."""
     spec = ROUNDS["epochs150"]
@@ -564,10 +608,15 @@ def write_section(notes: str = "", split: str = "round2"):
                  "retrained from the same pretraining at 150 clustering epochs; launch outcomes beside the same "
                  "launches at 50.", "",
                  (OUT / "epochs150_test.md").read_text() if (OUT / "epochs150_test.md").exists() else "not scored yet",
+                 "", "### DECCS where it never ran (amendment 2, 7., reported)", "",
+                 (OUT / "deccs5_test.md").read_text() if (OUT / "deccs5_test.md").exists() else "not scored yet",
                  "", "### How far a launch rule could go (post hoc)", "",
                  "Command: `python experiments/launch_ceiling.py`. Descriptive, on the launches of rounds 1-3: "
                  "nothing here chose a default (the script's docstring says what each row is).", "",
                  (OUT / "launch_ceiling.md").read_text() if (OUT / "launch_ceiling.md").exists() else "not run",
+                 "", "### How far a per-seed rule could go (post hoc)", "",
+                 "Command: `python experiments/per_seed_ceiling.py`. Descriptive, on the seeds of rounds 1-3.", "",
+                 (OUT / "per_seed_ceiling.md").read_text() if (OUT / "per_seed_ceiling.md").exists() else "not run",
                  "", notes]
         launch_study.write_section("\n".join(lines).rstrip("\n").split("\n"), SECTION4)
         return
@@ -620,7 +669,7 @@ def main():
     elif args.command == "tune":
         tune()
     elif args.command == "test":
-        {"round4": test_round4, "epochs150": test_epochs}.get(args.split, lambda: test(args.split or "round2"))()
+        {"round4": test_round4, "epochs150": test_epochs, "deccs5": test_deccs5}.get(args.split, lambda: test(args.split or "round2"))()
     else:
         write_section(Path(args.notes).read_text() if args.notes else "", args.split or "round2")
 
