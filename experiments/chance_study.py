@@ -60,8 +60,8 @@ def run_controls(runs: Path, seeds: int, path: Path, algorithms=ALGORITHMS) -> p
                 t0 = time.time()
                 train.train_and_evaluate(control_config(algorithm, dataset, seeds, pretrained), workdir)
                 print(f"{dataset} {algorithm}: trained in {time.time() - t0:.0f} s", flush=True)
+            scores = evaluate.evaluate_run(workdir, progress=False)   # first: with the labels, where there are
             test = selection.run_chance_test(workdir)      # the selection phase's last epoch
-            scores = evaluate.evaluate_run(workdir, progress=False)
             rows.append({"dataset": dataset, "algorithm": algorithm, "phase": test["phase"],
                          "agreement_ari": test["value"], "effective_clusters": test["effective_clusters"],
                          "seeds": test["seeds"], "agreement_nmi": test["agreement_nmi"],

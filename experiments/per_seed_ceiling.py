@@ -1,6 +1,6 @@
 """Issue 35: how far a per-seed epoch rule could go on the launches scored so far.
 
-    python experiments/per_seed_ceiling.py    # ~30 s; writes results/uneven/per_seed_ceiling.md
+    python experiments/per_seed_ceiling.py    # ~1-4 min (the k-means draws); writes results/uneven/per_seed_ceiling.md
 
 Post hoc and descriptive, like launch_ceiling.py: nothing here chooses a
 default. The issue asks of the per-seed default, on uneven and tabular
