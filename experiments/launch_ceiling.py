@@ -31,7 +31,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 import launch_rules  # noqa: E402
 from selection_study import markdown  # noqa: E402
 
-SCORED = ("seed_rows_seen.csv", "seed_rows_round2.csv", "seed_rows_round3.csv")
 
 
 def outcome(seeds: pd.DataFrame, pick: pd.Series) -> dict:
@@ -68,7 +67,7 @@ def ceiling(seeds: pd.DataFrame) -> list[dict]:
 
 
 def main():
-    frame = launch_rules.prepare(pd.concat([pd.read_csv(launch_rules.OUT / f) for f in SCORED], ignore_index=True))
+    frame = launch_rules.read_rows(launch_rules.SCORED_ROWS)
     lines = []
     for title, keep in (("uneven and tabular (rounds 1-3)", frame.data_kind != "balanced"),
                         ("balanced (the benchmarks)", frame.data_kind == "balanced")):

@@ -455,16 +455,37 @@ def test(split: str = "round2"):
     print("\n".join(lines))
 
 
+# The seed rows of every launch scored before round 4 (rounds 1-3 and the balanced ones).
+SCORED_ROWS = ("seed_rows_seen.csv", "seed_rows_round2.csv", "seed_rows_round3.csv")
+
+
+def read_rows(files) -> pd.DataFrame:
+    return prepare(pd.concat([pd.read_csv(OUT / f) for f in files], ignore_index=True))
+
+
+def fresh_outcomes(split: str) -> pd.DataFrame:
+    """A round-4 split's launches: every rule's choice, the learned ones fitted
+    on `SCORED_ROWS`; written to <split>_test_outcomes.csv."""
+    seen, fresh = read_rows(SCORED_ROWS), read_rows([f"seed_rows_{split}.csv"])
+    launches = outcomes(fresh, {name: learned_choices(name, seen, fresh) for name in LEARNED})
+    launches.to_csv(OUT / f"{split}_test_outcomes.csv", index=False, float_format="%.5g")
+    return launches
+
+
+def rule_table(launches: pd.DataFrame) -> list[str]:
+    """One row per launch: ACC of every rule's choice."""
+    return markdown(pd.DataFrame([{"launch": r["launch"], "class ratio": f"{r['class_ratio']:.1f}",
+                                   **{c: launch_study.pts(r[c]) for c in ["median_final", "random_final", *RULES,
+                                                                          *LEARNED, "oracle"]}}
+                                  for r in launches.to_dict("records")]))
+
+
 def test_round4():
     """Round 4 (uneven_round4_preregistration.md), once: UNSEEN and DECCS on
     the image subsamples; the per-seed decisions on rounds 3 and 4 pooled."""
     t0 = time.perf_counter()
     assessor = selection.load_assessor(launch_study.ASSESSOR)
-    scored = ("seed_rows_seen.csv", "seed_rows_round2.csv", "seed_rows_round3.csv")
-    seen = prepare(pd.concat([pd.read_csv(OUT / f) for f in scored], ignore_index=True))
-    fresh = prepare(pd.read_csv(OUT / "seed_rows_round4.csv"))
-    deccs = outcomes(fresh, {name: learned_choices(name, seen, fresh) for name in LEARNED})
-    deccs.to_csv(OUT / "round4_test_outcomes.csv", index=False, float_format="%.5g")
+    deccs = fresh_outcomes("round4")
     deccs3 = pd.read_csv(OUT / "round3_test_outcomes.csv").query("algorithm == 'deccs'")
     unseen = unseen_launches(ROUND4)
     deccs_rows = pd.DataFrame([uneven_study.study_launch(n, "deccs", assessor)[0] for n in ROUND4
@@ -494,10 +515,7 @@ def test_round4():
              "Round 4's held-out seeds alone (UNSEEN's three variants pooled):", "", *per_seed_table(picks), "",
              "Rounds 3 and 4 pooled:", "", *per_seed_table(pooled), "",
              "##### DECCS launches: the launch rules (reported, 4.)", "",
-             *markdown(pd.DataFrame([{"launch": r["launch"], "class ratio": f"{r['class_ratio']:.1f}",
-                                      **{c: launch_study.pts(r[c]) for c in ["median_final", "random_final", *RULES,
-                                                                             *LEARNED, "oracle"]}}
-                                     for r in deccs.to_dict("records")])), "",
+             *rule_table(deccs), "",
              f"Round 4's {len(deccs)} DECCS launches:", "", *target_lines(deccs, [*RULES, *LEARNED]),
              f"With round 3's {len(deccs3)} DECCS launches ({len(deccs) + len(deccs3)}):", "",
              *target_lines(pd.concat([deccs3, deccs], ignore_index=True), [*RULES, *LEARNED]),
@@ -517,11 +535,7 @@ def test_deccs5():
     DECCS launch of rounds 3 and 4 (reported)."""
     spec = ROUNDS["deccs5"]
     assessor = selection.load_assessor(launch_study.ASSESSOR)
-    scored = ("seed_rows_seen.csv", "seed_rows_round2.csv", "seed_rows_round3.csv")
-    seen = prepare(pd.concat([pd.read_csv(OUT / f) for f in scored], ignore_index=True))
-    fresh = prepare(pd.read_csv(OUT / "seed_rows_deccs5.csv"))
-    launches = outcomes(fresh, {name: learned_choices(name, seen, fresh) for name in LEARNED})
-    launches.to_csv(OUT / "deccs5_test_outcomes.csv", index=False, float_format="%.5g")
+    launches = fresh_outcomes("deccs5")
     earlier = pd.concat([pd.read_csv(OUT / "round3_test_outcomes.csv").query("algorithm == 'deccs'"),
                          pd.read_csv(OUT / "round4_test_outcomes.csv")], ignore_index=True)
     every = pd.concat([earlier, launches], ignore_index=True)
@@ -532,14 +546,11 @@ def test_deccs5():
     rows = [uneven_study.study_launch(n, "deccs", assessor)[0] for n in spec["names"]
             if (uneven_study.SCORES / f"{uneven_study.launch_name(n, 'deccs')}.csv").exists()]
     missing = [n for n in spec["names"] if not (uneven_study.SCORES / f"{n}_deccs.csv").exists()]
-    lines = [f"#### DECCS where it never ran: {len(launches)} launches ({', '.join(sorted(fresh.dataset.unique()))})",
+    lines = [f"#### DECCS where it never ran: {len(launches)} launches ({', '.join(sorted(launches.dataset.unique()))})",
              "", "Command: `python experiments/launch_rules.py rows --split deccs5 && python "
              "experiments/launch_rules.py test --split deccs5`. ACC in points. "
              + (f"Not trained by 23:20 UTC: {', '.join(missing)}." if missing else "Every registered launch trained."),
-             "", *markdown(pd.DataFrame([{"launch": r["launch"], "class ratio": f"{r['class_ratio']:.1f}",
-                                          **{c: launch_study.pts(r[c]) for c in ["median_final", "random_final",
-                                                                                 *RULES, *LEARNED, "oracle"]}}
-                                         for r in launches.to_dict("records")])), "",
+             "", *rule_table(launches), "",
              f"These {len(launches)}:", "", *target_lines(launches, [*RULES, *LEARNED]),
              f"Every DECCS launch of rounds 3 and 4 and these ({len(every)}):", "",
              *target_lines(every, [*RULES, *LEARNED]),

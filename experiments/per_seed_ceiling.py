@@ -23,21 +23,22 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from sklearn.cluster import KMeans
 
 sys.path.insert(0, str(Path(__file__).parent))
 import launch_rules  # noqa: E402
+import launch_study  # noqa: E402
 import uneven_study  # noqa: E402
 from selection_study import markdown  # noqa: E402
 
-from dcjax import evaluate, study  # noqa: E402
+from dcjax import checkpointing, evaluate, study  # noqa: E402
 
-SCORED_ROWS = ("seed_rows_seen.csv", "seed_rows_round2.csv", "seed_rows_round3.csv")
 UNSEEN_SCORED = [f"{n}_{a}" for n in ("optdigits_r5", "optdigits_r20") for a in launch_rules.UNSEEN]   # round 3's
 NOT_SCORES = {"run", "dataset", "algorithm", "phase", "seed", "epoch", *evaluate.LABEL_BASED, "acc", "nmi", "ari"}
 
 
 def scored_launches() -> list[str]:
-    rows = pd.concat([pd.read_csv(launch_rules.OUT / f) for f in SCORED_ROWS], ignore_index=True)
+    rows = pd.concat([pd.read_csv(launch_rules.OUT / f) for f in launch_rules.SCORED_ROWS], ignore_index=True)
     return sorted(set(rows[rows.data_kind != "balanced"].launch)) + UNSEEN_SCORED
 
 
@@ -100,9 +101,6 @@ def kmeans_draw(frame: pd.DataFrame, draws: int = 10) -> list[str]:
         workdir = uneven_study.RUNS / name / "ae_kmeans"
         if not (workdir / "summary.json").exists():
             continue
-        from sklearn.cluster import KMeans
-        import launch_study
-        from dcjax import checkpointing
         z = checkpointing.load_snapshot(workdir, 100, "pretrain")["embedding"]
         y = uneven_study.labels_of(name)
         k = int(y.max()) + 1
